@@ -1,0 +1,277 @@
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Postgres is a throwaway cluster in a temp dir. When the tests run as root
+// it runs as the postgres user, since Postgres refuses to run as root.
+type Postgres struct {
+	Port    int
+	Dir     string // holds data/ and the socket
+	bin     string
+	cred    *syscall.Credential
+	extra   []string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
+}
+
+// PostgresOption adjusts the cluster's server settings.
+type PostgresOption func(*Postgres)
+
+// WithSetting adds `-c name=value` to the server command line.
+func WithSetting(name, value string) PostgresOption {
+	return func(p *Postgres) { p.extra = append(p.extra, "-c", name+"="+value) }
+}
+
+// PostgresBinDir finds the server binaries: $PG_BINDIR, `pg_config --bindir`,
+// or the newest /usr/lib/postgresql/*/bin.
+func PostgresBinDir() (string, error) {
+	if d := os.Getenv("PG_BINDIR"); d != "" {
+		return d, nil
+	}
+	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
+		d := strings.TrimSpace(string(out))
+		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
+			return d, nil
+		}
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(matches) > 0 {
+		return filepath.Dir(matches[len(matches)-1]), nil
+	}
+	return "", errors.New("postgres server binaries (initdb) not found: install the postgresql package or set PG_BINDIR")
+}
+
+// StartPostgres initialises and starts a cluster with wal_level=logical.
+func StartPostgres(opts ...PostgresOption) (*Postgres, error) {
+	bin, err := PostgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := mkdirShared("cdcsync-pg-")
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{Port: port, Dir: dir, bin: bin, logPath: filepath.Join(dir, "postgres.log")}
+	for _, o := range opts {
+		o(p)
+	}
+	if os.Getuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("running as root needs a postgres user: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		p.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		if err := os.Chown(dir, uid, gid); err != nil {
+			return nil, fmt.Errorf("chown %s: %w", dir, err)
+		}
+	}
+	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
+		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("initdb: %w: %s", err, out)
+	}
+	if err := p.Start(); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *Postgres) dataDir() string { return filepath.Join(p.Dir, "data") }
+
+// Start runs the server (again) and waits until it accepts connections.
+func (p *Postgres) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		return errors.New("postgres already running")
+	}
+	args := []string{"-D", p.dataDir(), "-p", strconv.Itoa(p.Port), "-k", p.Dir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "wal_level=logical",
+		"-c", "max_replication_slots=64",
+		"-c", "max_wal_senders=64",
+		"-c", "max_connections=200",
+		"-c", "fsync=off",
+		"-c", "full_page_writes=off",
+		"-c", "shared_buffers=128MB",
+		"-c", "wal_sender_timeout=60s",
+	}
+	args = append(args, p.extra...)
+	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
+	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o666)
+	if err != nil {
+		return fmt.Errorf("open postgres log: %w", err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); logf.Close(); close(exited) }()
+	p.cmd, p.exited = cmd, exited
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		conn, err := pgx.Connect(ctx, p.URL("postgres"))
+		cancel()
+		if err == nil {
+			conn.Close(context.Background())
+			return nil
+		}
+		select {
+		case <-exited:
+			p.cmd = nil
+			return fmt.Errorf("postgres exited at start-up: %s", p.logTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("postgres did not accept connections within 30s: %v: %s", err, p.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *Postgres) logTail() string {
+	b, _ := os.ReadFile(p.logPath)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// Stop shuts the server down (fast mode) and waits for it.
+func (p *Postgres) Stop() error { return p.stop(syscall.SIGINT) }
+
+// Kill sends SIGKILL to the server and all its backends, as a crash would.
+func (p *Postgres) Kill() error { return p.stop(syscall.SIGKILL) }
+
+func (p *Postgres) stop(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return nil
+	}
+	if sig == syscall.SIGKILL {
+		_ = killGroup(p.cmd, sig)
+	} else {
+		_ = p.cmd.Process.Signal(sig)
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		_ = killGroup(p.cmd, syscall.SIGKILL)
+		<-p.exited
+	}
+	if sig == syscall.SIGKILL {
+		// Backends notice their postmaster's death on their own; wait for
+		// the whole group so a restart does not find shared memory in use.
+		for i := 0; i < 100 && syscall.Kill(-p.cmd.Process.Pid, 0) == nil; i++ {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	p.cmd = nil
+	return nil
+}
+
+// Restart stops (or kills, when crash is set) and starts the server again.
+func (p *Postgres) Restart(crash bool) error {
+	var err error
+	if crash {
+		err = p.Kill()
+	} else {
+		err = p.Stop()
+	}
+	if err != nil {
+		return err
+	}
+	return p.Start()
+}
+
+// Close stops the server and removes its directory.
+func (p *Postgres) Close() {
+	_ = p.Stop()
+	_ = os.RemoveAll(p.Dir)
+}
+
+// URL returns a connection URL for database db as the superuser.
+func (p *Postgres) URL(db string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.Port, db)
+}
+
+// Exec runs SQL statements in database db.
+func (p *Postgres) Exec(ctx context.Context, db string, sql ...string) error {
+	conn, err := pgx.Connect(ctx, p.URL(db))
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", db, err)
+	}
+	defer conn.Close(ctx)
+	for _, s := range sql {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			return fmt.Errorf("exec %q: %w", s, err)
+		}
+	}
+	return nil
+}
+
+// CreateDB creates a database with a random name for one test and drops it
+// (with its replication slots) when the test ends. It returns the name.
+func (p *Postgres) CreateDB(tb testing.TB) string {
+	tb.Helper()
+	name := RandomName("db")
+	ctx := context.Background()
+	if err := p.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		tb.Fatalf("create database: %v", err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, p.URL("postgres"))
+		if err != nil {
+			return // the server may have been stopped by the test
+		}
+		defer conn.Close(ctx)
+		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, name)
+		_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, name)
+		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+	})
+	return name
+}
+
+// RandomName returns prefix_<random hex>, usable as a database, slot, topic
+// or table name.
+func RandomName(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "_" + hex.EncodeToString(b[:])
+}

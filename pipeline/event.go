@@ -1,0 +1,268 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Op is the Debezium operation code of an event.
+type Op string
+
+// Operation codes, as Debezium writes them.
+const (
+	OpCreate   Op = "c"
+	OpUpdate   Op = "u"
+	OpDelete   Op = "d"
+	OpRead     Op = "r" // snapshot or backfill row
+	OpTruncate Op = "t"
+)
+
+// Valid reports whether o is one of the known operation codes.
+func (o Op) Valid() bool {
+	switch o {
+	case OpCreate, OpUpdate, OpDelete, OpRead, OpTruncate:
+		return true
+	}
+	return false
+}
+
+// Column is one column of a row with its value already encoded as JSON.
+type Column struct {
+	Name  string
+	Value json.RawMessage
+}
+
+// Row is a row's columns in table order. A nil Row encodes as JSON null.
+// Keeping the order (rather than a map) makes the encoding stable and cheap.
+type Row []Column
+
+// Get returns the JSON value of the named column and whether it is present.
+func (r Row) Get(name string) (json.RawMessage, bool) {
+	for _, c := range r {
+		if c.Name == name {
+			return c.Value, true
+		}
+	}
+	return nil, false
+}
+
+// AppendJSON appends r as a JSON object (or null) to buf.
+func (r Row) AppendJSON(buf []byte) []byte {
+	if r == nil {
+		return append(buf, "null"...)
+	}
+	buf = append(buf, '{')
+	for i, c := range r {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		buf = AppendString(buf, c.Name)
+		buf = append(buf, ':')
+		if len(c.Value) == 0 {
+			buf = append(buf, "null"...)
+		} else {
+			buf = append(buf, c.Value...)
+		}
+	}
+	return append(buf, '}')
+}
+
+// MarshalJSON implements json.Marshaler.
+func (r Row) MarshalJSON() ([]byte, error) { return r.AppendJSON(nil), nil }
+
+// UnmarshalJSON reads a JSON object keeping the order of its members.
+func (r *Row) UnmarshalJSON(data []byte) error {
+	data = bytes.TrimSpace(data)
+	if bytes.Equal(data, []byte("null")) {
+		*r = nil
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return fmt.Errorf("row: %w", err)
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return errors.New("row: not a JSON object")
+	}
+	row := Row{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("row: %w", err)
+		}
+		name, _ := tok.(string)
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("row column %q: %w", name, err)
+		}
+		row = append(row, Column{Name: name, Value: v})
+	}
+	*r = row
+	return nil
+}
+
+// Source describes where an event came from, Debezium-style.
+type Source struct {
+	Connector string `json:"connector"`
+	Name      string `json:"name"`
+	DB        string `json:"db"`
+	Schema    string `json:"schema"`
+	Table     string `json:"table"`
+	TxID      uint32 `json:"txId"`
+	LSN       uint64 `json:"lsn"`
+	CommitLSN uint64 `json:"commit_lsn"`
+	TsMs      int64  `json:"ts_ms"`
+	// Snapshot is "true" for snapshot/backfill rows, "last" for the final row
+	// of an initial snapshot, and "false" for streamed changes.
+	Snapshot string `json:"snapshot"`
+}
+
+// Event is one change: the value written to Kafka.
+type Event struct {
+	Before Row `json:"before"`
+	After  Row `json:"after"`
+	// Unchanged names TOASTed columns whose value was not sent because it did
+	// not change; they are absent from After and sinks keep what they have.
+	Unchanged []string `json:"unchanged,omitempty"`
+	Source    Source   `json:"source"`
+	Op        Op       `json:"op"`
+	TsMs      int64    `json:"ts_ms"`
+}
+
+// Position returns the stream position the event carries.
+func (e *Event) Position() Position {
+	return Position{Commit: pglogrepl.LSN(e.Source.CommitLSN), Change: pglogrepl.LSN(e.Source.LSN)}
+}
+
+// SetPosition stores p in the event's source block.
+func (e *Event) SetPosition(p Position) {
+	e.Source.CommitLSN = uint64(p.Commit)
+	e.Source.LSN = uint64(p.Change)
+}
+
+// AppendJSON appends the event's envelope to buf. It is the hot path of
+// capture, so it writes JSON directly instead of going through reflection.
+func (e *Event) AppendJSON(buf []byte) []byte {
+	buf = append(buf, `{"before":`...)
+	buf = e.Before.AppendJSON(buf)
+	buf = append(buf, `,"after":`...)
+	buf = e.After.AppendJSON(buf)
+	if len(e.Unchanged) > 0 {
+		buf = append(buf, `,"unchanged":[`...)
+		for i, n := range e.Unchanged {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			buf = AppendString(buf, n)
+		}
+		buf = append(buf, ']')
+	}
+	s := &e.Source
+	buf = append(buf, `,"source":{"connector":`...)
+	buf = AppendString(buf, s.Connector)
+	buf = append(buf, `,"name":`...)
+	buf = AppendString(buf, s.Name)
+	buf = append(buf, `,"db":`...)
+	buf = AppendString(buf, s.DB)
+	buf = append(buf, `,"schema":`...)
+	buf = AppendString(buf, s.Schema)
+	buf = append(buf, `,"table":`...)
+	buf = AppendString(buf, s.Table)
+	buf = append(buf, `,"txId":`...)
+	buf = strconv.AppendUint(buf, uint64(s.TxID), 10)
+	buf = append(buf, `,"lsn":`...)
+	buf = strconv.AppendUint(buf, s.LSN, 10)
+	buf = append(buf, `,"commit_lsn":`...)
+	buf = strconv.AppendUint(buf, s.CommitLSN, 10)
+	buf = append(buf, `,"ts_ms":`...)
+	buf = strconv.AppendInt(buf, s.TsMs, 10)
+	buf = append(buf, `,"snapshot":`...)
+	buf = AppendString(buf, s.Snapshot)
+	buf = append(buf, `},"op":`...)
+	buf = AppendString(buf, string(e.Op))
+	buf = append(buf, `,"ts_ms":`...)
+	buf = strconv.AppendInt(buf, e.TsMs, 10)
+	return append(buf, '}')
+}
+
+// DecodeEvent parses and validates an envelope. Errors describe what is
+// wrong so that a dead-letter header can carry them.
+func DecodeEvent(data []byte) (*Event, error) {
+	var e Event
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, fmt.Errorf("decode event: %w", err)
+	}
+	if !e.Op.Valid() {
+		return nil, fmt.Errorf("decode event: unknown op %q", e.Op)
+	}
+	if e.Source.Table == "" {
+		return nil, errors.New("decode event: source.table is missing")
+	}
+	switch e.Op {
+	case OpCreate, OpUpdate, OpRead:
+		if e.After == nil {
+			return nil, fmt.Errorf("decode event: op %q without after", e.Op)
+		}
+	case OpDelete:
+		if e.Before == nil {
+			return nil, errors.New(`decode event: op "d" without before`)
+		}
+	}
+	return &e, nil
+}
+
+// Topic names the Kafka topic of a table: <prefix>.<schema>.<table>.
+func Topic(prefix, schema, table string) string {
+	return prefix + "." + schema + "." + table
+}
+
+// Header names written on every change message.
+const (
+	HeaderPosition = "cdcsync.position" // Position.String()
+	HeaderOp       = "cdcsync.op"
+)
+
+// Dead-letter headers.
+const (
+	HeaderDLQError     = "cdcsync.dlq.error"
+	HeaderDLQTopic     = "cdcsync.dlq.topic"
+	HeaderDLQPartition = "cdcsync.dlq.partition"
+	HeaderDLQOffset    = "cdcsync.dlq.offset"
+	HeaderDLQSink      = "cdcsync.dlq.sink"
+)
+
+// KeyString joins primary-key values with ':' the way the Redis row cache
+// names keys: strings are used raw, other JSON values as written.
+func KeyString(key Row) string {
+	var b strings.Builder
+	for i, c := range key {
+		if i > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(ScalarText(c.Value))
+	}
+	return b.String()
+}
+
+// ScalarText returns a JSON string's contents, or the raw JSON text of any
+// other value ("null" for a missing one).
+func ScalarText(v json.RawMessage) string {
+	if len(v) == 0 {
+		return "null"
+	}
+	if v[0] == '"' {
+		var s string
+		if err := json.Unmarshal(v, &s); err == nil {
+			return s
+		}
+	}
+	return string(v)
+}

@@ -1,0 +1,77 @@
+// Package pipeline holds what capture and the sinks share: the event model,
+// its wire encoding, stream positions and acknowledgement tracking.
+package pipeline
+
+import (
+	"database/sql/driver"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Position orders an event in the change stream: first by the commit LSN of
+// its transaction, then by the LSN of the change inside that transaction.
+// Snapshot and backfill rows carry the position of the stream point at which
+// they were emitted, with Change equal to Commit.
+type Position struct {
+	Commit pglogrepl.LSN
+	Change pglogrepl.LSN
+}
+
+// String renders a position as "<commit>:<change>" using Postgres' LSN text
+// form, e.g. "0/16B3748:0/16B3700". ParsePosition reads it back.
+func (p Position) String() string {
+	return p.Commit.String() + ":" + p.Change.String()
+}
+
+// ParsePosition parses the text form produced by Position.String.
+func ParsePosition(s string) (Position, error) {
+	commit, change, ok := strings.Cut(s, ":")
+	if !ok {
+		return Position{}, fmt.Errorf("parse position %q: want <commit lsn>:<change lsn>", s)
+	}
+	c, err := pglogrepl.ParseLSN(commit)
+	if err != nil {
+		return Position{}, fmt.Errorf("parse position %q: commit lsn: %w", s, err)
+	}
+	l, err := pglogrepl.ParseLSN(change)
+	if err != nil {
+		return Position{}, fmt.Errorf("parse position %q: change lsn: %w", s, err)
+	}
+	return Position{Commit: c, Change: l}, nil
+}
+
+// Less reports whether p comes strictly before q in the stream.
+func (p Position) Less(q Position) bool {
+	if p.Commit != q.Commit {
+		return p.Commit < q.Commit
+	}
+	return p.Change < q.Change
+}
+
+// IsZero reports whether p is the zero position (before everything).
+func (p Position) IsZero() bool { return p.Commit == 0 && p.Change == 0 }
+
+// Scan implements sql.Scanner for the text form.
+func (p *Position) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*p = Position{}
+		return nil
+	case string:
+		q, err := ParsePosition(v)
+		if err != nil {
+			return err
+		}
+		*p = q
+		return nil
+	case []byte:
+		return p.Scan(string(v))
+	default:
+		return fmt.Errorf("scan position: unsupported type %T", src)
+	}
+}
+
+// Value implements driver.Valuer with the text form.
+func (p Position) Value() (driver.Value, error) { return p.String(), nil }

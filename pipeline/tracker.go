@@ -1,0 +1,158 @@
+package pipeline
+
+import (
+	"sync"
+
+	"github.com/jackc/pglogrepl"
+)
+
+// Tracker follows produced messages until the broker acknowledges them and
+// says which LSN is safe to confirm to Postgres: the commit LSN of the newest
+// transaction whose messages, and every message before them, were
+// acknowledged. Acknowledgements may arrive in any order (different
+// partitions, retries); only the contiguous acknowledged prefix counts.
+//
+// The reader calls Add for each message and Commit at each transaction end;
+// the producer's acknowledgement loop calls Ack. Capacity bounds the messages
+// in flight: the reader must wait (Full, Changed) before adding more, which is
+// how a slow broker pushes back on the replication stream.
+type Tracker struct {
+	mu        sync.Mutex
+	acked     []bool // ring indexed by seq % len
+	head      uint64 // lowest unacknowledged sequence number
+	next      uint64 // sequence number the next Add returns
+	marks     []commitMark
+	confirmed pglogrepl.LSN
+	changed   chan struct{}
+}
+
+type commitMark struct {
+	end uint64 // messages with seq < end belong to this commit or earlier
+	lsn pglogrepl.LSN
+}
+
+// NewTracker returns a tracker allowing capacity messages in flight.
+func NewTracker(capacity int) *Tracker {
+	if capacity < 1 {
+		capacity = 1
+	}
+	return &Tracker{acked: make([]bool, capacity), changed: make(chan struct{}, 1)}
+}
+
+// Add registers a message about to be produced and returns its sequence
+// number. It panics when the tracker is full: callers check Full first.
+func (t *Tracker) Add() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.next-t.head >= uint64(len(t.acked)) {
+		panic("pipeline: Tracker.Add on a full tracker")
+	}
+	seq := t.next
+	t.next++
+	return seq
+}
+
+// Full reports whether no more messages may be added until some are acked.
+func (t *Tracker) Full() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.next-t.head >= uint64(len(t.acked))
+}
+
+// InFlight returns the number of messages added but not yet in the
+// acknowledged prefix.
+func (t *Tracker) InFlight() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return int(t.next - t.head)
+}
+
+// Commit records that every message added so far belongs to transactions
+// that end at lsn. Once they are all acknowledged, lsn becomes confirmable.
+func (t *Tracker) Commit(lsn pglogrepl.LSN) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if n := len(t.marks); n > 0 && t.marks[n-1].end == t.next {
+		// Nothing was added since the previous commit: coalesce, so empty
+		// transactions cannot grow the queue.
+		if lsn > t.marks[n-1].lsn {
+			t.marks[n-1].lsn = lsn
+		}
+	} else {
+		t.marks = append(t.marks, commitMark{end: t.next, lsn: lsn})
+	}
+	t.advanceLocked()
+}
+
+// Ack records the broker's acknowledgement of message seq.
+func (t *Tracker) Ack(seq uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if seq < t.head || seq >= t.next {
+		return // duplicate or unknown: nothing to do
+	}
+	t.acked[seq%uint64(len(t.acked))] = true
+	for t.head < t.next {
+		i := t.head % uint64(len(t.acked))
+		if !t.acked[i] {
+			break
+		}
+		t.acked[i] = false
+		t.head++
+	}
+	t.advanceLocked()
+}
+
+// AdvanceIdle moves the confirmable LSN to lsn when nothing is in flight and
+// no commit is pending, which is how an idle slot follows the server's WAL
+// end. It reports whether it advanced.
+func (t *Tracker) AdvanceIdle(lsn pglogrepl.LSN) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.head != t.next || len(t.marks) > 0 || lsn <= t.confirmed {
+		return false
+	}
+	t.confirmed = lsn
+	return true
+}
+
+// Confirmed returns the highest LSN that is safe to confirm to Postgres.
+func (t *Tracker) Confirmed() pglogrepl.LSN {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.confirmed
+}
+
+// Reset forgets everything in flight and restarts from confirmed, for a new
+// replication session after an error.
+func (t *Tracker) Reset(confirmed pglogrepl.LSN) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	clear(t.acked)
+	t.head, t.next = 0, 0
+	t.marks = t.marks[:0]
+	if confirmed > t.confirmed {
+		t.confirmed = confirmed
+	}
+}
+
+// Changed is signalled (without blocking, coalesced) whenever messages are
+// acknowledged, so a waiting reader can re-check Full or the confirmed LSN.
+func (t *Tracker) Changed() <-chan struct{} { return t.changed }
+
+func (t *Tracker) advanceLocked() {
+	n := 0
+	for n < len(t.marks) && t.marks[n].end <= t.head {
+		if t.marks[n].lsn > t.confirmed {
+			t.confirmed = t.marks[n].lsn
+		}
+		n++
+	}
+	if n > 0 {
+		t.marks = append(t.marks[:0], t.marks[n:]...)
+	}
+	select {
+	case t.changed <- struct{}{}:
+	default:
+	}
+}

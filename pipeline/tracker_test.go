@@ -1,0 +1,92 @@
+package pipeline
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/jackc/pglogrepl"
+)
+
+func TestTrackerConfirmsOnlyContiguousPrefix(t *testing.T) {
+	tr := NewTracker(8)
+	a, b := tr.Add(), tr.Add()
+	tr.Commit(100) // tx 1: a, b
+	c := tr.Add()
+	tr.Commit(200) // tx 2: c
+
+	tr.Ack(c) // out of order: tx 2 acked before tx 1
+	if got := tr.Confirmed(); got != 0 {
+		t.Fatalf("confirmed %v before tx 1 was acknowledged", got)
+	}
+	tr.Ack(b)
+	if got := tr.Confirmed(); got != 0 {
+		t.Fatalf("confirmed %v with message a unacknowledged", got)
+	}
+	tr.Ack(a)
+	if got := tr.Confirmed(); got != 200 {
+		t.Fatalf("confirmed %v, want 200", got)
+	}
+	if tr.InFlight() != 0 {
+		t.Fatalf("in flight %d", tr.InFlight())
+	}
+}
+
+func TestTrackerIdleAdvanceAndEmptyCommits(t *testing.T) {
+	tr := NewTracker(2)
+	if !tr.AdvanceIdle(50) || tr.Confirmed() != 50 {
+		t.Fatal("idle tracker did not advance")
+	}
+	s := tr.Add()
+	if tr.AdvanceIdle(60) {
+		t.Fatal("advanced while a message is in flight")
+	}
+	tr.Commit(70)
+	for i := range 1000 { // empty transactions must not queue up
+		tr.Commit(pglogrepl.LSN(80 + i))
+	}
+	if len(tr.marks) != 1 {
+		t.Fatalf("%d commit marks queued, want 1", len(tr.marks))
+	}
+	tr.Ack(s)
+	if got := tr.Confirmed(); got != 1079 {
+		t.Fatalf("confirmed %v, want 1079", got)
+	}
+}
+
+func TestTrackerFullAndRandomAckOrder(t *testing.T) {
+	const capacity = 64
+	tr := NewTracker(capacity)
+	rng := rand.New(rand.NewPCG(1, 2))
+	var pending []uint64
+	var lastCommit pglogrepl.LSN
+	lsn := pglogrepl.LSN(1)
+	for round := 0; round < 2000; round++ {
+		if !tr.Full() && rng.IntN(3) > 0 {
+			pending = append(pending, tr.Add())
+			if rng.IntN(4) == 0 {
+				lsn += 10
+				tr.Commit(lsn)
+				lastCommit = lsn
+			}
+			continue
+		}
+		if len(pending) == 0 {
+			continue
+		}
+		i := rng.IntN(len(pending))
+		tr.Ack(pending[i])
+		pending = append(pending[:i], pending[i+1:]...)
+		if c := tr.Confirmed(); c > lastCommit {
+			t.Fatalf("confirmed %v beyond last commit %v", c, lastCommit)
+		}
+	}
+	for _, s := range pending {
+		tr.Ack(s)
+	}
+	if tr.Confirmed() != lastCommit {
+		t.Fatalf("after all acks confirmed %v, want %v", tr.Confirmed(), lastCommit)
+	}
+	if tr.Full() {
+		t.Fatal("full after all acks")
+	}
+}
