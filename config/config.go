@@ -1,0 +1,90 @@
+// Package config reads cdcsync's configuration from CDCSYNC_ environment
+// variables (envconfig) and validates it. Each command loads the struct it
+// needs; ../shared/DESIGN.md fixes the variable names.
+package config
+
+import "time"
+
+// Prefix is the environment variable prefix of every setting.
+const Prefix = "CDCSYNC"
+
+// Log configures structured logging.
+type Log struct {
+	Format string `envconfig:"LOG_FORMAT" default:"text" desc:"log format: text or json"`
+	Level  string `envconfig:"LOG_LEVEL" default:"info" desc:"debug, info, warn or error"`
+}
+
+// Kafka configures the connection to the brokers.
+type Kafka struct {
+	Brokers       []string `envconfig:"KAFKA_BROKERS" default:"localhost:9092" desc:"bootstrap brokers, comma-separated host:port"`
+	Version       string   `envconfig:"KAFKA_VERSION" default:"3.6.0" desc:"Kafka protocol version to speak"`
+	ClientID      string   `envconfig:"KAFKA_CLIENT_ID" default:"cdcsync" desc:"client id sent to the brokers"`
+	TLS           bool     `envconfig:"KAFKA_TLS" default:"false" desc:"connect to the brokers over TLS"`
+	TLSCAFile     string   `envconfig:"KAFKA_TLS_CA_FILE" desc:"PEM CA bundle that signs the brokers' certificates"`
+	TLSCertFile   string   `envconfig:"KAFKA_TLS_CERT_FILE" desc:"PEM client certificate for mutual TLS"`
+	TLSKeyFile    string   `envconfig:"KAFKA_TLS_KEY_FILE" desc:"PEM client key for mutual TLS"`
+	TLSInsecure   bool     `envconfig:"KAFKA_TLS_INSECURE_SKIP_VERIFY" default:"false" desc:"skip broker certificate verification (testing only)"`
+	SASLMechanism string   `envconfig:"KAFKA_SASL_MECHANISM" desc:"PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512; empty disables SASL"`
+	SASLUser      string   `envconfig:"KAFKA_SASL_USER" desc:"SASL user name"`
+	SASLPassword  string   `envconfig:"KAFKA_SASL_PASSWORD" desc:"SASL password (secret)" secret:"true"`
+}
+
+// HTTP configures the metrics and health endpoint.
+type HTTP struct {
+	Addr string `envconfig:"HTTP_ADDR" default:":8080" desc:"listen address for /metrics, /healthz and /readyz; empty disables"`
+}
+
+// Capture is the configuration of `cdcsync capture`.
+type Capture struct {
+	SourceURL         string        `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
+	Tables            []string      `envconfig:"TABLES" default:"public.orders" desc:"tables to capture, comma-separated schema.table"`
+	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
+	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
+	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never"`
+	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
+	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
+	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	TopicPartitions   int32         `envconfig:"TOPIC_PARTITIONS" default:"4" desc:"partitions of topics created at start-up"`
+	TopicReplication  int16         `envconfig:"TOPIC_REPLICATION_FACTOR" default:"-1" desc:"replication factor of topics created at start-up; -1 uses the broker default"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s" desc:"how often a heartbeat message is written so an idle slot advances; 0 disables"`
+	StatusInterval    time.Duration `envconfig:"STATUS_INTERVAL" default:"1s" desc:"how often the confirmed LSN is sent to Postgres"`
+	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"20000" desc:"messages produced but not yet acknowledged before reading pauses (backpressure)"`
+	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
+	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
+	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
+	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced"`
+	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
+	Kafka             Kafka
+	HTTP              HTTP
+	Log               Log
+}
+
+// Inventory names the order columns and statuses the inventory sink derives
+// reserved and shipped stock from.
+type Inventory struct {
+	OrdersTable      string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"source table holding orders"`
+	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column"`
+	ItemColumn       string   `envconfig:"ORDER_ITEM_COLUMN" default:"item_id" desc:"order column naming the item"`
+	QuantityColumn   string   `envconfig:"ORDER_QUANTITY_COLUMN" default:"quantity" desc:"order column with the quantity"`
+	StatusColumn     string   `envconfig:"ORDER_STATUS_COLUMN" default:"status" desc:"order column with the status"`
+	ReservedStatuses []string `envconfig:"RESERVED_STATUSES" default:"created,paid" desc:"statuses that reserve stock"`
+	ShippedStatuses  []string `envconfig:"SHIPPED_STATUSES" default:"shipped" desc:"statuses that count stock as shipped"`
+}
+
+// Sink is the configuration of `cdcsync sink`.
+type Sink struct {
+	Sinks        []string      `envconfig:"SINKS" default:"inventory,redis" desc:"sinks this process runs: inventory, redis or both"`
+	InventoryURL string        `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required with the inventory sink)" secret:"url"`
+	RedisURL     string        `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://)" secret:"url"`
+	Tables       []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose topics the redis sink caches"`
+	TopicPrefix  string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	GroupPrefix  string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id is <prefix>-<sink>"`
+	BatchSize    int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
+	BatchTimeout time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
+	DLQSuffix    string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
+	RetryMax     time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
+	Inventory    Inventory
+	Kafka        Kafka
+	HTTP         HTTP
+	Log          Log
+}
