@@ -39,14 +39,6 @@ func inGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr.Setpgid = true
 }
 
-// Skip reports a reason to skip integration tests (for `go test -short`),
-// or "" when they should run.
-func Skip(short bool) string {
-	if short {
-		return "integration test skipped in -short mode"
-	}
-	return ""
-}
 
 // mkdirShared creates a temp dir that the postgres user can own and reach.
 func mkdirShared(prefix string) (string, error) {
