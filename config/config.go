@@ -40,6 +40,7 @@ type Capture struct {
 	Tables            []string      `envconfig:"TABLES" default:"public.orders" desc:"tables to capture, comma-separated schema.table"`
 	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
 	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
+	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
 	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never"`
 	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
 	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
@@ -54,9 +55,14 @@ type Capture struct {
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
 	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
-	Kafka             Kafka
-	HTTP              HTTP
-	Log               Log
+	// The nested structs are embedded because envconfig prefixes the
+	// variables of a named (non-embedded) struct field with the field name:
+	// a field `Kafka Kafka` would read CDCSYNC_KAFKA_KAFKA_BROKERS. Embedded,
+	// they read CDCSYNC_KAFKA_BROKERS as DESIGN.md says, and cfg.Kafka.Brokers
+	// still works.
+	Kafka
+	HTTP
+	Log
 }
 
 // Inventory names the order columns and statuses the inventory sink derives
@@ -83,8 +89,19 @@ type Sink struct {
 	BatchTimeout time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
 	DLQSuffix    string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
 	RetryMax     time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
-	Inventory    Inventory
-	Kafka        Kafka
-	HTTP         HTTP
-	Log          Log
+	// Embedded for the variable names; see Capture.
+	Inventory
+	Kafka
+	HTTP
+	Log
+}
+
+// DevBroker is the configuration of `cdcsync dev-broker`, an in-process
+// Kafka-protocol broker (kfake) for development and demos only.
+type DevBroker struct {
+	Addr       string   `envconfig:"DEV_BROKER_ADDR" default:"127.0.0.1:9092" desc:"listen address of the development broker (also the address it advertises)"`
+	DataDir    string   `envconfig:"DEV_BROKER_DATA_DIR" desc:"directory that keeps records across restarts; empty keeps them in memory only"`
+	Topics     []string `envconfig:"DEV_BROKER_TOPICS" desc:"topics to create at start-up, comma-separated name or name:partitions"`
+	Partitions int32    `envconfig:"DEV_BROKER_PARTITIONS" default:"4" desc:"partitions of topics created without an explicit count (and of auto-created topics)"`
+	Log
 }
