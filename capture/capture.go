@@ -6,15 +6,381 @@ package capture
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync"
+	"time"
 
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // Run streams changes until ctx is cancelled. It returns nil after a clean
-// shutdown (producer flushed, final LSN confirmed).
+// shutdown (producer flushed, final LSN confirmed). Lost connections to
+// Postgres or Kafka restart the session with backoff from the confirmed LSN;
+// configuration errors (ErrWALLevel, ErrNoKey, ...) are returned at once.
 func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prometheus.Registerer) error {
-	return errors.New("capture: not implemented yet")
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return fmt.Errorf("register metrics: %w", err)
+	}
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: pipeline.NewTracker(cfg.MaxInFlight)}
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	defer stopHeartbeat()
+	if cfg.HeartbeatInterval > 0 {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.heartbeat(hbCtx) }()
+	}
+
+	const maxBackoff = 30 * time.Second
+	backoff := time.Second
+	waitingLogged := false
+	for {
+		started := time.Now()
+		err := c.session(ctx)
+		if ctx.Err() != nil {
+			return err // nil after a clean shutdown
+		}
+		switch {
+		case permanent(err):
+			return err
+		case errors.Is(err, ErrSlotActive):
+			if cfg.SlotBusy == "fail" {
+				return err
+			}
+			// Standby: another capture holds the slot; take over as
+			// soon as it lets go.
+			if !waitingLogged {
+				logger.Info("standing by: slot is held by another capture", "slot", cfg.Slot, "detail", err)
+				waitingLogged = true
+			}
+			if !sleep(ctx, 2*time.Second) {
+				return nil
+			}
+			continue
+		}
+		waitingLogged = false
+		if time.Since(started) > time.Minute {
+			backoff = time.Second
+		}
+		c.metrics.reconnects.Inc()
+		logger.Warn("capture session ended; restarting from the confirmed LSN", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return nil
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+type capturer struct {
+	cfg     config.Capture
+	log     *slog.Logger
+	metrics *metrics
+	tracker *pipeline.Tracker
+}
+
+// connConfig parses the source URL with capture's session parameters.
+func (c *capturer) connConfig() (*pgx.ConnConfig, error) {
+	pc, err := pgx.ParseConfig(c.cfg.SourceURL)
+	if err != nil {
+		return nil, fmt.Errorf("CDCSYNC_SOURCE_URL: %w", err)
+	}
+	for k, v := range SessionParams() {
+		pc.RuntimeParams[k] = v
+	}
+	pc.RuntimeParams["application_name"] = "cdcsync-capture"
+	return pc, nil
+}
+
+func (c *capturer) connect(ctx context.Context) (*pgx.Conn, error) {
+	pc, err := c.connConfig()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := pgx.ConnectConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to source: %w", err)
+	}
+	return conn, nil
+}
+
+func (c *capturer) replicationConnect(ctx context.Context) (*pgconn.PgConn, error) {
+	pc, err := c.connConfig()
+	if err != nil {
+		return nil, err
+	}
+	rc := pc.Config.Copy()
+	rc.RuntimeParams["replication"] = "database"
+	conn, err := pgconn.ConnectConfig(ctx, rc)
+	if err != nil {
+		return nil, fmt.Errorf("open replication connection: %w", err)
+	}
+	return conn, nil
+}
+
+// session runs one replication session: set-up, snapshot if due, stream.
+func (c *capturer) session(ctx context.Context) (err error) {
+	conn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+
+	tables, err := checkSource(ctx, conn, c.cfg.Tables)
+	if err != nil {
+		return err
+	}
+	if err := ensurePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
+		return err
+	}
+	state := stateStore{schema: c.cfg.StateSchema}
+	if err := state.ensure(ctx, conn); err != nil {
+		return err
+	}
+	types := NewTypes()
+	if err := types.LoadTypes(ctx, conn); err != nil {
+		return err
+	}
+	src := SourceInfo{Name: c.cfg.TopicPrefix, DB: conn.Config().Database, PrimaryKeys: map[string][]string{}}
+	for _, t := range tables {
+		src.PrimaryKeys[t.String()] = t.Key
+	}
+
+	slot, err := readSlot(ctx, conn, c.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if slot.Exists {
+		if slot.Plugin != "pgoutput" || slot.Database != src.DB {
+			return fmt.Errorf("%w: slot %s uses plugin %q in database %q; want pgoutput in %q (drop it or choose another CDCSYNC_SLOT)",
+				ErrSlotWrongSetup, c.cfg.Slot, slot.Plugin, slot.Database, src.DB)
+		}
+		if slot.Active {
+			return fmt.Errorf("%w: slot %s is streaming to pid %d", ErrSlotActive, c.cfg.Slot, slot.ActivePID)
+		}
+	}
+
+	repl, err := c.replicationConnect(ctx)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.Background())
+
+	if slot.Exists && c.cfg.Snapshot == "initial" {
+		pending, err := state.snapshotPending(ctx, conn, c.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		if pending {
+			// The previous snapshot died with its exported snapshot: start
+			// over with a new slot so snapshot and stream line up again.
+			c.log.Warn("initial snapshot did not finish; recreating the slot", "slot", c.cfg.Slot)
+			if err := pglogrepl.DropReplicationSlot(ctx, repl, c.cfg.Slot, pglogrepl.DropReplicationSlotOptions{}); err != nil {
+				return fmt.Errorf("drop unfinished slot %s: %w", c.cfg.Slot, slotErr(err))
+			}
+			slot.Exists = false
+		}
+	}
+
+	prod, err := newProducer(c.cfg, c.tracker, c.metrics)
+	if err != nil {
+		return err
+	}
+	go prod.ackLoop()
+	producerClosed := false
+	defer func() {
+		if !producerClosed {
+			_ = prod.close(2 * time.Second)
+		}
+	}()
+	for _, t := range tables {
+		if err := prod.ensureTopic(pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)); err != nil {
+			return err
+		}
+	}
+
+	decoder := NewDecoder(src, types)
+	st := &stream{
+		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
+		metrics: c.metrics, interval: c.cfg.StatusInterval,
+		route: func(ch Change) (Record, bool, error) { return tableRecord(c.cfg.TopicPrefix, ch), true, nil },
+	}
+
+	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
+	c.tracker.Reset(slot.ConfirmedFlush)
+	if !slot.Exists {
+		created, err := c.createSlot(ctx, repl, conn, state)
+		if err != nil {
+			return err
+		}
+		startLSN = created.lsn
+		c.tracker.Reset(created.lsn)
+		if created.snapshot != "" {
+			if err := c.snapshot(ctx, st, src, types, tables, created); err != nil {
+				return err
+			}
+			if err := state.setSnapshot(ctx, conn, c.cfg.Slot, true, created.lsn); err != nil {
+				return err
+			}
+		}
+	}
+	conn.Close(ctx) // not needed while streaming
+
+	if err := st.start(ctx, c.cfg.Slot, c.cfg.Publication, startLSN); err != nil {
+		return slotErr(err)
+	}
+	c.log.Info("streaming", "slot", c.cfg.Slot, "from", startLSN, "confirmed", c.tracker.Confirmed())
+	runErr := st.run(ctx)
+	if ctx.Err() == nil {
+		return runErr
+	}
+	// Shutdown: flush what is in flight, confirm it, leave.
+	c.log.Info("shutting down: flushing producer and confirming the final LSN")
+	closeErr := prod.close(c.cfg.ShutdownTimeout)
+	producerClosed = true
+	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	statusErr := st.sendStatus(fctx, false)
+	if err := errors.Join(closeErr, statusErr); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	c.log.Info("stopped", "confirmed", c.tracker.Confirmed())
+	return nil
+}
+
+type createdSlot struct {
+	lsn      pglogrepl.LSN
+	snapshot string // exported snapshot name; "" when none is needed
+}
+
+// createSlot creates the slot, exporting a snapshot when an initial snapshot
+// is configured, and records that the snapshot is pending.
+func (c *capturer) createSlot(ctx context.Context, repl *pgconn.PgConn, conn *pgx.Conn, state stateStore) (createdSlot, error) {
+	action := "NOEXPORT_SNAPSHOT"
+	if c.cfg.Snapshot == "initial" {
+		action = "EXPORT_SNAPSHOT"
+	}
+	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
+		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action, Mode: pglogrepl.LogicalReplication})
+	if err != nil {
+		return createdSlot{}, fmt.Errorf("create slot %s: %w", c.cfg.Slot, slotErr(err))
+	}
+	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
+	if err != nil {
+		return createdSlot{}, fmt.Errorf("create slot %s: consistent point: %w", c.cfg.Slot, err)
+	}
+	c.log.Info("created replication slot", "slot", c.cfg.Slot, "consistent_point", lsn)
+	out := createdSlot{lsn: lsn}
+	if c.cfg.Snapshot == "initial" {
+		out.snapshot = res.SnapshotName
+		if err := state.setSnapshot(ctx, conn, c.cfg.Slot, false, lsn); err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// snapshot emits existing rows and waits until Kafka acknowledged them all.
+func (c *capturer) snapshot(ctx context.Context, st *stream, src SourceInfo, types *Types, tables []tableInfo, created createdSlot) error {
+	snapConn, err := c.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer snapConn.Close(context.Background())
+	started := time.Now()
+	total := 0
+	s := &snapshotter{
+		conn: snapConn, types: types, source: src, tables: tables, chunkSize: c.cfg.SnapshotChunkSize,
+		pos:  pipeline.Position{Commit: created.lsn, Change: created.lsn},
+		emit: st.emit,
+		onRows: func(table string, n int) {
+			total += n
+			c.metrics.snapshotRows.WithLabelValues(table).Add(float64(n))
+		},
+	}
+	c.log.Info("initial snapshot started", "tables", len(tables), "position", s.pos)
+	if err := s.run(ctx, created.snapshot); err != nil {
+		return err
+	}
+	for c.tracker.InFlight() > 0 {
+		if err := st.prod.err(); err != nil {
+			return err
+		}
+		select {
+		case <-c.tracker.Changed():
+		case <-time.After(100 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.log.Info("initial snapshot done", "rows", total, "elapsed", time.Since(started).Round(time.Millisecond))
+	return nil
+}
+
+// slotErr classifies "slot in use" errors as ErrSlotActive.
+func slotErr(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.ObjectInUse {
+		return fmt.Errorf("%w: %s", ErrSlotActive, pgErr.Message)
+	}
+	return err
+}
+
+// heartbeat writes a non-transactional logical message every interval so
+// that a slot whose tables are idle still receives WAL it can confirm, even
+// while other databases on the server write (guarantee 4).
+func (c *capturer) heartbeat(ctx context.Context) {
+	ticker := time.NewTicker(c.cfg.HeartbeatInterval)
+	defer ticker.Stop()
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			conn.Close(context.Background())
+		}
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		if conn == nil {
+			var err error
+			if conn, err = c.connect(ctx); err != nil {
+				c.log.Debug("heartbeat: connect failed", "err", err)
+				continue
+			}
+		}
+		_, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", heartbeatPrefix, time.Now().UTC().Format(time.RFC3339Nano))
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("heartbeat failed", "err", err)
+			}
+			conn.Close(context.Background())
+			conn = nil
+		}
+	}
 }

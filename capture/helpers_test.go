@@ -1,0 +1,238 @@
+package capture
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// testConfig returns a capture configuration with DESIGN.md's defaults,
+// pointed at db and the shared broker, with names unique to the test.
+func testConfig(e *testenv.Env, db string, tables ...string) config.Capture {
+	if len(tables) == 0 {
+		tables = []string{"public.orders"}
+	}
+	return config.Capture{
+		SourceURL:         e.PG.URL(db),
+		Tables:            tables,
+		Slot:              testenv.RandomName("slot"),
+		Publication:       testenv.RandomName("pub"),
+		SlotBusy:          "wait",
+		Snapshot:          "initial",
+		SnapshotChunkSize: 1000,
+		StateSchema:       "cdcsync",
+		TopicPrefix:       testenv.RandomName("cdc"),
+		TopicPartitions:   4,
+		TopicReplication:  -1,
+		HeartbeatInterval: 500 * time.Millisecond,
+		StatusInterval:    200 * time.Millisecond,
+		MaxInFlight:       5000,
+		Compression:       "lz4",
+		BatchMessages:     1000,
+		Linger:            5 * time.Millisecond,
+		MaxMessageBytes:   1000000,
+		ShutdownTimeout:   8 * time.Second,
+		Kafka:             config.Kafka{Brokers: e.Kafka.Brokers(), Version: "3.6.0", ClientID: "cdcsync-test"},
+	}
+}
+
+// captureEnv turns cfg into CDCSYNC_ variables for a capture process.
+func captureEnv(cfg config.Capture) []string {
+	return []string{
+		"CDCSYNC_SOURCE_URL=" + cfg.SourceURL,
+		"CDCSYNC_TABLES=" + strings.Join(cfg.Tables, ","),
+		"CDCSYNC_SLOT=" + cfg.Slot,
+		"CDCSYNC_PUBLICATION=" + cfg.Publication,
+		"CDCSYNC_SNAPSHOT=" + cfg.Snapshot,
+		"CDCSYNC_TOPIC_PREFIX=" + cfg.TopicPrefix,
+		"CDCSYNC_KAFKA_BROKERS=" + strings.Join(cfg.Kafka.Brokers, ","),
+		"CDCSYNC_HEARTBEAT_INTERVAL=" + cfg.HeartbeatInterval.String(),
+		"CDCSYNC_STATUS_INTERVAL=" + cfg.StatusInterval.String(),
+		"CDCSYNC_MAX_IN_FLIGHT=" + fmt.Sprint(cfg.MaxInFlight),
+		"CDCSYNC_HTTP_ADDR=",
+		"CDCSYNC_LOG_LEVEL=info",
+	}
+}
+
+// startCapture runs capture.Run in-process until the test ends (or the
+// returned stop is called, which reports Run's error).
+func startCapture(t *testing.T, cfg config.Capture) (stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	go func() { done <- Run(ctx, cfg, logger, nil) }()
+	stopped := false
+	var result error
+	stop = func() error {
+		if stopped {
+			return result
+		}
+		stopped = true
+		cancel()
+		select {
+		case result = <-done:
+		case <-time.After(20 * time.Second):
+			result = fmt.Errorf("capture did not stop within 20s")
+		}
+		return result
+	}
+	t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// message is one record read back from a topic.
+type message struct {
+	Partition int32
+	Offset    int64
+	Key       map[string]any
+	Event     *pipeline.Event // nil for a tombstone
+	Headers   map[string]string
+}
+
+// readTopic reads every record of topic present now, partition by partition.
+func readTopic(t *testing.T, brokers []string, topic string) []message {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	defer client.Close()
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		t.Fatalf("partitions of %s: %v", topic, err)
+	}
+	consumer, err := sarama.NewConsumerFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer consumer.Close()
+	var out []message
+	for _, p := range parts {
+		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if end == 0 {
+			continue
+		}
+		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for {
+			var m *sarama.ConsumerMessage
+			select {
+			case m = <-pc.Messages():
+			case <-time.After(30 * time.Second):
+				t.Fatalf("timed out reading %s/%d", topic, p)
+			}
+			out = append(out, decodeMessage(t, m))
+			if m.Offset+1 >= end {
+				break
+			}
+		}
+		pc.Close()
+	}
+	return out
+}
+
+func decodeMessage(t *testing.T, m *sarama.ConsumerMessage) message {
+	t.Helper()
+	msg := message{Partition: m.Partition, Offset: m.Offset, Headers: map[string]string{}}
+	for _, h := range m.Headers {
+		msg.Headers[string(h.Key)] = string(h.Value)
+	}
+	if m.Key != nil {
+		if err := json.Unmarshal(m.Key, &msg.Key); err != nil {
+			t.Fatalf("key %q: %v", m.Key, err)
+		}
+	}
+	if m.Value != nil {
+		ev, err := pipeline.DecodeEvent(m.Value)
+		if err != nil {
+			t.Fatalf("value %s: %v", m.Value, err)
+		}
+		msg.Event = ev
+	}
+	return msg
+}
+
+// waitFor polls cond until it is true or the timeout expires.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// topicCount returns the number of records in topic (sum of end offsets).
+func topicCount(t *testing.T, brokers []string, topic string) int64 {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	defer client.Close()
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for _, p := range parts {
+		off, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += off
+	}
+	return n
+}
+
+// connect opens a connection to db for the test.
+func connect(t *testing.T, e *testenv.Env, db string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(context.Background(), e.PG.URL(db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+const ordersDDL = `CREATE TABLE orders (
+	id bigint PRIMARY KEY,
+	item_id bigint NOT NULL,
+	quantity bigint NOT NULL,
+	status text NOT NULL,
+	note text)`
+
+// buildBinary builds cmd/cdcsync once per test binary run into dir.
+func buildBinary(t *testing.T) string {
+	t.Helper()
+	return testenv.BuildCdcsync(t)
+}
+

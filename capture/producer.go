@@ -1,0 +1,201 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/kafkaclient"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// producer sends Records to Kafka with an idempotent, acks=all async
+// producer and reports each acknowledgement to the tracker. A message that
+// fails after sarama's retries poisons the session: its position must never
+// be confirmed, so the stream is restarted from the confirmed LSN.
+type producer struct {
+	ap       sarama.AsyncProducer
+	admin    sarama.ClusterAdmin
+	tracker  *pipeline.Tracker
+	metrics  *metrics
+	topicCfg sarama.TopicDetail
+
+	mu     sync.Mutex
+	topics map[string]bool // topics known to exist
+	failed chan error      // first delivery failure; buffered, size 1
+	done   chan struct{}   // closed when the acknowledgement loop ends
+}
+
+// producerConfig builds sarama's configuration for capture.
+func producerConfig(cfg config.Capture) (*sarama.Config, error) {
+	sc, err := kafkaclient.Config(cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1 // required by the idempotent producer; keeps per-partition order
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Retry.Max = 10
+	sc.Producer.Retry.Backoff = 200 * time.Millisecond
+	sc.Producer.Partitioner = sarama.NewHashPartitioner // per-key order: same key, same partition
+	sc.Producer.Flush.Messages = cfg.BatchMessages
+	sc.Producer.Flush.Frequency = cfg.Linger
+	sc.Producer.Flush.MaxMessages = 0
+	sc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
+	sc.ChannelBufferSize = 1024
+	sc.Metadata.AllowAutoTopicCreation = false
+	codec, err := compressionCodec(cfg.Compression)
+	if err != nil {
+		return nil, err
+	}
+	sc.Producer.Compression = codec
+	return sc, nil
+}
+
+func compressionCodec(name string) (sarama.CompressionCodec, error) {
+	switch name {
+	case "", "none":
+		return sarama.CompressionNone, nil
+	case "gzip":
+		return sarama.CompressionGZIP, nil
+	case "snappy":
+		return sarama.CompressionSnappy, nil
+	case "lz4":
+		return sarama.CompressionLZ4, nil
+	case "zstd":
+		return sarama.CompressionZSTD, nil
+	}
+	return 0, fmt.Errorf("CDCSYNC_KAFKA_COMPRESSION: unknown codec %q", name)
+}
+
+// newProducer connects to the brokers. Call run to start the acknowledgement
+// loop and close to flush and stop.
+func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*producer, error) {
+	sc, err := producerConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	client, err := sarama.NewClient(cfg.Kafka.Brokers, sc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to kafka: %w", err)
+	}
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		client.Close()
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	ap, err := sarama.NewAsyncProducerFromClient(client)
+	if err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	return &producer{
+		ap: ap, admin: admin, tracker: tracker, metrics: m,
+		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
+		topics:   map[string]bool{},
+		failed:   make(chan error, 1),
+		done:     make(chan struct{}),
+	}, nil
+}
+
+// ensureTopic creates topic if it does not exist yet.
+func (p *producer) ensureTopic(topic string) error {
+	p.mu.Lock()
+	known := p.topics[topic]
+	p.mu.Unlock()
+	if known {
+		return nil
+	}
+	detail := p.topicCfg
+	err := p.admin.CreateTopic(topic, &detail, false)
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	p.mu.Lock()
+	p.topics[topic] = true
+	p.mu.Unlock()
+	return nil
+}
+
+// ackLoop reads acknowledgements and failures until the producer closes.
+func (p *producer) ackLoop() {
+	defer close(p.done)
+	successes, errs := p.ap.Successes(), p.ap.Errors()
+	for successes != nil || errs != nil {
+		select {
+		case msg, ok := <-successes:
+			if !ok {
+				successes = nil
+				continue
+			}
+			p.tracker.Ack(msg.Metadata.(uint64))
+			p.metrics.acknowledged.WithLabelValues(msg.Topic).Inc()
+		case perr, ok := <-errs:
+			if !ok {
+				errs = nil
+				continue
+			}
+			p.metrics.produceErrors.Inc()
+			select {
+			case p.failed <- fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err):
+			default:
+			}
+		}
+	}
+}
+
+// send produces rec. The caller has checked that the tracker is not full.
+func (p *producer) send(ctx context.Context, rec Record) error {
+	if err := p.ensureTopic(rec.Topic); err != nil {
+		return err
+	}
+	msg := &sarama.ProducerMessage{Topic: rec.Topic, Headers: rec.Headers}
+	if rec.Key != nil {
+		msg.Key = sarama.ByteEncoder(rec.Key)
+	}
+	if rec.Value != nil {
+		msg.Value = sarama.ByteEncoder(rec.Value)
+	}
+	msg.Metadata = p.tracker.Add()
+	p.metrics.produced.WithLabelValues(rec.Topic).Inc()
+	select {
+	case p.ap.Input() <- msg:
+		return nil
+	case err := <-p.failed:
+		p.failed <- err
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// err returns the first delivery failure, if any, without consuming it.
+func (p *producer) err() error {
+	select {
+	case err := <-p.failed:
+		p.failed <- err
+		return err
+	default:
+		return nil
+	}
+}
+
+// close flushes what is in flight (bounded by timeout) and stops.
+func (p *producer) close(timeout time.Duration) error {
+	p.ap.AsyncClose()
+	var errs []error
+	select {
+	case <-p.done:
+	case <-time.After(timeout):
+		errs = append(errs, errors.New("producer flush timed out"))
+	}
+	errs = append(errs, p.err(), p.admin.Close())
+	return errors.Join(errs...)
+}

@@ -1,0 +1,257 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Errors that no retry can fix: the operator must change the database or the
+// configuration. Run returns them (wrapped with details) instead of retrying.
+var (
+	ErrWALLevel       = errors.New("wal_level is not logical")
+	ErrNoReplication  = errors.New("role lacks the REPLICATION attribute")
+	ErrTableMissing   = errors.New("captured table does not exist")
+	ErrNoKey          = errors.New("captured table has no primary key or replica identity index")
+	ErrSlotActive     = errors.New("replication slot is active in another process")
+	ErrSlotWrongSetup = errors.New("replication slot exists with another plugin or database")
+)
+
+// permanent reports whether err is one of the configuration errors above.
+func permanent(err error) bool {
+	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrSlotWrongSetup} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// tableInfo is a captured table as the catalog describes it.
+type tableInfo struct {
+	Schema, Name string
+	Key          []string // primary key (or replica identity index) columns in order
+}
+
+func (t tableInfo) ident() string  { return pgx.Identifier{t.Schema, t.Name}.Sanitize() }
+func (t tableInfo) String() string { return t.Schema + "." + t.Name }
+
+// splitTable splits "schema.table"; a bare name means schema public.
+func splitTable(s string) (schema, table string) {
+	if schema, table, ok := strings.Cut(s, "."); ok {
+		return schema, table
+	}
+	return "public", s
+}
+
+// checkSource verifies that the server and role can do logical replication
+// and looks up each table's key columns.
+func checkSource(ctx context.Context, conn *pgx.Conn, tables []string) ([]tableInfo, error) {
+	var walLevel string
+	if err := conn.QueryRow(ctx, "SHOW wal_level").Scan(&walLevel); err != nil {
+		return nil, fmt.Errorf("read wal_level: %w", err)
+	}
+	if walLevel != "logical" {
+		return nil, fmt.Errorf("%w: it is %q; set wal_level = logical in postgresql.conf and restart Postgres", ErrWALLevel, walLevel)
+	}
+	var canReplicate bool
+	var role string
+	err := conn.QueryRow(ctx, `SELECT rolreplication OR rolsuper, rolname FROM pg_roles WHERE rolname = current_user`).Scan(&canReplicate, &role)
+	if err != nil {
+		return nil, fmt.Errorf("read role attributes: %w", err)
+	}
+	if !canReplicate {
+		return nil, fmt.Errorf("%w: run ALTER ROLE %s WITH REPLICATION as a superuser", ErrNoReplication, pgx.Identifier{role}.Sanitize())
+	}
+	infos := make([]tableInfo, 0, len(tables))
+	for _, name := range tables {
+		schema, table := splitTable(name)
+		info, err := lookupTable(ctx, conn, schema, table)
+		if err != nil {
+			return nil, err
+		}
+		infos = append(infos, info)
+	}
+	return infos, nil
+}
+
+func lookupTable(ctx context.Context, conn *pgx.Conn, schema, table string) (tableInfo, error) {
+	info := tableInfo{Schema: schema, Name: table}
+	var relid uint32
+	var replident string
+	err := conn.QueryRow(ctx, `
+		SELECT c.oid, c.relreplident::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+		WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`, schema, table).Scan(&relid, &replident)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return info, fmt.Errorf("%w: %s (check CDCSYNC_TABLES)", ErrTableMissing, info)
+	}
+	if err != nil {
+		return info, fmt.Errorf("look up table %s: %w", info, err)
+	}
+	// The primary key is the Kafka key; without one, the replica identity
+	// index identifies rows the same way.
+	rows, err := conn.Query(ctx, `
+		SELECT a.attname FROM pg_index i
+		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+		WHERE i.indrelid = $1 AND (i.indisprimary OR (NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = $1 AND p.indisprimary) AND i.indisreplident))
+		ORDER BY k.ord`, relid)
+	if err != nil {
+		return info, fmt.Errorf("look up key of %s: %w", info, err)
+	}
+	info.Key, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return info, fmt.Errorf("look up key of %s: %w", info, err)
+	}
+	if len(info.Key) == 0 {
+		return info, fmt.Errorf("%w: %s; add a primary key or run ALTER TABLE %s REPLICA IDENTITY USING INDEX <unique index>", ErrNoKey, info, info.ident())
+	}
+	return info, nil
+}
+
+// ensurePublication creates the publication for the tables, or adds tables
+// missing from an existing one.
+func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, tables []tableInfo) error {
+	var allTables bool
+	err := conn.QueryRow(ctx, `SELECT puballtables FROM pg_publication WHERE pubname = $1`, name).Scan(&allTables)
+	if errors.Is(err, pgx.ErrNoRows) {
+		idents := make([]string, len(tables))
+		for i, t := range tables {
+			idents[i] = t.ident()
+		}
+		sql := "CREATE PUBLICATION " + pgx.Identifier{name}.Sanitize() + " FOR TABLE " + strings.Join(idents, ", ")
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.DuplicateObject {
+				return ensurePublication(ctx, conn, name, tables) // created concurrently
+			}
+			return fmt.Errorf("create publication %s: %w", name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read publication %s: %w", name, err)
+	}
+	if allTables {
+		return nil
+	}
+	for _, t := range tables {
+		var present bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3)`,
+			name, t.Schema, t.Name).Scan(&present)
+		if err != nil {
+			return fmt.Errorf("read publication %s: %w", name, err)
+		}
+		if present {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "ALTER PUBLICATION "+pgx.Identifier{name}.Sanitize()+" ADD TABLE "+t.ident()); err != nil {
+			return fmt.Errorf("add %s to publication %s: %w", t, name, err)
+		}
+	}
+	return nil
+}
+
+// slotInfo describes an existing replication slot.
+type slotInfo struct {
+	Exists         bool
+	Active         bool
+	ActivePID      int32
+	Plugin         string
+	Database       string
+	ConfirmedFlush pglogrepl.LSN
+}
+
+func readSlot(ctx context.Context, conn *pgx.Conn, name string) (slotInfo, error) {
+	var s slotInfo
+	var pid *int32
+	var plugin, database, confirmed *string
+	err := conn.QueryRow(ctx, `
+		SELECT active, active_pid, plugin, database, confirmed_flush_lsn::text
+		FROM pg_replication_slots WHERE slot_name = $1`, name).Scan(&s.Active, &pid, &plugin, &database, &confirmed)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("read slot %s: %w", name, err)
+	}
+	s.Exists = true
+	if pid != nil {
+		s.ActivePID = *pid
+	}
+	if plugin != nil {
+		s.Plugin = *plugin
+	}
+	if database != nil {
+		s.Database = *database
+	}
+	if confirmed != nil {
+		if s.ConfirmedFlush, err = pglogrepl.ParseLSN(*confirmed); err != nil {
+			return s, fmt.Errorf("read slot %s: %w", name, err)
+		}
+	}
+	return s, nil
+}
+
+// stateStore keeps capture's own state in the order database: whether the
+// initial snapshot of a slot finished. A slot whose snapshot never finished
+// (capture died during it) is dropped and created again, because its
+// exported snapshot is gone and a later one could not be lined up with it.
+type stateStore struct {
+	schema string
+}
+
+func (s stateStore) table() string { return pgx.Identifier{s.schema, "capture_state"}.Sanitize() }
+
+func (s stateStore) ensure(ctx context.Context, conn *pgx.Conn) error {
+	stmts := []string{
+		"CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{s.schema}.Sanitize(),
+		"CREATE TABLE IF NOT EXISTS " + s.table() + ` (
+			slot text PRIMARY KEY,
+			snapshot_done boolean NOT NULL,
+			consistent_lsn pg_lsn,
+			updated_at timestamptz NOT NULL DEFAULT now())`,
+	}
+	for _, sql := range stmts {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			var pgErr *pgconn.PgError
+			// Two captures racing on CREATE ... IF NOT EXISTS can still
+			// collide on the catalog's unique index.
+			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
+				continue
+			}
+			return fmt.Errorf("create state table %s: %w", s.table(), err)
+		}
+	}
+	return nil
+}
+
+// snapshotPending reports whether slot has a recorded snapshot that did not
+// finish.
+func (s stateStore) snapshotPending(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
+	var done bool
+	err := conn.QueryRow(ctx, "SELECT snapshot_done FROM "+s.table()+" WHERE slot = $1", slot).Scan(&done)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read capture state: %w", err)
+	}
+	return !done, nil
+}
+
+func (s stateStore) setSnapshot(ctx context.Context, conn *pgx.Conn, slot string, done bool, lsn pglogrepl.LSN) error {
+	_, err := conn.Exec(ctx, "INSERT INTO "+s.table()+` (slot, snapshot_done, consistent_lsn) VALUES ($1, $2, $3::text::pg_lsn)
+		ON CONFLICT (slot) DO UPDATE SET snapshot_done = EXCLUDED.snapshot_done, consistent_lsn = EXCLUDED.consistent_lsn, updated_at = now()`,
+		slot, done, lsn.String())
+	if err != nil {
+		return fmt.Errorf("write capture state: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,303 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// heartbeatPrefix marks the logical messages capture writes so that an idle
+// slot has something to confirm.
+const heartbeatPrefix = "cdcsync.heartbeat"
+
+// stream reads one replication session and produces what it decodes. It
+// owns the replication connection: reading, status updates and the final
+// confirmation all happen on the goroutine that calls run.
+type stream struct {
+	log      *slog.Logger
+	conn     *pgconn.PgConn
+	decoder  *Decoder
+	route    func(Change) (Record, bool, error)
+	message  func(*pglogrepl.LogicalDecodingMessage, pipeline.Position) (Record, bool, error)
+	prod     *producer
+	tracker  *pipeline.Tracker
+	metrics  *metrics
+	interval time.Duration
+
+	inTx       bool
+	txCommit   pglogrepl.LSN // commit LSN of the open transaction
+	received   pglogrepl.LSN // highest WAL position received
+	sentStatus pglogrepl.LSN // LSN last confirmed to the server
+	nextStatus time.Time
+}
+
+// start issues START_REPLICATION from lsn (0: the slot's confirmed LSN).
+func (s *stream) start(ctx context.Context, slot, publication string, lsn pglogrepl.LSN) error {
+	// publication_names is a quoted list of identifiers inside a literal.
+	pub := pgx.Identifier{publication}.Sanitize()
+	args := []string{
+		"proto_version '1'",
+		"publication_names " + quoteLiteral(pub),
+		"messages 'true'",
+	}
+	if err := pglogrepl.StartReplication(ctx, s.conn, slot, lsn, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return fmt.Errorf("start replication on slot %s: %w", slot, err)
+	}
+	s.received = lsn
+	return nil
+}
+
+// run streams until ctx is done or an error occurs. On ctx cancellation it
+// returns ctx.Err(); the caller then flushes the producer and calls
+// confirmFinal.
+func (s *stream) run(ctx context.Context) error {
+	s.nextStatus = time.Now().Add(s.interval)
+	for {
+		if err := s.prod.err(); err != nil {
+			return err
+		}
+		if time.Now().After(s.nextStatus) {
+			if err := s.sendStatus(ctx, false); err != nil {
+				return err
+			}
+		}
+		if s.tracker.Full() {
+			// Backpressure: stop reading until Kafka catches up. The
+			// server buffers in its WAL, not in our memory.
+			if err := s.waitForRoom(ctx); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := s.receive(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *stream) waitForRoom(ctx context.Context) error {
+	timer := time.NewTimer(time.Until(s.nextStatus))
+	defer timer.Stop()
+	select {
+	case <-s.tracker.Changed():
+	case <-timer.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// receive reads and handles one message, waiting at most until the next
+// status update is due.
+func (s *stream) receive(ctx context.Context) error {
+	rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
+	raw, err := s.conn.ReceiveMessage(rctx)
+	cancel()
+	if err != nil {
+		if pgconn.Timeout(err) && ctx.Err() == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("receive from postgres: %w", err)
+	}
+	switch msg := raw.(type) {
+	case *pgproto3.CopyData:
+		return s.handleCopyData(ctx, msg.Data)
+	case *pgproto3.ErrorResponse:
+		return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+	case *pgproto3.CopyDone:
+		return errors.New("replication stream ended by the server")
+	}
+	return nil
+}
+
+func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	switch data[0] {
+	case pglogrepl.PrimaryKeepaliveMessageByteID:
+		ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse keepalive: %w", err)
+		}
+		// With nothing in flight and no transaction open, everything up to
+		// the server's WAL end is on Kafka: confirm it so the slot does not
+		// pin WAL while captured tables are idle.
+		if !s.inTx && ka.ServerWALEnd > s.received {
+			s.received = ka.ServerWALEnd
+			s.tracker.AdvanceIdle(ka.ServerWALEnd)
+		}
+		if ka.ReplyRequested {
+			return s.sendStatus(ctx, false)
+		}
+		return nil
+	case pglogrepl.XLogDataByteID:
+		xld, err := pglogrepl.ParseXLogData(data[1:])
+		if err != nil {
+			return fmt.Errorf("parse xlogdata: %w", err)
+		}
+		return s.handleWAL(ctx, xld)
+	}
+	return nil
+}
+
+func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
+	msg, err := pglogrepl.Parse(xld.WALData)
+	if err != nil {
+		return fmt.Errorf("parse pgoutput message at %s: %w", xld.WALStart, err)
+	}
+	if xld.WALStart > s.received {
+		s.received = xld.WALStart
+		s.metrics.receivedLSN.Set(float64(s.received))
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.BeginMessage:
+		s.inTx, s.txCommit = true, m.FinalLSN
+	case *pglogrepl.CommitMessage:
+		if _, err := s.decoder.Decode(msg, xld.WALStart); err != nil {
+			return err
+		}
+		s.inTx = false
+		if m.TransactionEndLSN > s.received {
+			s.received = m.TransactionEndLSN
+		}
+		s.tracker.Commit(m.TransactionEndLSN)
+		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+		return nil
+	case *pglogrepl.LogicalDecodingMessage:
+		return s.handleMessage(ctx, m, xld.WALStart)
+	}
+	changes, err := s.decoder.Decode(msg, xld.WALStart)
+	if err != nil {
+		return err
+	}
+	for _, c := range changes {
+		if err := s.emit(ctx, c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecodingMessage, at pglogrepl.LSN) error {
+	if m.Prefix == heartbeatPrefix {
+		if !m.Transactional && !s.inTx {
+			s.tracker.AdvanceIdle(at)
+		}
+		return nil
+	}
+	if s.message == nil {
+		return nil
+	}
+	pos := pipeline.Position{Commit: s.txCommit, Change: at}
+	if !m.Transactional {
+		pos.Commit = at
+	}
+	rec, ok, err := s.message(m, pos)
+	if err != nil {
+		return fmt.Errorf("logical message %q at %s: %w", m.Prefix, at, err)
+	}
+	if !ok || rec.Topic == "" {
+		return nil
+	}
+	return s.prod.send(ctx, rec)
+}
+
+// emit routes and produces one change. The tracker may be at capacity
+// mid-transaction: wait for room rather than buffer.
+func (s *stream) emit(ctx context.Context, c Change) error {
+	for s.tracker.Full() {
+		if err := s.prod.err(); err != nil {
+			return err
+		}
+		if time.Now().After(s.nextStatus) {
+			if err := s.sendStatus(ctx, false); err != nil {
+				return err
+			}
+		}
+		if err := s.waitForRoom(ctx); err != nil {
+			return err
+		}
+	}
+	rec, ok, err := s.route(c)
+	if err != nil {
+		return err
+	}
+	if !ok || rec.Topic == "" {
+		return nil
+	}
+	if c.Event != nil {
+		s.metrics.captured.WithLabelValues(c.Schema + "." + c.Table).Inc()
+	}
+	return s.prod.send(ctx, rec)
+}
+
+// sendStatus confirms the tracker's confirmed LSN to the server.
+func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
+	confirmed := s.tracker.Confirmed()
+	// Never claim more than was received (written >= flushed).
+	if confirmed > s.received {
+		confirmed = s.received
+	}
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, s.conn, pglogrepl.StandbyStatusUpdate{
+		WALWritePosition: s.received,
+		WALFlushPosition: confirmed,
+		WALApplyPosition: confirmed,
+		ClientTime:       time.Now(),
+		ReplyRequested:   replyRequested,
+	})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	if confirmed != s.sentStatus {
+		s.log.Debug("confirmed", "lsn", confirmed)
+	}
+	s.sentStatus = confirmed
+	s.metrics.confirmedLSN.Set(float64(confirmed))
+	s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+	s.nextStatus = time.Now().Add(s.interval)
+	return nil
+}
+
+// tableRecord encodes a change for its table topic.
+func tableRecord(prefix string, c Change) Record {
+	rec := Record{
+		Topic:    pipeline.Topic(prefix, c.Schema, c.Table),
+		Position: c.Position,
+		Headers:  []sarama.RecordHeader{{Key: []byte(pipeline.HeaderPosition), Value: []byte(c.Position.String())}},
+	}
+	if c.Key != nil {
+		rec.Key = c.Key.AppendJSON(nil)
+	}
+	if c.Event != nil {
+		rec.Value = c.Event.AppendJSON(make([]byte, 0, 256))
+		rec.Headers = append(rec.Headers, sarama.RecordHeader{Key: []byte(pipeline.HeaderOp), Value: []byte(c.Event.Op)})
+	}
+	return rec
+}
+
+// quoteLiteral quotes s as an SQL string literal.
+func quoteLiteral(s string) string {
+	out := make([]byte, 0, len(s)+2)
+	out = append(out, '\'')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, '\'')
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}

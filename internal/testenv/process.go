@@ -1,0 +1,159 @@
+package testenv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// builds caches binaries built for this test process, by package path.
+var builds = struct {
+	sync.Mutex
+	paths map[string]string
+}{paths: map[string]string{}}
+
+// BuildCdcsync builds ./cmd/cdcsync once per test process and returns the
+// binary's path. Tests that kill daemons run them as separate processes.
+func BuildCdcsync(tb testing.TB) string {
+	tb.Helper()
+	return Build(tb, "github.com/cdcsync/cdcsync/cmd/cdcsync")
+}
+
+// Build builds the main package pkg once per test process.
+func Build(tb testing.TB, pkg string) string {
+	tb.Helper()
+	builds.Lock()
+	defer builds.Unlock()
+	if p, ok := builds.paths[pkg]; ok {
+		return p
+	}
+	dir, err := os.MkdirTemp("", "cdcsync-bin-")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("go build %s: %v\n%s", pkg, err, msg)
+	}
+	builds.paths[pkg] = out
+	return out
+}
+
+// Process is a daemon started by a test, with its output kept in a file.
+type Process struct {
+	Name    string
+	cmd     *exec.Cmd
+	logPath string
+	exited  chan struct{}
+	mu      sync.Mutex
+	state   *os.ProcessState
+}
+
+// StartProcess runs bin with args and extra environment variables.
+func StartProcess(tb testing.TB, name, bin string, env []string, args ...string) *Process {
+	tb.Helper()
+	logf, err := os.CreateTemp("", "cdcsync-"+name+"-*.log")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	inGroup(cmd)
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		tb.Fatalf("start %s: %v", name, err)
+	}
+	p := &Process{Name: name, cmd: cmd, logPath: logf.Name(), exited: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		logf.Close()
+		p.mu.Lock()
+		p.state = cmd.ProcessState
+		p.mu.Unlock()
+		close(p.exited)
+	}()
+	tb.Cleanup(func() {
+		_ = p.Kill()
+		if tb.Failed() {
+			tb.Logf("--- %s output (last 4KB) ---\n%s", name, p.Tail(4096))
+		}
+		_ = os.Remove(p.logPath)
+	})
+	return p
+}
+
+// Pid is the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Kill sends SIGKILL and waits for the process to go.
+func (p *Process) Kill() error {
+	_ = killGroup(p.cmd, syscall.SIGKILL)
+	<-p.exited
+	return nil
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Wait waits up to timeout for the process to exit and returns its exit
+// code (-1 when killed by a signal).
+func (p *Process) Wait(timeout time.Duration) (int, error) {
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		return 0, fmt.Errorf("%s still running after %v", p.Name, timeout)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state.ExitCode(), nil
+}
+
+// Exited reports whether the process has ended.
+func (p *Process) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// PeakRSS returns the process's peak resident set size in bytes, once it
+// has exited.
+func (p *Process) PeakRSS() (int64, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == nil {
+		return 0, errors.New("process still running")
+	}
+	ru, ok := p.state.SysUsage().(*syscall.Rusage)
+	if !ok || runtime.GOOS != "linux" {
+		return 0, errors.New("rusage not available")
+	}
+	return ru.Maxrss * 1024, nil // Linux reports KiB
+}
+
+// Output returns everything the process wrote so far.
+func (p *Process) Output() string {
+	b, _ := os.ReadFile(p.logPath)
+	return string(b)
+}
+
+// Tail returns the last n bytes of the output.
+func (p *Process) Tail(n int) string {
+	b, _ := os.ReadFile(p.logPath)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(bytes.TrimSpace(b))
+}
