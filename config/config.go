@@ -89,6 +89,9 @@ type Sink struct {
 	BatchTimeout time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
 	DLQSuffix    string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
 	RetryMax     time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
+	// GroupInstanceID turns on static group membership (Kafka 2.3+).
+	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process (e.g. the pod name): a restarted sink gets its partitions back without waiting for a rebalance; empty uses dynamic membership"`
+	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to finish the batch being applied on SIGTERM or a rebalance"`
 	// Embedded for the variable names; see Capture.
 	Inventory
 	Kafka
