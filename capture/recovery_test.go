@@ -1,0 +1,104 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// TestCaptureRecoversFromPostgresAndBrokerRestarts crashes Postgres and
+// restarts the broker under a running capture: it reconnects by itself and
+// every row inserted around the outages reaches Kafka.
+func TestCaptureRecoversFromPostgresAndBrokerRestarts(t *testing.T) {
+	testenv.RequireEnv(t, env)
+	ctx := context.Background()
+	pg, err := testenv.StartPostgres()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Close)
+	kafka, err := testenv.StartKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	own := &testenv.Env{PG: pg, Kafka: kafka}
+	db := pg.CreateDB(t)
+	if err := pg.Exec(ctx, db, ordersDDL); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(own, db)
+	cfg.Snapshot = "never"
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	stop := startCapture(t, cfg)
+	waitFor(t, 30*time.Second, "slot to stream", func() bool {
+		var n int
+		_ = pgCount(ctx, pg, db, cfg.Slot, &n)
+		return n == 1
+	})
+
+	next := 0
+	insert := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			next++
+			// Postgres may still be starting: retry like an application would.
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				err := pg.Exec(ctx, db, fmt.Sprintf("INSERT INTO orders VALUES (%d, 1, 1, 'created', NULL)", next))
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal(err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}
+	insert(50)
+	waitFor(t, 30*time.Second, "first rows", func() bool { return topicCount(t, kafka.Brokers(), topic) >= 50 })
+
+	if err := pg.Restart(true); err != nil { // kill -9 and start again
+		t.Fatal(err)
+	}
+	insert(50)
+	waitFor(t, 60*time.Second, "rows after the Postgres crash", func() bool { return topicCount(t, kafka.Brokers(), topic) >= 100 })
+
+	kafka.Stop()
+	insert(50) // written while the broker is down
+	time.Sleep(2 * time.Second)
+	if err := kafka.Start(); err != nil {
+		t.Fatal(err)
+	}
+	insert(50)
+	waitFor(t, 90*time.Second, "rows after the broker restart", func() bool { return topicCount(t, kafka.Brokers(), topic) >= 200 })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, m := range readTopic(t, kafka.Brokers(), topic) {
+		ids[fmt.Sprint(m.Key["id"])] = true
+	}
+	for i := 1; i <= next; i++ {
+		if !ids[fmt.Sprint(i)] {
+			t.Errorf("row %d never reached Kafka", i)
+		}
+	}
+}
+
+// pgCount counts active slots named slot.
+func pgCount(ctx context.Context, pg *testenv.Postgres, db, slot string, n *int) error {
+	conn, err := pgx.Connect(ctx, pg.URL(db))
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	return conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", slot).Scan(n)
+}

@@ -1,0 +1,194 @@
+// Command bench measures cdcsync against a baseline on this machine, with
+// throwaway services, and prints ratios measured in the same run:
+//
+//	go run ./test/bench capture [-rows 200000] [-tx 1000]
+//
+// capture: loads the same WAL for two slots, drains one with pg_recvlogical
+// (pgoutput, to /dev/null) and the other with `cdcsync capture` into a
+// kfake broker, and reports rows/s of each (capture counts rows the broker
+// acknowledged), their ratio, and capture's peak RSS.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: bench capture [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "capture":
+		err = benchCapture(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func benchCapture(args []string) error {
+	fs := flag.NewFlagSet("capture", flag.ExitOnError)
+	rows := fs.Int("rows", 200000, "rows to insert")
+	perTx := fs.Int("tx", 1000, "rows per transaction")
+	_ = fs.Parse(args)
+	ctx := context.Background()
+
+	bin, err := buildCdcsync()
+	if err != nil {
+		return err
+	}
+	pg, err := testenv.StartPostgres()
+	if err != nil {
+		return err
+	}
+	defer pg.Close()
+	kafka, err := testenv.StartKafka()
+	if err != nil {
+		return err
+	}
+	defer kafka.Close()
+
+	const db = "bench"
+	if err := pg.Exec(ctx, "postgres", "CREATE DATABASE bench"); err != nil {
+		return err
+	}
+	if err := pg.Exec(ctx, db,
+		`CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint NOT NULL, quantity bigint NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
+		`CREATE PUBLICATION bench FOR TABLE orders`,
+		`SELECT pg_create_logical_replication_slot('recvlogical', 'pgoutput')`,
+		`SELECT pg_create_logical_replication_slot('capture', 'pgoutput')`,
+	); err != nil {
+		return err
+	}
+	fmt.Printf("loading %d rows in transactions of %d...\n", *rows, *perTx)
+	for start := 1; start <= *rows; start += *perTx {
+		end := min(start+*perTx-1, *rows)
+		err := pg.Exec(ctx, db, fmt.Sprintf(
+			`INSERT INTO orders (id, item_id, quantity, status) SELECT g, g %% 1000, 1 + g %% 5, 'created' FROM generate_series(%d, %d) g`, start, end))
+		if err != nil {
+			return err
+		}
+	}
+	conn, err := pgx.Connect(ctx, pg.URL(db))
+	if err != nil {
+		return err
+	}
+	var endLSN pglogrepl.LSN
+	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&endLSN); err != nil {
+		return err
+	}
+	conn.Close(ctx)
+
+	// Baseline: pg_recvlogical drains the same WAL with pgoutput.
+	binDir, err := testenv.PostgresBinDir()
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	recv := exec.Command(filepath.Join(binDir, "pg_recvlogical"), "-d", pg.URL(db), "--slot", "recvlogical", "--start",
+		"-o", "proto_version=1", "-o", "publication_names=bench", "-f", "/dev/null", "-E", endLSN.String(), "--no-loop")
+	if out, err := recv.CombinedOutput(); err != nil {
+		return fmt.Errorf("pg_recvlogical: %v: %s", err, out)
+	}
+	recvElapsed := time.Since(t0)
+
+	// cdcsync capture drains its slot into the broker.
+	topic := pipeline.Topic("cdc", "public", "orders")
+	if err := kafka.CreateTopic(topic, 4); err != nil {
+		return err
+	}
+	proc := exec.Command(bin, "capture")
+	proc.Env = append(os.Environ(),
+		"CDCSYNC_SOURCE_URL="+pg.URL(db), "CDCSYNC_SLOT=capture", "CDCSYNC_PUBLICATION=bench",
+		"CDCSYNC_SNAPSHOT=never", "CDCSYNC_KAFKA_BROKERS="+strings.Join(kafka.Brokers(), ","),
+		"CDCSYNC_HTTP_ADDR=", "CDCSYNC_LOG_LEVEL=warn")
+	proc.Stdout, proc.Stderr = os.Stderr, os.Stderr
+	t0 = time.Now()
+	if err := proc.Start(); err != nil {
+		return err
+	}
+	client, err := sarama.NewClient(kafka.Brokers(), testenv.SaramaConfig())
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	for {
+		n, err := countRecords(client, topic)
+		if err != nil {
+			return err
+		}
+		if n >= int64(*rows) {
+			break
+		}
+		if time.Since(t0) > 10*time.Minute {
+			return fmt.Errorf("capture produced only %d of %d rows in 10 minutes", n, *rows)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	captureElapsed := time.Since(t0)
+	_ = proc.Process.Signal(syscall.SIGTERM)
+	_ = proc.Wait()
+	var rssMiB float64
+	if ru, ok := proc.ProcessState.SysUsage().(*syscall.Rusage); ok {
+		rssMiB = float64(ru.Maxrss) / 1024
+	}
+
+	recvRate := float64(*rows) / recvElapsed.Seconds()
+	capRate := float64(*rows) / captureElapsed.Seconds()
+	fmt.Printf("rows: %d in %d-row transactions (WAL end %s)\n", *rows, *perTx, endLSN)
+	fmt.Printf("pg_recvlogical (pgoutput -> /dev/null):    %8.0f rows/s  (%v)\n", recvRate, recvElapsed.Round(time.Millisecond))
+	fmt.Printf("cdcsync capture (acked by kfake, acks=all): %8.0f rows/s  (%v)\n", capRate, captureElapsed.Round(time.Millisecond))
+	fmt.Printf("ratio capture / pg_recvlogical: %.2f\n", capRate/recvRate)
+	fmt.Printf("capture peak RSS: %.1f MiB\n", rssMiB)
+	return nil
+}
+
+func countRecords(client sarama.Client, topic string) (int64, error) {
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range parts {
+		off, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		if err != nil {
+			return 0, err
+		}
+		n += off
+	}
+	return n, nil
+}
+
+func buildCdcsync() (string, error) {
+	dir, err := os.MkdirTemp("", "cdcsync-bench-")
+	if err != nil {
+		return "", err
+	}
+	out := filepath.Join(dir, "cdcsync")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/cdcsync")
+	if msg, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %v: %s", err, msg)
+	}
+	return out, nil
+}
+
