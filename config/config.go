@@ -55,6 +55,9 @@ type Capture struct {
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
 	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
+	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
+	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
+	OutboxTopicPrefix string        `envconfig:"OUTBOX_TOPIC_PREFIX" desc:"outbox event topic is <prefix>.<aggregate>; empty means <TOPIC_PREFIX>.events"`
 	// The nested structs are embedded because envconfig prefixes the
 	// variables of a named (non-embedded) struct field with the field name:
 	// a field `Kafka Kafka` would read CDCSYNC_KAFKA_KAFKA_BROKERS. Embedded,
