@@ -1,0 +1,97 @@
+-- Applies one change to the Redis row cache, with the version check done
+-- here, atomically, so that a replayed or late event never regresses or
+-- resurrects a row, whichever sink process sends it.
+--
+-- Positions are 32 hex digits (commit LSN, change LSN, each zero-padded to
+-- 16), so comparing them byte by byte compares stream positions.
+--
+-- Row events, ARGV[1] = c, u, r or d:
+--   KEYS[1] cdc:<schema>.<table>:<pk>     the row: a hash of its non-null columns
+--   KEYS[2] cdcver:<schema>.<table>:<pk>  position of the last applied event; kept
+--                                         after a delete, as a tombstone
+--   KEYS[3] cdctrunc:<schema>.<table>     position of the table's last truncate
+--   ARGV[2] position
+--   ARGV[3] n, then ARGV[4 .. 3+n] the unchanged TOASTed columns, whose cached
+--           values are kept; then column, value pairs from ARGV[4+n]
+--   Returns 1 applied, 0 stale (not newer than the row's version), 2 at or
+--   before the table's last truncate.
+-- Truncate, ARGV[1] = t: KEYS[1] the cdctrunc key, ARGV[2] position. Moves
+--   the watermark forward; returns 1 if it moved, 0 if it was not newer.
+-- Sweep, ARGV[1] = x: KEYS as for a row event. Drops the row and its version
+--   when the version is before the table's truncate; returns 1 if dropped.
+
+-- Byte-wise, because Lua's string < follows the server's collation locale.
+local function before(a, b)
+  if a == b then
+    return false
+  end
+  for i = 1, #a do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then
+      return y ~= nil and x < y
+    end
+  end
+  return #a < #b
+end
+
+local op, pos = ARGV[1], ARGV[2]
+
+if op == 't' then
+  local cur = redis.call('GET', KEYS[1])
+  if cur and not before(cur, pos) then
+    return 0
+  end
+  redis.call('SET', KEYS[1], pos)
+  return 1
+end
+
+local trunc = redis.call('GET', KEYS[3])
+
+if op == 'x' then
+  if not trunc then
+    return 0
+  end
+  local ver = redis.call('GET', KEYS[2])
+  if ver and not before(ver, trunc) then
+    return 0
+  end
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+
+if trunc and not before(trunc, pos) then
+  return 2
+end
+local ver = redis.call('GET', KEYS[2])
+if ver and not before(ver, pos) then
+  return 0
+end
+
+if op == 'd' then
+  redis.call('DEL', KEYS[1])
+else
+  local n = tonumber(ARGV[3])
+  local kept = {}
+  if n > 0 then
+    local names = {}
+    for i = 1, n do
+      names[i] = ARGV[3 + i]
+    end
+    local vals = redis.call('HMGET', KEYS[1], unpack(names))
+    for i = 1, n do
+      if vals[i] then
+        kept[#kept + 1] = names[i]
+        kept[#kept + 1] = vals[i]
+      end
+    end
+  end
+  redis.call('DEL', KEYS[1])
+  if #ARGV >= 4 + n then
+    redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
+  end
+  if #kept > 0 then
+    redis.call('HSET', KEYS[1], unpack(kept))
+  end
+end
+redis.call('SET', KEYS[2], pos)
+return 1

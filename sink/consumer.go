@@ -1,0 +1,319 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/kafkaclient"
+)
+
+// consumer runs one sink: a consumer group over the sink's topics whose
+// claims collect batches, apply them through the sink's Applier, dead-letter
+// what can never be applied, and only then commit the offsets.
+type consumer struct {
+	sink   string
+	group  string
+	topics []string
+	// setup prepares the store (creates tables); it is retried until it
+	// succeeds before consuming starts. Optional.
+	setup   func(context.Context) error
+	applier Applier
+	dlq     *deadLetters
+	metrics *sinkMetrics
+	log     *slog.Logger
+	cfg     config.Sink
+}
+
+var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
+
+// attemptTimeout bounds one attempt to apply a batch, so that a database
+// that stopped answering (rather than refusing connections) is retried
+// like one that is down.
+const attemptTimeout = 30 * time.Second
+
+// saramaConfig is the consumer group configuration: offsets are committed
+// by hand after each applied batch, never automatically.
+func (c *consumer) saramaConfig() (*sarama.Config, error) {
+	sc, err := kafkaclient.Config(c.cfg.Kafka)
+	if err != nil {
+		return nil, err
+	}
+	sc.Consumer.Offsets.AutoCommit.Enable = false
+	// A new group starts at the beginning: the topics hold the snapshot.
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.Return.Errors = true
+	// Applying a batch can take a while (a database down); sarama then just
+	// stops fetching the partition until the handler reads again.
+	sc.Consumer.MaxProcessingTime = time.Second
+	sc.ChannelBufferSize = min(max(c.cfg.BatchSize, 256), 8192)
+	sc.Consumer.Fetch.Default = 4 << 20
+	sc.Metadata.AllowAutoTopicCreation = false
+	if c.cfg.GroupInstanceID != "" {
+		sc.Consumer.Group.InstanceId = c.cfg.GroupInstanceID
+	}
+	return sc, nil
+}
+
+// run consumes until ctx is cancelled. Broker outages and missing topics
+// are retried with backoff; only a configuration error is returned.
+func (c *consumer) run(ctx context.Context) error {
+	sc, err := c.saramaConfig()
+	if err != nil {
+		return err
+	}
+	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	if c.setup != nil {
+		for {
+			err := c.setup(ctx)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+			c.log.Warn("sink setup failed; retrying", "sink", c.sink, "err", err)
+			if !b.wait(ctx) {
+				return nil
+			}
+		}
+	}
+	var group sarama.ConsumerGroup
+	for {
+		group, err = sarama.NewConsumerGroup(c.cfg.Kafka.Brokers, c.group, sc)
+		if err == nil {
+			break
+		}
+		var confErr sarama.ConfigurationError
+		if errors.As(err, &confErr) {
+			return fmt.Errorf("consumer group %s: %w", c.group, err)
+		}
+		c.log.Warn("connect to kafka failed; retrying", "group", c.group, "err", err)
+		if !b.wait(ctx) {
+			return nil
+		}
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for err := range group.Errors() {
+			c.log.Warn("consumer group error", "group", c.group, "err", err)
+		}
+	})
+	defer func() {
+		if err := group.Close(); err != nil {
+			c.log.Warn("close consumer group", "group", c.group, "err", err)
+		}
+		wg.Wait()
+	}()
+	c.log.Info("sink started", "group", c.group, "topics", c.topics)
+	b = newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	for ctx.Err() == nil {
+		// Consume returns at every rebalance; loop to join the next one.
+		err := group.Consume(ctx, c.topics, c)
+		if ctx.Err() != nil {
+			break
+		}
+		if err != nil {
+			c.log.Warn("consume failed; retrying", "group", c.group, "topics", c.topics, "err", err)
+			if !b.wait(ctx) {
+				break
+			}
+			continue
+		}
+		b = newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	}
+	c.log.Info("sink stopped", "group", c.group)
+	return nil
+}
+
+// Setup is called at the start of a session, before ConsumeClaim.
+func (c *consumer) Setup(sess sarama.ConsumerGroupSession) error {
+	c.log.Debug("partitions assigned", "group", c.group, "claims", sess.Claims(), "generation", sess.GenerationID())
+	return nil
+}
+
+// Cleanup is called at the end of a session, after every ConsumeClaim.
+func (c *consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
+	c.log.Debug("partitions released", "group", c.group, "claims", sess.Claims(), "generation", sess.GenerationID())
+	return nil
+}
+
+// ConsumeClaim applies one partition batch by batch until the session ends
+// (a rebalance or shutdown) or the claim's messages close.
+func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	for {
+		batch, more := c.collect(sess.Context(), claim.Messages())
+		if len(batch) > 0 && !c.process(sess, batch) {
+			return nil
+		}
+		if !more {
+			return nil
+		}
+	}
+}
+
+// collect waits for a first message, then gathers up to BatchSize messages
+// or whatever arrived within BatchTimeout. more is false when the claim is
+// over; a batch cut short by the end of the session is dropped unapplied
+// (its messages come again to whoever owns the partition next).
+func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMessage) (batch []*sarama.ConsumerMessage, more bool) {
+	select {
+	case m, ok := <-msgs:
+		if !ok {
+			return nil, false
+		}
+		batch = append(batch, m)
+	case <-ctx.Done():
+		return nil, false
+	}
+	timer := time.NewTimer(c.cfg.BatchTimeout)
+	defer timer.Stop()
+	for len(batch) < c.cfg.BatchSize {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, m)
+		case <-timer.C:
+			return batch, true
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	return batch, true
+}
+
+// process applies a batch, dead-letters the messages that can never be
+// applied, then marks and commits the offset after the batch. It returns
+// false when the batch was abandoned because the session ended while a
+// step was failing: nothing is committed and the batch will be consumed
+// again, which is harmless because applying is idempotent.
+func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.ConsumerMessage) bool {
+	start := time.Now()
+	first, last := raws[0], raws[len(raws)-1]
+	log := c.log.With("topic", first.Topic, "partition", first.Partition, "offsets", fmt.Sprintf("%d-%d", first.Offset, last.Offset))
+
+	msgs := make([]*Message, 0, len(raws))
+	tombstones := 0
+	for _, raw := range raws {
+		if m := decodeMessage(raw); m != nil {
+			msgs = append(msgs, m)
+		} else {
+			tombstones++
+		}
+	}
+
+	// Stop retrying when the session ends, but let an attempt in progress
+	// finish (bounded by the shutdown timeout) so that its offsets can be
+	// committed rather than the work redone.
+	stop := sess.Context()
+	run, cancel := graceContext(stop, c.cfg.ShutdownTimeout)
+	defer cancel()
+
+	err := retry(stop, run, c.cfg.RetryMax, func(ctx context.Context) error {
+		todo := pending(msgs)
+		if len(todo) == 0 {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		defer cancel()
+		return c.applier.Apply(ctx, todo)
+	}, func(attempt int, err error) {
+		c.metrics.applyRetries.Inc()
+		log.Warn("apply failed; retrying", "sink", c.sink, "attempt", attempt, "err", err)
+	})
+	if err != nil {
+		log.Info("batch abandoned at end of session; it will be consumed again", "sink", c.sink, "err", err)
+		return false
+	}
+
+	var dead []*Message
+	for _, m := range msgs {
+		if m.Err != nil {
+			dead = append(dead, m)
+		}
+	}
+	if len(dead) > 0 {
+		err := retry(stop, run, c.cfg.RetryMax, func(context.Context) error {
+			return c.dlq.send(dead)
+		}, func(attempt int, err error) {
+			c.metrics.dlqRetries.Inc()
+			log.Warn("dead-letter write failed; retrying", "sink", c.sink, "attempt", attempt, "err", err)
+		})
+		if err != nil {
+			log.Info("batch abandoned at end of session; it will be consumed again", "sink", c.sink, "err", err)
+			return false
+		}
+		for _, m := range dead {
+			log.Warn("message dead-lettered", "sink", c.sink, "offset", m.Raw.Offset, "dlq", m.Raw.Topic+c.cfg.DLQSuffix, "err", m.Err)
+		}
+	}
+
+	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, "")
+	sess.Commit()
+	c.record(msgs, tombstones, start)
+	return true
+}
+
+// record updates the metrics of an applied batch.
+func (c *consumer) record(msgs []*Message, tombstones int, start time.Time) {
+	now := time.Now()
+	m := c.metrics
+	m.batchSize.Observe(float64(len(msgs) + tombstones))
+	m.applySeconds.Observe(now.Sub(start).Seconds())
+	m.skipped[skipTombstone].Add(float64(tombstones))
+	for _, msg := range msgs {
+		switch {
+		case msg.Err != nil:
+			m.deadLettered.Inc()
+		case msg.Skip != "":
+			m.skipped[msg.Skip].Inc()
+		default:
+			m.applied.Inc()
+			if s := msg.Event.Source; s.TsMs > 0 && (s.Snapshot == "" || s.Snapshot == "false") {
+				m.endToEnd.Observe(now.Sub(time.UnixMilli(s.TsMs)).Seconds())
+			}
+		}
+	}
+}
+
+// pending returns the messages not already known to be unappliable.
+func pending(msgs []*Message) []*Message {
+	out := make([]*Message, 0, len(msgs))
+	for _, m := range msgs {
+		if m.Err == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// graceContext returns a context that is not cancelled with stop itself but
+// grace after stop is done, bounding how long work in progress may take to
+// finish at shutdown.
+func graceContext(stop context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(stop))
+	var mu sync.Mutex
+	var timer *time.Timer
+	unregister := context.AfterFunc(stop, func() {
+		mu.Lock()
+		timer = time.AfterFunc(grace, cancel)
+		mu.Unlock()
+	})
+	return ctx, func() {
+		unregister()
+		mu.Lock()
+		if timer != nil {
+			timer.Stop()
+		}
+		mu.Unlock()
+		cancel()
+	}
+}

@@ -1,0 +1,345 @@
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// inventory applies order events to the inventory store: one transaction
+// per batch updates the order projection and moves each item's reserved
+// and shipped counters by the difference between its orders' previous and
+// new contributions. Positions in the projection make it idempotent.
+type inventory struct {
+	pool   *pgxpool.Pool
+	orders orderSchema
+	// avail refreshes the Redis availability cache after each commit; nil
+	// when no Redis is configured.
+	avail *availability
+}
+
+var _ Applier = (*inventory)(nil)
+
+// itemDelta is the change of one item's counters within a batch.
+type itemDelta struct{ reserved, shipped int64 }
+
+// itemAvailability is an item's availability after a batch, with the
+// version that orders it among refreshes.
+type itemAvailability struct {
+	item, available, version int64
+}
+
+// segment is a run of order changes, or a single truncate: a batch is
+// applied segment by segment so that a truncate sees exactly the changes
+// before it.
+type segment struct {
+	changes  []orderChange
+	truncate *Message
+}
+
+// ensureSchema creates the store's tables if needed.
+func (a *inventory) ensureSchema(ctx context.Context) error {
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("inventory schema: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, sqlSchemaLock); err != nil {
+		return fmt.Errorf("inventory schema lock: %w", err)
+	}
+	for _, stmt := range inventorySchema {
+		if _, err := tx.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("inventory schema: %w", err)
+		}
+	}
+	if _, err := tx.Exec(ctx, sqlEnsureState, a.stateKey()); err != nil {
+		return fmt.Errorf("inventory state row: %w", err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("inventory schema commit: %w", err)
+	}
+	return nil
+}
+
+func (a *inventory) stateKey() string { return a.orders.schema + "." + a.orders.table }
+
+// Apply implements Applier.
+func (a *inventory) Apply(ctx context.Context, batch []*Message) error {
+	segments, hasTruncate := a.plan(batch)
+	if len(segments) == 0 {
+		return nil
+	}
+	avail, err := a.applyTx(ctx, segments, hasTruncate)
+	if err != nil {
+		return err
+	}
+	if a.avail != nil && len(avail) > 0 {
+		// After the commit: a failure here retries the whole batch, whose
+		// events are then stale but still touch their items, so the
+		// refresh happens on the retry.
+		if err := a.avail.refresh(ctx, avail); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// plan parses the batch into segments, setting Err on messages that can
+// never be applied.
+func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool) {
+	var cur []orderChange
+	for _, m := range batch {
+		m.Skip = ""
+		if m.Event.Op == pipeline.OpTruncate {
+			if m.Event.Source.Schema != a.orders.schema || m.Event.Source.Table != a.orders.table {
+				m.Err = permanentf("truncate of table %s.%s on the topic of %s", m.Event.Source.Schema, m.Event.Source.Table, a.stateKey())
+				continue
+			}
+			if len(cur) > 0 {
+				segments = append(segments, segment{changes: cur})
+				cur = nil
+			}
+			segments = append(segments, segment{truncate: m})
+			hasTruncate = true
+			continue
+		}
+		chs, err := a.orders.changes(m)
+		if err != nil {
+			m.Err = err
+			continue
+		}
+		cur = append(cur, chs...)
+	}
+	if len(cur) > 0 {
+		segments = append(segments, segment{changes: cur})
+	}
+	return segments, hasTruncate
+}
+
+// applyTx runs the batch's transaction and returns the availability of
+// every item it touched.
+func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate bool) ([]itemAvailability, error) {
+	tx, err := a.pool.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("inventory begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+
+	lockState := sqlStateShare
+	if hasTruncate {
+		lockState = sqlStateExclusive
+	}
+	var tc, tl int64
+	if err := tx.QueryRow(ctx, lockState, a.stateKey()).Scan(&tc, &tl); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			// Someone removed the row; recreate it and retry.
+			_, _ = a.pool.Exec(ctx, sqlEnsureState, a.stateKey())
+		}
+		return nil, fmt.Errorf("inventory lock state: %w", err)
+	}
+	truncatedAt := lsnPair(tc, tl)
+
+	deltas := map[int64]*itemDelta{}
+	for _, seg := range segments {
+		if seg.truncate != nil {
+			err = a.applyTruncate(ctx, tx, seg.truncate, &truncatedAt, deltas)
+		} else {
+			err = a.applyChanges(ctx, tx, seg.changes, truncatedAt, deltas)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if hasTruncate {
+		// Refresh every item after a truncate (applied or replayed): which
+		// items it touched is no longer known once it was applied.
+		rows, _ := tx.Query(ctx, sqlAllItems)
+		items, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			return nil, fmt.Errorf("inventory list items: %w", err)
+		}
+		for _, it := range items {
+			touch(deltas, it)
+		}
+	}
+	avail, err := a.writeItems(ctx, tx, deltas)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("inventory commit: %w", err)
+	}
+	return avail, nil
+}
+
+// applyChanges folds a segment's changes into the projection in memory
+// (several events of one order in a batch are applied in order, then
+// written once) and accumulates the counters' deltas.
+func (a *inventory) applyChanges(ctx context.Context, tx pgx.Tx, changes []orderChange, truncatedAt pipeline.Position, deltas map[int64]*itemDelta) error {
+	ids := make([]string, 0, len(changes))
+	for i := range changes {
+		ids = append(ids, changes[i].id)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	states, err := a.lockOrders(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+
+	dirty := map[string]bool{}
+	applied := map[*Message]bool{}
+	for i := range changes {
+		ch := &changes[i]
+		prev := states[ch.id]
+		if prev != nil && prev.Item != nil {
+			touch(deltas, *prev.Item)
+		}
+		if ch.item != nil {
+			touch(deltas, *ch.item)
+		}
+		switch {
+		case !truncatedAt.Less(ch.pos):
+			skip(ch.msg, skipTruncated, applied)
+			continue
+		case prev != nil && !prev.Pos.Less(ch.pos):
+			skip(ch.msg, skipStale, applied)
+			continue
+		}
+		next := ch.apply(prev)
+		if item, r, s, ok := a.orders.contribution(prev); ok {
+			d := touch(deltas, item)
+			d.reserved -= r
+			d.shipped -= s
+		}
+		if item, r, s, ok := a.orders.contribution(next); ok {
+			d := touch(deltas, item)
+			d.reserved += r
+			d.shipped += s
+		}
+		states[ch.id] = next
+		dirty[ch.id] = true
+		applied[ch.msg] = true
+		ch.msg.Skip = ""
+	}
+	if len(dirty) == 0 {
+		return nil
+	}
+	return a.writeOrders(ctx, tx, states, slices.Sorted(maps.Keys(dirty)))
+}
+
+// skip records why a message changed nothing, unless another change of the
+// same message (a primary-key update) was applied.
+func skip(m *Message, reason string, applied map[*Message]bool) {
+	if !applied[m] {
+		m.Skip = reason
+	}
+}
+
+func touch(deltas map[int64]*itemDelta, item int64) *itemDelta {
+	d := deltas[item]
+	if d == nil {
+		d = &itemDelta{}
+		deltas[item] = d
+	}
+	return d
+}
+
+func (a *inventory) lockOrders(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*orderState, error) {
+	rows, _ := tx.Query(ctx, sqlLockOrders, ids)
+	states := make(map[string]*orderState, len(ids))
+	var (
+		id     string
+		s      orderState
+		tc, tl int64
+	)
+	_, err := pgx.ForEachRow(rows, []any{&id, &s.Item, &s.Quantity, &s.Status, &s.Deleted, &tc, &tl}, func() error {
+		st := s
+		st.Pos = lsnPair(tc, tl)
+		states[id] = &st
+		s = orderState{}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inventory lock orders: %w", err)
+	}
+	return states, nil
+}
+
+func (a *inventory) writeOrders(ctx context.Context, tx pgx.Tx, states map[string]*orderState, ids []string) error {
+	n := len(ids)
+	items, qtys := make([]*int64, n), make([]*int64, n)
+	statuses := make([]*string, n)
+	deleted := make([]bool, n)
+	commits, changes := make([]int64, n), make([]int64, n)
+	for i, id := range ids {
+		s := states[id]
+		items[i], qtys[i], statuses[i], deleted[i] = s.Item, s.Quantity, s.Status, s.Deleted
+		commits[i], changes[i] = int64(s.Pos.Commit), int64(s.Pos.Change)
+	}
+	if _, err := tx.Exec(ctx, sqlUpsertOrders, ids, items, qtys, statuses, deleted, commits, changes); err != nil {
+		return fmt.Errorf("inventory write orders: %w", err)
+	}
+	return nil
+}
+
+// applyTruncate releases every order older than the truncate and moves the
+// table's watermark to it; a truncate at or before the watermark is stale.
+func (a *inventory) applyTruncate(ctx context.Context, tx pgx.Tx, m *Message, truncatedAt *pipeline.Position, deltas map[int64]*itemDelta) error {
+	pos := m.Event.Position()
+	if !truncatedAt.Less(pos) {
+		m.Skip = skipStale
+		return nil
+	}
+	rows, _ := tx.Query(ctx, sqlTruncateOrders, int64(pos.Commit), int64(pos.Change), a.orders.reserved, a.orders.shipped)
+	var item, reserved, shipped int64
+	_, err := pgx.ForEachRow(rows, []any{&item, &reserved, &shipped}, func() error {
+		d := touch(deltas, item)
+		d.reserved -= reserved
+		d.shipped -= shipped
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("inventory truncate: %w", err)
+	}
+	if _, err := tx.Exec(ctx, sqlSetTruncate, a.stateKey(), int64(pos.Commit), int64(pos.Change)); err != nil {
+		return fmt.Errorf("inventory record truncate: %w", err)
+	}
+	*truncatedAt = pos
+	return nil
+}
+
+// writeItems applies the deltas and returns the items' new availability.
+func (a *inventory) writeItems(ctx context.Context, tx pgx.Tx, deltas map[int64]*itemDelta) ([]itemAvailability, error) {
+	if len(deltas) == 0 {
+		return nil, nil
+	}
+	items := slices.Sorted(maps.Keys(deltas))
+	reserved, shipped := make([]int64, len(items)), make([]int64, len(items))
+	for i, it := range items {
+		reserved[i], shipped[i] = deltas[it].reserved, deltas[it].shipped
+	}
+	rows, _ := tx.Query(ctx, sqlUpsertItems, items, reserved, shipped)
+	out := make([]itemAvailability, 0, len(items))
+	var av itemAvailability
+	_, err := pgx.ForEachRow(rows, []any{&av.item, &av.available, &av.version}, func() error {
+		out = append(out, av)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("inventory write items: %w", err)
+	}
+	return out, nil
+}
+
+func lsnPair(commit, change int64) pipeline.Position {
+	return pipeline.Position{Commit: pglogrepl.LSN(commit), Change: pglogrepl.LSN(change)}
+}

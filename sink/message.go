@@ -1,0 +1,69 @@
+package sink
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/IBM/sarama"
+
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// Message is one Kafka record on its way into a sink, with what the
+// consumer decoded from it.
+type Message struct {
+	Raw   *sarama.ConsumerMessage
+	Event *pipeline.Event
+	// Key holds the primary-key columns; nil for a truncate.
+	Key pipeline.Row
+	// Err says why the message can never be applied (it wraps
+	// errPermanent); such a message goes to the dead-letter topic.
+	Err error
+	// Skip is set by the applier when the message changed nothing, to the
+	// reason (skipStale, skipTruncated, skipSuperseded); empty when applied.
+	Skip string
+}
+
+// Applier applies batches of decoded change events to one store.
+//
+// Apply applies every message of batch in order and returns only when the
+// effect is durable. It must be idempotent by position: applying a message
+// again, or one older than what the store holds for its key, changes
+// nothing. A message that can never be applied gets its Err set and the
+// rest of the batch is still applied. A returned error is transient: the
+// caller retries the whole batch later, so partial effects are fine.
+// Apply is called concurrently for different partitions.
+type Applier interface {
+	Apply(ctx context.Context, batch []*Message) error
+}
+
+// decodeMessage decodes a record. It returns nil for a tombstone (the null
+// value that follows a delete so that compaction drops the key). Records
+// that cannot be decoded come back with Err set.
+func decodeMessage(raw *sarama.ConsumerMessage) *Message {
+	if raw.Value == nil {
+		return nil
+	}
+	m := &Message{Raw: raw}
+	ev, err := pipeline.DecodeEvent(raw.Value)
+	if err != nil {
+		m.Err = permanentf("%v", err)
+		return m
+	}
+	m.Event = ev
+	if ev.Op == pipeline.OpTruncate {
+		return m
+	}
+	if len(raw.Key) == 0 {
+		m.Err = permanentf("op %q without a key", ev.Op)
+		return m
+	}
+	if err := json.Unmarshal(raw.Key, &m.Key); err != nil {
+		m.Err = permanentf("key: %v", err)
+		return m
+	}
+	if len(m.Key) == 0 {
+		m.Err = permanentf("op %q with an empty key", ev.Op)
+	}
+	return m
+}

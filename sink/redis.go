@@ -1,0 +1,293 @@
+package sink
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// Redis key prefixes of the row cache. A row of schema.table with primary
+// key values v1, v2 is the hash cdc:schema.table:v1:v2 (DESIGN.md); its
+// version and the table's truncate watermark live beside it, so that the
+// hash holds the row's columns and nothing else.
+const (
+	rowPrefix      = "cdc:"
+	versionPrefix  = "cdcver:"
+	truncatePrefix = "cdctrunc:"
+)
+
+// RowKey is the Redis key of a row in the row cache.
+func RowKey(schema, table string, key pipeline.Row) string {
+	return rowPrefix + schema + "." + table + ":" + pipeline.KeyString(key)
+}
+
+//go:embed apply.lua
+var applyLua string
+
+// rowCache applies change events to the Redis row cache. Each row is a
+// hash of its columns: strings as they are, other values as their JSON
+// text (numbers, booleans, JSON documents, arrays), NULL columns absent.
+// Unchanged TOASTed columns keep their cached value.
+//
+// Every event goes through apply.lua, which compares the event's position
+// with the row's version inside Redis, so the check and the write are one
+// atomic step even with several sink processes.
+type rowCache struct {
+	rdb    redis.UniversalClient
+	script *redis.Script
+}
+
+var _ Applier = (*rowCache)(nil)
+
+func newRowCache(rdb redis.UniversalClient) *rowCache {
+	return &rowCache{rdb: rdb, script: redis.NewScript(applyLua)}
+}
+
+// rowCall is one script call of a batch.
+type rowCall struct {
+	msg  *Message
+	keys []string
+	args []any
+}
+
+// Apply implements Applier. A batch runs as pipelines of script calls,
+// split at truncates, which need a scan of the table's keys in between.
+func (c *rowCache) Apply(ctx context.Context, batch []*Message) error {
+	var run []*Message
+	for _, m := range batch {
+		m.Skip = ""
+		if m.Event.Op != pipeline.OpTruncate {
+			run = append(run, m)
+			continue
+		}
+		if err := c.applyRows(ctx, run); err != nil {
+			return err
+		}
+		run = nil
+		if err := c.truncate(ctx, m); err != nil {
+			return err
+		}
+	}
+	return c.applyRows(ctx, run)
+}
+
+// applyRows applies row events in one pipeline. An event followed in the
+// batch by a full image (or a delete) of the same row is superseded and
+// not sent: the later event alone gives the same result, whatever the
+// stored version. Events with unchanged TOASTed columns are not full
+// images: they need the value before them.
+func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	keys := make([]string, len(msgs))
+	for i, m := range msgs {
+		keys[i] = RowKey(m.Event.Source.Schema, m.Event.Source.Table, m.Key)
+	}
+	sealed := make(map[string]bool, len(msgs))
+	calls := make([]rowCall, 0, len(msgs))
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m := msgs[i]
+		if sealed[keys[i]] {
+			m.Skip = skipSuperseded
+			continue
+		}
+		ev := m.Event
+		if ev.Op == pipeline.OpDelete || len(ev.Unchanged) == 0 {
+			sealed[keys[i]] = true
+		}
+		calls = append(calls, rowCall{msg: m, keys: rowKeys(keys[i], ev), args: rowArgs(ev)})
+	}
+	// Collected backwards; apply forwards.
+	for i, j := 0, len(calls)-1; i < j; i, j = i+1, j-1 {
+		calls[i], calls[j] = calls[j], calls[i]
+	}
+	return runScripts(ctx, c.rdb, c.script, len(calls), func(pipe redis.Pipeliner, i int) *redis.Cmd {
+		return c.script.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
+	}, func(i int, cmd *redis.Cmd) error {
+		m := calls[i].msg
+		res, err := cmd.Int64()
+		switch {
+		case err != nil && transientRedis(err):
+			return fmt.Errorf("redis apply %s: %w", calls[i].keys[0], err)
+		case err != nil:
+			// The server refused this one call (say, the key holds another
+			// type): no retry will change that.
+			m.Err = permanentf("redis apply %s: %v", calls[i].keys[0], err)
+		case res == 0:
+			m.Skip = skipStale
+		case res == 2:
+			m.Skip = skipTruncated
+		}
+		return nil
+	})
+}
+
+// rowKeys returns the script's keys for a row event: row hash, version,
+// table truncate watermark.
+func rowKeys(rowKey string, ev *pipeline.Event) []string {
+	rest := strings.TrimPrefix(rowKey, rowPrefix)
+	return []string{rowKey, versionPrefix + rest, truncatePrefix + ev.Source.Schema + "." + ev.Source.Table}
+}
+
+func rowArgs(ev *pipeline.Event) []any {
+	args := make([]any, 0, 3+len(ev.Unchanged)+2*len(ev.After))
+	args = append(args, string(ev.Op), positionKey(ev.Position()), len(ev.Unchanged))
+	for _, u := range ev.Unchanged {
+		args = append(args, u)
+	}
+	if ev.Op == pipeline.OpDelete {
+		return args
+	}
+	for _, col := range ev.After {
+		if isNull(col.Value) {
+			continue
+		}
+		args = append(args, col.Name, scalarText(col.Value))
+	}
+	return args
+}
+
+// scalarText is pipeline.ScalarText without a JSON decode for the common
+// string without escapes.
+func scalarText(v []byte) string {
+	if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' && !strings.ContainsRune(string(v[1:len(v)-1]), '\\') {
+		return string(v[1 : len(v)-1])
+	}
+	return pipeline.ScalarText(v)
+}
+
+// truncate moves the table's watermark to the truncate's position (if
+// newer), then sweeps the table's rows older than the watermark. The sweep
+// runs even for a stale truncate: a crash may have cut the first one short.
+func (c *rowCache) truncate(ctx context.Context, m *Message) error {
+	table := m.Event.Source.Schema + "." + m.Event.Source.Table
+	watermark := truncatePrefix + table
+	err := runScripts(ctx, c.rdb, c.script, 1, func(pipe redis.Pipeliner, _ int) *redis.Cmd {
+		return c.script.EvalSha(ctx, pipe, []string{watermark}, string(pipeline.OpTruncate), positionKey(m.Event.Position()))
+	}, func(_ int, cmd *redis.Cmd) error {
+		res, err := cmd.Int64()
+		if err != nil {
+			return fmt.Errorf("redis truncate %s: %w", table, err)
+		}
+		if res == 0 {
+			m.Skip = skipStale
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	pattern := escapeGlob(versionPrefix+table+":") + "*"
+	iter := c.rdb.Scan(ctx, 0, pattern, 1000).Iterator()
+	var versions []string
+	flush := func() error {
+		if len(versions) == 0 {
+			return nil
+		}
+		err := runScripts(ctx, c.rdb, c.script, len(versions), func(pipe redis.Pipeliner, i int) *redis.Cmd {
+			row := rowPrefix + strings.TrimPrefix(versions[i], versionPrefix)
+			return c.script.EvalSha(ctx, pipe, []string{row, versions[i], watermark}, "x", "")
+		}, func(_ int, cmd *redis.Cmd) error {
+			if err := cmd.Err(); err != nil {
+				return fmt.Errorf("redis truncate sweep %s: %w", table, err)
+			}
+			return nil
+		})
+		versions = versions[:0]
+		return err
+	}
+	for iter.Next(ctx) {
+		versions = append(versions, iter.Val())
+		if len(versions) == 1000 {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return fmt.Errorf("redis truncate scan %s: %w", table, err)
+	}
+	return flush()
+}
+
+// escapeGlob quotes the glob metacharacters of s for SCAN MATCH.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// runScripts runs n calls of script (made by add) in one pipeline and hands
+// each result to check; the first error check returns is returned. When
+// Redis has lost its script cache (it restarted), the script is loaded
+// again and the pipeline rerun: every call is idempotent. A connection
+// failure is returned as is, for the caller to retry.
+func runScripts(ctx context.Context, rdb redis.UniversalClient, script *redis.Script, n int,
+	add func(pipe redis.Pipeliner, i int) *redis.Cmd, check func(i int, cmd *redis.Cmd) error) error {
+	if n == 0 {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.Cmd, n)
+		for i := range n {
+			cmds[i] = add(pipe, i)
+		}
+		_, err := pipe.Exec(ctx)
+		var replyErr redis.Error
+		if err != nil && !errors.As(err, &replyErr) {
+			return fmt.Errorf("redis pipeline: %w", err)
+		}
+		if attempt == 0 && anyNoScript(cmds) {
+			if err := script.Load(ctx, rdb).Err(); err != nil {
+				return fmt.Errorf("redis load script: %w", err)
+			}
+			continue
+		}
+		for i, cmd := range cmds {
+			if err := check(i, cmd); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
+func anyNoScript(cmds []*redis.Cmd) bool {
+	for _, c := range cmds {
+		if redis.HasErrorPrefix(c.Err(), "NOSCRIPT") {
+			return true
+		}
+	}
+	return false
+}
+
+// transientRedis reports whether a Redis error may go away by itself: not a
+// reply error at all (connection, timeout), or a reply saying the server is
+// not ready (loading its data after a restart, busy, read-only replica,
+// out of memory...).
+func transientRedis(err error) bool {
+	var replyErr redis.Error
+	if !errors.As(err, &replyErr) {
+		return true
+	}
+	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "MISCONF", "NOREPLICAS", "NOSCRIPT"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
