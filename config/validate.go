@@ -24,6 +24,7 @@ func (c Capture) Validate() error {
 		func() error { return checkTables("TABLES", c.Tables) },
 		func() error { return checkSlotName("SLOT", c.Slot) },
 		func() error { return checkSlotName("PUBLICATION", c.Publication) },
+		func() error { return checkOneOf("SLOT_BUSY", c.SlotBusy, "wait", "fail") },
 		func() error { return checkOneOf("SNAPSHOT", c.Snapshot, "initial", "never") },
 		func() error { return checkPositive("SNAPSHOT_CHUNK_SIZE", c.SnapshotChunkSize) },
 		func() error { return checkIdentifier("STATE_SCHEMA", c.StateSchema) },
@@ -94,6 +95,13 @@ func (s Sink) Validate() error {
 		func() error { return checkDuration("SINK_BATCH_TIMEOUT", s.BatchTimeout, false) },
 		func() error { return checkTopicPart("DLQ_SUFFIX", s.DLQSuffix) },
 		func() error { return checkDuration("RETRY_MAX_BACKOFF", s.RetryMax, false) },
+		func() error {
+			if s.GroupInstanceID == "" || (len(s.GroupInstanceID) <= 249 && topicChars.MatchString(s.GroupInstanceID)) {
+				return nil
+			}
+			return errorf("GROUP_INSTANCE_ID", "must be up to 249 characters of a-z A-Z 0-9 . _ -, got %q", s.GroupInstanceID)
+		},
+		func() error { return checkDuration("SHUTDOWN_TIMEOUT", s.ShutdownTimeout, false) },
 		s.Inventory.Validate,
 		s.Kafka.Validate,
 		s.HTTP.Validate,

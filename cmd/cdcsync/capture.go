@@ -1,0 +1,29 @@
+package main
+
+import (
+	"context"
+
+	"github.com/cdcsync/cdcsync/capture"
+	"github.com/cdcsync/cdcsync/config"
+)
+
+func captureCommand() command {
+	return command{
+		Name:    "capture",
+		Summary: "daemon: stream committed Postgres changes into Kafka (one topic per table)",
+		Config:  func() any { return &config.Capture{} },
+		Run: func(ctx context.Context, st *streams, args []string) error {
+			if err := noArgs(args); err != nil {
+				return err
+			}
+			var cfg config.Capture
+			if err := loadConfig(&cfg); err != nil {
+				return err
+			}
+			spec := daemonSpec{Name: "capture", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP}
+			return runDaemon(ctx, st, spec, func(ctx context.Context, d *daemon) error {
+				return capture.Run(ctx, cfg, d.Logger, d.Registry)
+			})
+		},
+	}
+}
