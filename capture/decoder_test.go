@@ -89,7 +89,7 @@ func wantTestSource(lsn pglogrepl.LSN) string {
 		`"lsn":` + strconv.FormatUint(uint64(lsn), 10) + `,"commit_lsn":` + strconv.FormatUint(uint64(testCommitLSN), 10) + `,"ts_ms":1714979289010,"snapshot":"false"}`
 }
 
-// checkChange compares a change with its expected key and event JSON (""
+// checkDecoded compares a change with its expected key and event JSON (""
 // for a tombstone) and checks its position.
 func checkDecoded(t *testing.T, c Change, walStart pglogrepl.LSN, wantKey, wantEvent string) {
 	t.Helper()

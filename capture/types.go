@@ -122,6 +122,19 @@ func (t *Types) lookup(oid uint32) *typeInfo {
 	return t.text
 }
 
+// Known reports whether the encoding of oid is exact: a built-in type or
+// one read from the catalog by LoadTypes, not a guess from a Type message.
+// Capture can call LoadTypes when a Type message names a type that is not
+// Known (one created after start-up); the decoder picks up the result for
+// the next tuple.
+func (t *Types) Known(oid uint32) bool {
+	if _, ok := t.builtin[oid]; ok || oid < firstNormalOID {
+		return true
+	}
+	ut, ok := t.user.Load().byOID[oid]
+	return ok && ut.exact
+}
+
 // generation changes whenever a user type is added or changed.
 func (t *Types) generation() uint64 { return t.user.Load().gen }
 

@@ -203,6 +203,9 @@ func TestTypesAddType(t *testing.T) {
 	if types.generation() != gen {
 		t.Error("generation changed on a repeated AddType")
 	}
+	if types.Known(70000) || !types.Known(pgtype.TextOID) || !types.Known(pgtype.Int4ArrayOID) {
+		t.Error("Known: want built-ins known and guessed types not")
+	}
 	// A type named like an array but whose values are not arrays stays a string.
 	types.AddType(70002, "public", "_weird")
 	checkValues(t, types, []valueCase{
