@@ -1,5 +1,7 @@
 // Package kafkaclient turns config.Kafka into a sarama client configuration
-// shared by capture, the sinks and the operator commands.
+// shared by capture, the sinks and the operator commands: protocol version,
+// client id, TLS (CA, client certificate) and SASL (PLAIN, SCRAM-SHA-256,
+// SCRAM-SHA-512).
 package kafkaclient
 
 import (
@@ -11,7 +13,9 @@ import (
 )
 
 // Config returns a sarama configuration for the brokers in k: protocol
-// version and client id. Callers set producer or consumer options on it.
+// version, client id, TLS and SASL. Callers set producer or consumer
+// options on it. Files named in k are read now, so a missing or malformed
+// certificate is reported here rather than at the first connection.
 func Config(k config.Kafka) (*sarama.Config, error) {
 	cfg := sarama.NewConfig()
 	v, err := sarama.ParseKafkaVersion(k.Version)
@@ -20,5 +24,16 @@ func Config(k config.Kafka) (*sarama.Config, error) {
 	}
 	cfg.Version = v
 	cfg.ClientID = k.ClientID
+	if k.TLS {
+		tc, err := tlsConfig(k)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Net.TLS.Enable = true
+		cfg.Net.TLS.Config = tc
+	}
+	if err := setSASL(cfg, k); err != nil {
+		return nil, err
+	}
 	return cfg, nil
 }
