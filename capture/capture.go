@@ -225,7 +225,15 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	decoder := NewDecoder(src, types)
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
-		metrics: c.metrics, interval: c.cfg.StatusInterval,
+		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
+		loadTypes: func(ctx context.Context) error {
+			tc, err := c.connect(ctx)
+			if err != nil {
+				return err
+			}
+			defer tc.Close(context.Background())
+			return types.LoadTypes(ctx, tc)
+		},
 		route: func(ch Change) (Record, bool, error) { return tableRecord(c.cfg.TopicPrefix, ch), true, nil },
 	}
 

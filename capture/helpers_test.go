@@ -235,4 +235,3 @@ func buildBinary(t *testing.T) string {
 	t.Helper()
 	return testenv.BuildCdcsync(t)
 }
-

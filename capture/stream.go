@@ -29,6 +29,10 @@ type stream struct {
 	decoder  *Decoder
 	route    func(Change) (Record, bool, error)
 	message  func(*pglogrepl.LogicalDecodingMessage, pipeline.Position) (Record, bool, error)
+	// types is the decoder's registry; loadTypes refreshes it from the
+	// catalog when the stream names a type created after start-up.
+	types     *Types
+	loadTypes func(context.Context) error
 	prod     *producer
 	tracker  *pipeline.Tracker
 	metrics  *metrics
@@ -179,6 +183,14 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
+	case *pglogrepl.TypeMessage:
+		// A Type message only names the type; the catalog says how to
+		// encode it (a domain's base type, an array's element type).
+		if s.loadTypes != nil && !s.types.Known(m.DataType) {
+			if err := s.loadTypes(ctx); err != nil {
+				return err
+			}
+		}
 	}
 	changes, err := s.decoder.Decode(msg, xld.WALStart)
 	if err != nil {
