@@ -24,19 +24,19 @@ const heartbeatPrefix = "cdcsync.heartbeat"
 // owns the replication connection: reading, status updates and the final
 // confirmation all happen on the goroutine that calls run.
 type stream struct {
-	log      *slog.Logger
-	conn     *pgconn.PgConn
-	decoder  *Decoder
-	route    func(Change) (Record, bool, error)
-	message  func(*pglogrepl.LogicalDecodingMessage, pipeline.Position) (Record, bool, error)
+	log     *slog.Logger
+	conn    *pgconn.PgConn
+	decoder *Decoder
+	route   func(Change) (Record, bool, error)
+	message func(*pglogrepl.LogicalDecodingMessage, pipeline.Position) (Record, bool, error)
 	// types is the decoder's registry; loadTypes refreshes it from the
 	// catalog when the stream names a type created after start-up.
 	types     *Types
 	loadTypes func(context.Context) error
-	prod     *producer
-	tracker  *pipeline.Tracker
-	metrics  *metrics
-	interval time.Duration
+	prod      *producer
+	tracker   *pipeline.Tracker
+	metrics   *metrics
+	interval  time.Duration
 
 	inTx       bool
 	txCommit   pglogrepl.LSN // commit LSN of the open transaction
