@@ -1,0 +1,35 @@
+# cdcsync: build, test and run targets. `make test` is the whole suite and
+# needs no set-up beyond Go and the Postgres/Redis server binaries, which
+# scripts/ensure-deps.sh installs when missing (as root, with apt-get).
+
+GO      ?= go
+PKGS    ?= ./...
+BIN     ?= bin/cdcsync
+
+.PHONY: all build test demo bench lint deps clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cdcsync
+
+deps:
+	@./scripts/ensure-deps.sh
+
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+demo: deps
+	$(GO) run ./cmd/cdcsync demo
+
+bench: deps
+	$(GO) test -run '^$$' -bench . $(PKGS)
+
+lint:
+	@unformatted="$$(gofmt -l .)"; \
+	if [ -n "$$unformatted" ]; then echo "gofmt -l reports:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Makes sure the services the integration tests and the demo start for
+# themselves are installed: the Postgres server binaries (initdb, postgres)
+# and redis-server. Kafka needs nothing: tests and the demo use an
+# in-process development broker.
+#
+# When something is missing and we run as root on a Debian/Ubuntu machine,
+# it is installed with apt-get; otherwise the script says what to install
+# and fails.
+set -euo pipefail
+
+have_initdb() {
+	if [[ -n "${PG_BINDIR:-}" && -x "${PG_BINDIR}/initdb" ]]; then return 0; fi
+	if command -v initdb >/dev/null 2>&1; then return 0; fi
+	if command -v pg_config >/dev/null 2>&1 && [[ -x "$(pg_config --bindir)/initdb" ]]; then return 0; fi
+	compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+have_redis() {
+	command -v redis-server >/dev/null 2>&1
+}
+
+missing=()
+have_initdb || missing+=(postgresql)
+have_redis || missing+=(redis-server)
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+	exit 0
+fi
+
+if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+	echo "ensure-deps: installing ${missing[*]} with apt-get" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# The tests run their own throwaway clusters; the packaged services
+	# are not needed, so no service is started here.
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	have_initdb || { echo "ensure-deps: initdb still not found after installing postgresql" >&2; exit 1; }
+	have_redis || { echo "ensure-deps: redis-server still not found after installing redis-server" >&2; exit 1; }
+	exit 0
+fi
+
+echo "ensure-deps: missing ${missing[*]}." >&2
+echo "  Install the Postgres 15+ server binaries (package postgresql; or set PG_BINDIR to the directory holding initdb)" >&2
+echo "  and redis-server (package redis-server), e.g.: sudo apt-get install postgresql redis-server" >&2
+exit 1
