@@ -29,6 +29,18 @@ func (c Capture) Validate() error {
 		func() error { return checkPositive("SNAPSHOT_CHUNK_SIZE", c.SnapshotChunkSize) },
 		func() error { return checkIdentifier("STATE_SCHEMA", c.StateSchema) },
 		func() error { return checkTopicPart("TOPIC_PREFIX", c.TopicPrefix) },
+		func() error {
+			if c.OutboxTable == "" {
+				return nil
+			}
+			return checkTables("OUTBOX_TABLE", []string{c.OutboxTable})
+		},
+		func() error {
+			if c.OutboxTopicPrefix == "" {
+				return nil
+			}
+			return checkTopicPart("OUTBOX_TOPIC_PREFIX", c.OutboxTopicPrefix)
+		},
 		func() error { return checkPositive("TOPIC_PARTITIONS", c.TopicPartitions) },
 		func() error {
 			if c.TopicReplication == -1 || c.TopicReplication > 0 {

@@ -82,6 +82,8 @@ func TestCaptureValidate(t *testing.T) {
 		{"chunk", func(c *Capture) { c.SnapshotChunkSize = 0 }, "CDCSYNC_SNAPSHOT_CHUNK_SIZE", "positive"},
 		{"state schema", func(c *Capture) { c.StateSchema = "" }, "CDCSYNC_STATE_SCHEMA", "Postgres name"},
 		{"topic prefix", func(c *Capture) { c.TopicPrefix = "cdc/x" }, "CDCSYNC_TOPIC_PREFIX", "a-z A-Z 0-9"},
+		{"outbox table", func(c *Capture) { c.OutboxTable = "outbox" }, "CDCSYNC_OUTBOX_TABLE", "schema.table"},
+		{"outbox topic prefix", func(c *Capture) { c.OutboxTopicPrefix = "events/x" }, "CDCSYNC_OUTBOX_TOPIC_PREFIX", "a-z A-Z 0-9"},
 		{"partitions", func(c *Capture) { c.TopicPartitions = 0 }, "CDCSYNC_TOPIC_PARTITIONS", "positive"},
 		{"replication", func(c *Capture) { c.TopicReplication = 0 }, "CDCSYNC_TOPIC_REPLICATION_FACTOR", "-1"},
 		{"heartbeat", func(c *Capture) { c.HeartbeatInterval = -time.Second }, "CDCSYNC_HEARTBEAT_INTERVAL", "negative"},
