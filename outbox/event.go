@@ -77,6 +77,8 @@ var (
 type ValidationError struct {
 	// Index is the event's position in the Publish call (0 elsewhere).
 	Index int
+	// inPublish says Index is meaningful (the error came from Publish).
+	inPublish bool
 	// ID is the event's id, when it has one.
 	ID string
 	// Field names the offending Event field.
@@ -89,7 +91,10 @@ type ValidationError struct {
 
 func (e *ValidationError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "outbox event %d", e.Index)
+	b.WriteString("outbox event")
+	if e.inPublish {
+		fmt.Fprintf(&b, " %d", e.Index)
+	}
 	if e.ID != "" {
 		fmt.Fprintf(&b, " (id %s)", e.ID)
 	}
@@ -267,7 +272,7 @@ func (e Event) prepare(index, maxPayload int) (Event, error) {
 	err := e.Validate()
 	var ve *ValidationError
 	if errors.As(err, &ve) {
-		ve.Index = index
+		ve.Index, ve.inPublish = index, true
 		return e, ve
 	}
 	if err != nil {
@@ -275,7 +280,7 @@ func (e Event) prepare(index, maxPayload int) (Event, error) {
 	}
 	e.ID, _ = canonicalUUID(e.ID)
 	if maxPayload > 0 && len(e.Payload) > maxPayload {
-		return e, &ValidationError{Index: index, ID: e.ID, Field: "Payload", Err: ErrPayloadTooLarge,
+		return e, &ValidationError{Index: index, inPublish: true, ID: e.ID, Field: "Payload", Err: ErrPayloadTooLarge,
 			Detail: fmt.Sprintf("%d bytes, the limit is %d", len(e.Payload), maxPayload)}
 	}
 	return e, nil

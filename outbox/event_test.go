@@ -236,6 +236,12 @@ func TestPublishValidatesBeforeSending(t *testing.T) {
 	if !errors.As(err, &ve) || ve.Index != 1 || !errors.Is(err, ErrInvalidPayload) {
 		t.Fatalf("Publish = %v, want ErrInvalidPayload for event 1", err)
 	}
+	if !strings.HasPrefix(err.Error(), "outbox event 1 (id ") {
+		t.Errorf("Publish error %q does not name the event", err)
+	}
+	if err := bad.Validate(); !strings.HasPrefix(err.Error(), "outbox event: Payload: payload is not valid JSON: ") {
+		t.Errorf("Validate error %q", err)
+	}
 
 	tp, err := New(WithTable("public", "outbox"))
 	if err != nil {

@@ -144,7 +144,7 @@ func (p *Publisher) Publish(ctx context.Context, db DB, events ...Event) error {
 			return err
 		}
 		if p.table != nil && !IsJSONContentType(ev.ContentType) {
-			return &ValidationError{Index: i, ID: ev.ID, Field: "ContentType", Err: ErrInvalidContentType,
+			return &ValidationError{Index: i, inPublish: true, ID: ev.ID, Field: "ContentType", Err: ErrInvalidContentType,
 				Detail: fmt.Sprintf("%q: the outbox table stores JSON payloads only; use message mode", ev.ContentType)}
 		}
 		prepared[i] = ev
