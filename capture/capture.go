@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -149,7 +150,15 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 	defer conn.Close(context.Background())
 
-	tables, err := checkSource(ctx, conn, c.cfg.Tables)
+	router, err := NewOutboxRouter(c.cfg)
+	if err != nil {
+		return err
+	}
+	captured := c.cfg.Tables
+	if schema, table, ok := router.Table(); ok {
+		captured = append(slices.Clip(captured), schema+"."+table)
+	}
+	tables, err := checkSource(ctx, conn, captured)
 	if err != nil {
 		return err
 	}
@@ -217,6 +226,9 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		}
 	}()
 	for _, t := range tables {
+		if router.IsOutboxTable(t.Schema, t.Name) {
+			continue // its inserts go to event topics, created when first seen
+		}
 		if err := prod.ensureTopic(pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)); err != nil {
 			return err
 		}
@@ -234,7 +246,19 @@ func (c *capturer) session(ctx context.Context) (err error) {
 			defer tc.Close(context.Background())
 			return types.LoadTypes(ctx, tc)
 		},
-		route: func(ch Change) (Record, bool, error) { return tableRecord(c.cfg.TopicPrefix, ch), true, nil },
+		route: func(ch Change) (Record, bool, error) {
+			if rec, ok, err := router.Change(ch); ok {
+				return c.deadLetterInvalid(rec, err)
+			}
+			return tableRecord(c.cfg.TopicPrefix, ch), true, nil
+		},
+		message: func(m *pglogrepl.LogicalDecodingMessage, pos pipeline.Position) (Record, bool, error) {
+			rec, ok, err := router.Message(m, pos)
+			if !ok {
+				return rec, false, err
+			}
+			return c.deadLetterInvalid(rec, err)
+		},
 	}
 
 	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
@@ -277,6 +301,19 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 	c.log.Info("stopped", "confirmed", c.tracker.Confirmed())
 	return nil
+}
+
+// deadLetterInvalid sends a malformed outbox event to the outbox dead-letter
+// topic instead of stopping capture: the transaction committed, so the event
+// must not vanish, and it cannot be delivered as an event either.
+func (c *capturer) deadLetterInvalid(rec Record, err error) (Record, bool, error) {
+	var invalid *InvalidOutboxEventError
+	if errors.As(err, &invalid) {
+		c.log.Warn("malformed outbox event sent to the dead-letter topic", "topic", invalid.DeadLetter.Topic,
+			"position", invalid.DeadLetter.Position, "err", invalid.Err)
+		return invalid.DeadLetter, true, nil
+	}
+	return rec, err == nil, err
 }
 
 type createdSlot struct {
