@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test demo bench lint deps clean
+.PHONY: all build test demo bench lint deps clean readme
 
 all: build
 
@@ -33,3 +33,6 @@ lint:
 
 clean:
 	rm -rf bin
+
+readme:
+	$(GO) test ./cmd/cdcsync -run TestREADMEConfigurationIsCurrent -count=1 -update

@@ -71,6 +71,12 @@ func runDaemon(ctx context.Context, st *streams, s daemonSpec, fn func(context.C
 	err = fn(runCtx, d)
 	cancel()
 	err = errors.Join(err, <-httpDone)
+	var cfgErr *config.Error
+	if errors.As(err, &cfgErr) {
+		// A configuration problem found only at run time: main prints
+		// it as the usual one line and exits 2.
+		return err
+	}
 	if err != nil {
 		logger.Error(s.Name+" stopped with an error", "err", err)
 		return &loggedError{err: err}
