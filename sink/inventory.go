@@ -184,9 +184,23 @@ func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate
 // (several events of one order in a batch are applied in order, then
 // written once) and accumulates the counters' deltas.
 func (a *inventory) applyChanges(ctx context.Context, tx pgx.Tx, changes []orderChange, truncatedAt pipeline.Position, deltas map[int64]*itemDelta) error {
+	applied := map[*Message]bool{}
+	live := changes[:0:0]
 	ids := make([]string, 0, len(changes))
 	for i := range changes {
-		ids = append(ids, changes[i].id)
+		ch := &changes[i]
+		if ch.item != nil {
+			touch(deltas, *ch.item)
+		}
+		if !truncatedAt.Less(ch.pos) {
+			skip(ch.msg, skipTruncated, applied)
+			continue
+		}
+		live = append(live, *ch)
+		ids = append(ids, ch.id)
+	}
+	if len(live) == 0 {
+		return nil
 	}
 	slices.Sort(ids)
 	ids = slices.Compact(ids)
@@ -196,21 +210,13 @@ func (a *inventory) applyChanges(ctx context.Context, tx pgx.Tx, changes []order
 	}
 
 	dirty := map[string]bool{}
-	applied := map[*Message]bool{}
-	for i := range changes {
-		ch := &changes[i]
+	for i := range live {
+		ch := &live[i]
 		prev := states[ch.id]
 		if prev != nil && prev.Item != nil {
 			touch(deltas, *prev.Item)
 		}
-		if ch.item != nil {
-			touch(deltas, *ch.item)
-		}
-		switch {
-		case !truncatedAt.Less(ch.pos):
-			skip(ch.msg, skipTruncated, applied)
-			continue
-		case prev != nil && !prev.Pos.Less(ch.pos):
+		if prev != nil && !prev.Pos.Less(ch.pos) {
 			skip(ch.msg, skipStale, applied)
 			continue
 		}
@@ -253,8 +259,13 @@ func touch(deltas map[int64]*itemDelta, item int64) *itemDelta {
 	return d
 }
 
+// lockOrders locks (creating placeholders where needed) and reads the
+// projection rows of ids.
 func (a *inventory) lockOrders(ctx context.Context, tx pgx.Tx, ids []string) (map[string]*orderState, error) {
-	rows, _ := tx.Query(ctx, sqlLockOrders, ids)
+	if _, err := tx.Exec(ctx, sqlLockOrders, ids); err != nil {
+		return nil, fmt.Errorf("inventory lock orders: %w", err)
+	}
+	rows, _ := tx.Query(ctx, sqlReadOrders, ids)
 	states := make(map[string]*orderState, len(ids))
 	var (
 		id     string
@@ -269,7 +280,7 @@ func (a *inventory) lockOrders(ctx context.Context, tx pgx.Tx, ids []string) (ma
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("inventory lock orders: %w", err)
+		return nil, fmt.Errorf("inventory read orders: %w", err)
 	}
 	return states, nil
 }

@@ -7,7 +7,8 @@ package sink
 //   - cdcsync_order_projection keeps, per order, the columns that decide its
 //     contribution and the position of the change that set them. Deleted
 //     orders stay as tombstones (deleted = true) so that a late older event
-//     is recognised as old instead of resurrecting the order.
+//     is recognised as old instead of resurrecting the order. Only a
+//     truncate removes rows.
 //   - cdcsync_sink_state keeps, per source table, the position of the last
 //     applied truncate: a truncate arrives on one partition only, and every
 //     event at or before it, on any partition, must be skipped.
@@ -56,8 +57,21 @@ const (
 	sqlStateExclusive = `SELECT truncate_commit_lsn, truncate_change_lsn FROM cdcsync_sink_state
 		WHERE table_name = $1 FOR UPDATE`
 
-	sqlLockOrders = `SELECT order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn
-		FROM cdcsync_order_projection WHERE order_id = ANY($1) ORDER BY order_id FOR UPDATE`
+	// Locks the projection rows of a batch's orders in order_id order,
+	// inserting a placeholder (a tombstone at position zero, which any event
+	// replaces) for orders not seen yet. Creating the missing rows, rather
+	// than only locking existing ones (SELECT ... FOR UPDATE), matters when
+	// two transactions meet on one new order (a primary-key change puts the
+	// old id's delete on another partition): the second waits for the first
+	// and then sees its row, instead of overwriting it unseen. ON CONFLICT
+	// DO UPDATE locks the existing row even though WHERE false updates
+	// nothing.
+	sqlLockOrders = `INSERT INTO cdcsync_order_projection AS p (order_id, deleted, commit_lsn, change_lsn)
+		SELECT id, true, 0, 0 FROM unnest($1::text[]) AS id ORDER BY id
+		ON CONFLICT (order_id) DO UPDATE SET deleted = p.deleted WHERE false`
+
+	sqlReadOrders = `SELECT order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn
+		FROM cdcsync_order_projection WHERE order_id = ANY($1)`
 
 	sqlUpsertOrders = `INSERT INTO cdcsync_order_projection AS p
 			(order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn)

@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
@@ -86,28 +87,28 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 	if len(msgs) == 0 {
 		return nil
 	}
-	keys := make([]string, len(msgs))
-	for i, m := range msgs {
-		keys[i] = RowKey(m.Event.Source.Schema, m.Event.Source.Table, m.Key)
+	ops := make([]rowOp, 0, len(msgs))
+	for _, m := range msgs {
+		ops = appendRowOps(ops, m)
 	}
-	sealed := make(map[string]bool, len(msgs))
-	calls := make([]rowCall, 0, len(msgs))
-	for i := len(msgs) - 1; i >= 0; i-- {
-		m := msgs[i]
-		if sealed[keys[i]] {
-			m.Skip = skipSuperseded
+	sealed := make(map[string]bool, len(ops))
+	calls := make([]rowCall, 0, len(ops))
+	for i := len(ops) - 1; i >= 0; i-- {
+		op := ops[i]
+		if sealed[op.key] {
 			continue
 		}
-		ev := m.Event
-		if ev.Op == pipeline.OpDelete || len(ev.Unchanged) == 0 {
-			sealed[keys[i]] = true
+		if op.full {
+			sealed[op.key] = true
 		}
-		calls = append(calls, rowCall{msg: m, keys: rowKeys(keys[i], ev), args: rowArgs(ev)})
+		calls = append(calls, rowCall{msg: op.msg, keys: rowKeys(op.key, op.msg.Event), args: op.args})
 	}
 	// Collected backwards; apply forwards.
-	for i, j := 0, len(calls)-1; i < j; i, j = i+1, j-1 {
-		calls[i], calls[j] = calls[j], calls[i]
+	slices.Reverse(calls)
+	for _, m := range msgs {
+		m.Skip = skipSuperseded // until one of its calls says otherwise
 	}
+	applied := make(map[*Message]bool, len(calls))
 	return runScripts(ctx, c.rdb, c.script, len(calls), func(pipe redis.Pipeliner, i int) *redis.Cmd {
 		return c.script.EvalSha(ctx, pipe, calls[i].keys, calls[i].args...)
 	}, func(i int, cmd *redis.Cmd) error {
@@ -120,6 +121,10 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 			// The server refused this one call (say, the key holds another
 			// type): no retry will change that.
 			m.Err = permanentf("redis apply %s: %v", calls[i].keys[0], err)
+		case res == 1:
+			applied[m] = true
+			m.Skip = ""
+		case applied[m]:
 		case res == 0:
 			m.Skip = skipStale
 		case res == 2:
@@ -127,6 +132,36 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 		}
 		return nil
 	})
+}
+
+// rowOp is one row change for the script: a message usually makes one,
+// an update of the primary key two (a delete of the old key first).
+type rowOp struct {
+	msg  *Message
+	key  string
+	full bool // a full image or a delete: earlier ops on key do not matter
+	args []any
+}
+
+func appendRowOps(ops []rowOp, m *Message) []rowOp {
+	ev := m.Event
+	key := RowKey(ev.Source.Schema, ev.Source.Table, m.Key)
+	if ev.Op == pipeline.OpUpdate && ev.Before != nil {
+		// Before holds at least the old key columns when the key changed.
+		old := make(pipeline.Row, 0, len(m.Key))
+		for _, kc := range m.Key {
+			if v, ok := ev.Before.Get(kc.Name); ok {
+				old = append(old, pipeline.Column{Name: kc.Name, Value: v})
+			}
+		}
+		if len(old) == len(m.Key) {
+			if oldKey := RowKey(ev.Source.Schema, ev.Source.Table, old); oldKey != key {
+				ops = append(ops, rowOp{msg: m, key: oldKey, full: true,
+					args: []any{string(pipeline.OpDelete), positionKey(ev.Position()), 0}})
+			}
+		}
+	}
+	return append(ops, rowOp{msg: m, key: key, full: ev.Op == pipeline.OpDelete || len(ev.Unchanged) == 0, args: rowArgs(ev)})
 }
 
 // rowKeys returns the script's keys for a row event: row hash, version,
