@@ -201,3 +201,31 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// healthcheck probes a running daemon's endpoints: /healthz answers 200,
+// /readyz 503 until the daemon reports ready.
+func TestHealthcheckCommand(t *testing.T) {
+	addr := freeAddr(t)
+	brokerAddr := freeAddr(t)
+	// A sink against a broker that is not there keeps running (it retries),
+	// which is all this test needs: a live process serving its endpoints.
+	cmd, out := startBinary(t, []string{
+		"CDCSYNC_SINKS=redis", "CDCSYNC_HTTP_ADDR=" + addr, "CDCSYNC_KAFKA_BROKERS=" + brokerAddr,
+	}, "sink")
+	waitListening(t, addr, out)
+
+	env := []string{"CDCSYNC_HTTP_ADDR=" + addr}
+	if r := runBinary(t, env, "healthcheck"); r.code != 0 || r.stdout != "ok\n" {
+		t.Errorf("healthcheck: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runBinary(t, env, "healthcheck", "/readyz"); r.code != 1 || !strings.Contains(r.stderr, "503") {
+		t.Errorf("healthcheck /readyz: exit %d, stderr %q", r.code, r.stderr)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if code := waitExit(t, cmd, out); code != 0 {
+		t.Errorf("sink exit %d after SIGTERM:\n%s", code, out.String())
+	}
+	if r := runBinary(t, env, "healthcheck"); r.code != 1 || !strings.Contains(r.stderr, "connection refused") {
+		t.Errorf("healthcheck of a stopped daemon: exit %d, stderr %q", r.code, r.stderr)
+	}
+}

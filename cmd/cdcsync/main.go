@@ -28,6 +28,7 @@ func commands() []command {
 		demoCommand(),
 		devBrokerCommand(),
 		helpEnvCommand(),
+		healthcheckCommand(),
 	}
 }
 
