@@ -27,7 +27,7 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 	h.start(h.config(config.SinkInventory, config.SinkRedis))
 
 	bad := []struct {
-		key, value string
+		key, value    string
 		inventoryOnly bool
 		reason        string
 	}{
