@@ -43,7 +43,7 @@ func TestCaptureRefusesUnusableSources(t *testing.T) {
 			"no primary key"},
 		{"role without REPLICATION", func(env []string) []string {
 			return append(env, "CDCSYNC_SOURCE_URL=postgres://"+role+"@127.0.0.1:"+itoa(e.PG.Port)+"/"+db+"?sslmode=disable")
-		}, "ALTER ROLE " + role + " WITH REPLICATION"},
+		}, "WITH REPLICATION as a superuser"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -62,6 +63,7 @@ func captureEnv(cfg config.Capture) []string {
 		"CDCSYNC_MAX_IN_FLIGHT=" + fmt.Sprint(cfg.MaxInFlight),
 		"CDCSYNC_HTTP_ADDR=",
 		"CDCSYNC_LOG_LEVEL=info",
+		"CDCSYNC_KAFKA_COMPRESSION=" + cfg.Compression,
 	}
 }
 
@@ -163,7 +165,9 @@ func decodeMessage(t *testing.T, m *sarama.ConsumerMessage) message {
 		msg.Headers[string(h.Key)] = string(h.Value)
 	}
 	if m.Key != nil {
-		if err := json.Unmarshal(m.Key, &msg.Key); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(m.Key))
+		dec.UseNumber() // ids must not turn into floats
+		if err := dec.Decode(&msg.Key); err != nil {
 			t.Fatalf("key %q: %v", m.Key, err)
 		}
 	}

@@ -7,7 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -128,19 +129,30 @@ func (p *Process) Exited() bool {
 	}
 }
 
-// PeakRSS returns the process's peak resident set size in bytes, once it
-// has exited.
+// PeakRSS returns the running process's peak resident set size in bytes
+// (VmHWM). It must be read while the process runs: the rusage of a reaped
+// child is no good on Linux, because ru_maxrss survives execve and so
+// includes the (test) parent's memory at the moment of the fork.
 func (p *Process) PeakRSS() (int64, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.state == nil {
-		return 0, errors.New("process still running")
+	return PeakRSS(p.Pid())
+}
+
+// PeakRSS reads VmHWM of process pid from /proc.
+func PeakRSS(pid int) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read peak RSS: %w", err)
 	}
-	ru, ok := p.state.SysUsage().(*syscall.Rusage)
-	if !ok || runtime.GOOS != "linux" {
-		return 0, errors.New("rusage not available")
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmHWM %q: %w", line, err)
+			}
+			return kb * 1024, nil
+		}
 	}
-	return ru.Maxrss * 1024, nil // Linux reports KiB
+	return 0, errors.New("VmHWM not found in /proc status")
 }
 
 // Output returns everything the process wrote so far.

@@ -39,7 +39,6 @@ func inGroup(cmd *exec.Cmd) {
 	cmd.SysProcAttr.Setpgid = true
 }
 
-
 // mkdirShared creates a temp dir that the postgres user can own and reach.
 func mkdirShared(prefix string) (string, error) {
 	dir, err := os.MkdirTemp("", prefix)

@@ -146,12 +146,13 @@ func benchCapture(args []string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	captureElapsed := time.Since(t0)
+	rss, err := testenv.PeakRSS(proc.Process.Pid)
+	if err != nil {
+		return err
+	}
+	rssMiB := float64(rss) / (1 << 20)
 	_ = proc.Process.Signal(syscall.SIGTERM)
 	_ = proc.Wait()
-	var rssMiB float64
-	if ru, ok := proc.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		rssMiB = float64(ru.Maxrss) / 1024
-	}
 
 	recvRate := float64(*rows) / recvElapsed.Seconds()
 	capRate := float64(*rows) / captureElapsed.Seconds()
@@ -191,4 +192,3 @@ func buildCdcsync() (string, error) {
 	}
 	return out, nil
 }
-
