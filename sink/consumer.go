@@ -78,7 +78,7 @@ func (c *consumer) run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return nil
 			}
-			c.log.Warn("sink setup failed; retrying", "sink", c.sink, "err", err)
+			c.log.Warn("sink setup failed; retrying", "err", err)
 			if !b.wait(ctx) {
 				return nil
 			}
@@ -227,10 +227,10 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 		return c.applier.Apply(ctx, todo)
 	}, func(attempt int, err error) {
 		c.metrics.applyRetries.Inc()
-		log.Warn("apply failed; retrying", "sink", c.sink, "attempt", attempt, "err", err)
+		log.Warn("apply failed; retrying", "attempt", attempt, "err", err)
 	})
 	if err != nil {
-		log.Info("batch abandoned at end of session; it will be consumed again", "sink", c.sink, "err", err)
+		log.Info("batch abandoned at end of session; it will be consumed again", "err", err)
 		return false
 	}
 
@@ -245,14 +245,14 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 			return c.dlq.send(dead)
 		}, func(attempt int, err error) {
 			c.metrics.dlqRetries.Inc()
-			log.Warn("dead-letter write failed; retrying", "sink", c.sink, "attempt", attempt, "err", err)
+			log.Warn("dead-letter write failed; retrying", "attempt", attempt, "err", err)
 		})
 		if err != nil {
-			log.Info("batch abandoned at end of session; it will be consumed again", "sink", c.sink, "err", err)
+			log.Info("batch abandoned at end of session; it will be consumed again", "err", err)
 			return false
 		}
 		for _, m := range dead {
-			log.Warn("message dead-lettered", "sink", c.sink, "offset", m.Raw.Offset, "dlq", m.Raw.Topic+c.cfg.DLQSuffix, "err", m.Err)
+			log.Warn("message dead-lettered", "offset", m.Raw.Offset, "dlq", m.Raw.Topic+c.cfg.DLQSuffix, "err", m.Err)
 		}
 	}
 
