@@ -114,41 +114,10 @@ func TestDecodePgoutput(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	db := e.PG.CreateDB(t)
-
-	cfg, err := pgx.ParseConfig(e.PG.URL(db))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range SessionParams() {
-		cfg.RuntimeParams[k] = v
-	}
-	conn, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(context.Background())
-	exec := func(sql string, args ...any) {
-		t.Helper()
-		if _, err := conn.Exec(ctx, sql, args...); err != nil {
-			t.Fatalf("%s: %v", sql, err)
-		}
-	}
-
-	table := testenv.RandomName("orders")
-	tableID := pgx.Identifier{"public", table}.Sanitize()
-	mood := pgx.Identifier{testenv.RandomName("mood")}.Sanitize()
-	posint := pgx.Identifier{testenv.RandomName("posint")}.Sanitize()
-	amount := pgx.Identifier{testenv.RandomName("amount")}.Sanitize()
-	exec("CREATE TYPE " + mood + ` AS ENUM ('happy', 'sad', 'o''dd "q"')`)
-	exec("CREATE DOMAIN " + posint + " AS integer CHECK (VALUE > 0)")
-	exec("CREATE DOMAIN " + amount + " AS numeric(12,2)")
-	var defs []string
-	for _, c := range pgTestColumns {
-		typ := strings.NewReplacer("{mood}", mood, "{posint}", posint, "{amount}", amount).Replace(c.typ)
-		defs = append(defs, pgx.Identifier{c.name}.Sanitize()+" "+typ)
-	}
-	exec("CREATE TABLE " + tableID + " (" + strings.Join(defs, ", ") + ")")
-	exec("ALTER TABLE " + tableID + " ALTER COLUMN big SET STORAGE EXTERNAL")
+	conn := typesConn(ctx, t, e.PG.URL(db))
+	tt := createTypesTable(ctx, t, conn)
+	exec, insert, expectRow := tt.exec, tt.insert, tt.expectRow
+	table, tableID := tt.name, tt.ident
 
 	pub := testenv.RandomName("pub")
 	slot := testenv.RandomName("slot")
@@ -165,44 +134,6 @@ func TestDecodePgoutput(t *testing.T) {
 
 	// The statements, each its own transaction, and what SQL says the
 	// decoded columns must be right after each.
-	columns := pgTestColumns
-	expectRow := func(id int) map[string]json.RawMessage {
-		t.Helper()
-		var exprs []string
-		for _, c := range columns {
-			exprs = append(exprs, fmt.Sprintf(c.expect, pgx.Identifier{c.name}.Sanitize()))
-		}
-		var out string
-		q := "SELECT json_build_array(" + strings.Join(exprs, ", ") + ")::text FROM " + tableID + " WHERE id = $1"
-		if err := conn.QueryRow(ctx, q, id).Scan(&out); err != nil {
-			t.Fatalf("expected values of row %d: %v", id, err)
-		}
-		var vals []json.RawMessage
-		if err := json.Unmarshal([]byte(out), &vals); err != nil {
-			t.Fatalf("expected values of row %d: %v", id, err)
-		}
-		m := map[string]json.RawMessage{}
-		for i, c := range columns {
-			v := vals[i]
-			if c.utcZ {
-				v = bytes.ReplaceAll(v, []byte(`+00:00"`), []byte(`Z"`))
-			}
-			m[c.name] = v
-		}
-		return m
-	}
-	insert := func(row map[string]string) {
-		t.Helper()
-		var names, values []string
-		for _, c := range pgTestColumns {
-			if v, ok := row[c.name]; ok {
-				names = append(names, pgx.Identifier{c.name}.Sanitize())
-				values = append(values, v)
-			}
-		}
-		exec("INSERT INTO " + tableID + " (" + strings.Join(names, ", ") + ") VALUES (" + strings.Join(values, ", ") + ")")
-	}
-
 	var want []wantChange
 	for i, row := range pgTestRows {
 		insert(row)
@@ -223,7 +154,7 @@ func TestDecodePgoutput(t *testing.T) {
 		wantChange{tombstone: true, key: 3})
 	// A schema change mid-stream: the next tuple has one more column.
 	exec("ALTER TABLE " + tableID + " ADD COLUMN extra text DEFAULT 'dflt', ALTER COLUMN i2 TYPE integer")
-	columns = append(append([]pgColumn(nil), pgTestColumns...), pgColumn{name: "extra", expect: "to_json(%[1]s)"})
+	tt.columns = append(append([]pgColumn(nil), pgTestColumns...), pgColumn{name: "extra", expect: "to_json(%[1]s)"})
 	exec("INSERT INTO " + tableID + " (id, i2, tstz, d) VALUES (4, 100000, '0044-03-15 12:00:00+00 BC', '0044-03-15 BC')")
 	want = append(want, wantChange{op: pipeline.OpCreate, key: 4, after: expectRow(4)})
 	exec("TRUNCATE " + tableID)

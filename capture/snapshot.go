@@ -60,8 +60,13 @@ func (s *snapshotter) table(ctx context.Context, tx pgx.Tx, t tableInfo) error {
 	for i, k := range t.Key {
 		keys[i] = pgx.Identifier{k}.Sanitize()
 	}
+	cols, err := publishedColumns(ctx, tx, t)
+	if err != nil {
+		return err
+	}
 	cursor := pgx.Identifier{"cdcsync_snapshot"}.Sanitize()
-	decl := "DECLARE " + cursor + " NO SCROLL CURSOR FOR SELECT * FROM " + t.ident() + " ORDER BY " + strings.Join(keys, ", ")
+	decl := "DECLARE " + cursor + " NO SCROLL CURSOR FOR SELECT " + strings.Join(cols, ", ") +
+		" FROM " + t.ident() + " ORDER BY " + strings.Join(keys, ", ")
 	if _, err := tx.Exec(ctx, decl); err != nil {
 		return fmt.Errorf("snapshot %s: declare cursor: %w", t, err)
 	}
@@ -82,6 +87,37 @@ func (s *snapshotter) table(ctx context.Context, tx pgx.Tx, t tableInfo) error {
 		return fmt.Errorf("snapshot %s: close cursor: %w", t, err)
 	}
 	return nil
+}
+
+// publishedColumnsSQL lists the columns pgoutput sends for a table, in
+// table order: all but dropped and generated ones. (pgoutput leaves
+// generated columns out before Postgres 18, and from 18 on unless the
+// publication sets publish_generated_columns, which capture's does not.)
+const publishedColumnsSQL = `SELECT a.attname FROM pg_catalog.pg_attribute a
+JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+ORDER BY a.attnum`
+
+// publishedColumns returns the quoted names of the columns the stream
+// carries for t, so that snapshot rows have exactly the columns streamed
+// rows of the same table have (SELECT * would add generated columns).
+func publishedColumns(ctx context.Context, tx pgx.Tx, t tableInfo) ([]string, error) {
+	rows, err := tx.Query(ctx, publishedColumnsSQL, t.Schema, t.Name)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: list columns: %w", t, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("snapshot %s: list columns: %w", t, err)
+	}
+	if len(names) == 0 {
+		return nil, fmt.Errorf("snapshot %s: no columns to read", t)
+	}
+	for i, n := range names {
+		names[i] = pgx.Identifier{n}.Sanitize()
+	}
+	return names, nil
 }
 
 // chunk fetches and emits one chunk, returning the number of rows. The
