@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
@@ -26,9 +27,15 @@ type producer struct {
 	topicCfg sarama.TopicDetail
 
 	mu     sync.Mutex
-	topics map[string]bool // topics known to exist
-	failed chan error      // first delivery failure; buffered, size 1
-	done   chan struct{}   // closed when the acknowledgement loop ends
+	topics map[string]*topicState // topics known to exist
+	failed chan error             // first delivery failure; buffered, size 1
+	done   chan struct{}          // closed when the acknowledgement loop ends
+}
+
+// topicState holds a topic's counters, looked up once per topic rather than
+// by label on every message.
+type topicState struct {
+	produced, acknowledged prometheus.Counter
 }
 
 // producerConfig builds sarama's configuration for capture.
@@ -99,7 +106,7 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 	return &producer{
 		ap: ap, admin: admin, tracker: tracker, metrics: m,
 		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
-		topics:   map[string]bool{},
+		topics:   map[string]*topicState{},
 		failed:   make(chan error, 1),
 		done:     make(chan struct{}),
 	}, nil
@@ -107,21 +114,31 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 
 // ensureTopic creates topic if it does not exist yet.
 func (p *producer) ensureTopic(topic string) error {
+	_, err := p.topic(topic)
+	return err
+}
+
+// topic returns the state of topic, creating the topic on first use.
+func (p *producer) topic(topic string) (*topicState, error) {
 	p.mu.Lock()
-	known := p.topics[topic]
+	st := p.topics[topic]
 	p.mu.Unlock()
-	if known {
-		return nil
+	if st != nil {
+		return st, nil
 	}
 	detail := p.topicCfg
 	err := p.admin.CreateTopic(topic, &detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
-		return fmt.Errorf("create topic %s: %w", topic, err)
+		return nil, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	st = &topicState{
+		produced:     p.metrics.produced.WithLabelValues(topic),
+		acknowledged: p.metrics.acknowledged.WithLabelValues(topic),
 	}
 	p.mu.Lock()
-	p.topics[topic] = true
+	p.topics[topic] = st
 	p.mu.Unlock()
-	return nil
+	return st, nil
 }
 
 // ackLoop reads acknowledgements and failures until the producer closes.
@@ -136,7 +153,12 @@ func (p *producer) ackLoop() {
 				continue
 			}
 			p.tracker.Ack(msg.Metadata.(uint64))
-			p.metrics.acknowledged.WithLabelValues(msg.Topic).Inc()
+			p.mu.Lock()
+			st := p.topics[msg.Topic]
+			p.mu.Unlock()
+			if st != nil {
+				st.acknowledged.Inc()
+			}
 		case perr, ok := <-errs:
 			if !ok {
 				errs = nil
@@ -153,7 +175,8 @@ func (p *producer) ackLoop() {
 
 // send produces rec. The caller has checked that the tracker is not full.
 func (p *producer) send(ctx context.Context, rec Record) error {
-	if err := p.ensureTopic(rec.Topic); err != nil {
+	st, err := p.topic(rec.Topic)
+	if err != nil {
 		return err
 	}
 	msg := &sarama.ProducerMessage{Topic: rec.Topic, Headers: rec.Headers}
@@ -164,7 +187,7 @@ func (p *producer) send(ctx context.Context, rec Record) error {
 		msg.Value = sarama.ByteEncoder(rec.Value)
 	}
 	msg.Metadata = p.tracker.Add()
-	p.metrics.produced.WithLabelValues(rec.Topic).Inc()
+	st.produced.Inc()
 	select {
 	case p.ap.Input() <- msg:
 		return nil

@@ -21,11 +21,12 @@ var (
 	ErrNoKey          = errors.New("captured table has no primary key or replica identity index")
 	ErrSlotActive     = errors.New("replication slot is active in another process")
 	ErrSlotWrongSetup = errors.New("replication slot exists with another plugin or database")
+	ErrSlotBeforePub  = errors.New("replication slot is older than its publication")
 )
 
 // permanent reports whether err is one of the configuration errors above.
 func permanent(err error) bool {
-	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrSlotWrongSetup} {
+	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrSlotWrongSetup, ErrSlotBeforePub} {
 		if errors.Is(err, e) {
 			return true
 		}

@@ -5,13 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcsync/cdcsync/pipeline"
 )
@@ -37,6 +40,16 @@ type stream struct {
 	tracker   *pipeline.Tracker
 	metrics   *metrics
 	interval  time.Duration
+	// backfill runs `replay snapshot` requests; its watermarks arrive
+	// here in WAL order (nil: no backfills).
+	backfill *backfiller
+
+	// rctx bounds one receive by the next status update; it is reused
+	// until that deadline moves, since a context per message is costly.
+	rctx      context.Context
+	rcancel   context.CancelFunc
+	rctxUntil time.Time
+	captured  map[tableKey]prometheus.Counter
 
 	inTx       bool
 	txCommit   pglogrepl.LSN // commit LSN of the open transaction
@@ -66,6 +79,11 @@ func (s *stream) start(ctx context.Context, slot, publication string, lsn pglogr
 // confirmFinal.
 func (s *stream) run(ctx context.Context) error {
 	s.nextStatus = time.Now().Add(s.interval)
+	defer func() {
+		if s.rcancel != nil {
+			s.rcancel()
+		}
+	}()
 	for {
 		if err := s.prod.err(); err != nil {
 			return err
@@ -104,9 +122,14 @@ func (s *stream) waitForRoom(ctx context.Context) error {
 // receive reads and handles one message, waiting at most until the next
 // status update is due.
 func (s *stream) receive(ctx context.Context) error {
-	rctx, cancel := context.WithDeadline(ctx, s.nextStatus)
-	raw, err := s.conn.ReceiveMessage(rctx)
-	cancel()
+	if s.rctx == nil || !s.rctxUntil.Equal(s.nextStatus) {
+		if s.rcancel != nil {
+			s.rcancel()
+		}
+		s.rctx, s.rcancel = context.WithDeadline(ctx, s.nextStatus)
+		s.rctxUntil = s.nextStatus
+	}
+	raw, err := s.conn.ReceiveMessage(s.rctx)
 	if err != nil {
 		if pgconn.Timeout(err) && ctx.Err() == nil {
 			return nil
@@ -120,7 +143,13 @@ func (s *stream) receive(ctx context.Context) error {
 	case *pgproto3.CopyData:
 		return s.handleCopyData(ctx, msg.Data)
 	case *pgproto3.ErrorResponse:
-		return fmt.Errorf("replication stream: %w", pgconn.ErrorResponseToPgError(msg))
+		pgErr := pgconn.ErrorResponseToPgError(msg)
+		if pgErr.Code == pgerrcode.UndefinedObject && strings.Contains(pgErr.Message, "publication") {
+			// pgoutput reads the publication as of the WAL it decodes: a
+			// slot created before its publication fails on every retry.
+			return fmt.Errorf("%w: %s; drop the slot so capture recreates it, or move it past the publication's creation with pg_replication_slot_advance", ErrSlotBeforePub, pgErr.Message)
+		}
+		return fmt.Errorf("replication stream: %w", pgErr)
 	case *pgproto3.CopyDone:
 		return errors.New("replication stream ended by the server")
 	}
@@ -211,6 +240,9 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 		}
 		return nil
 	}
+	if handled, err := s.backfillMessage(ctx, m, at); handled {
+		return err
+	}
 	if s.message == nil {
 		return nil
 	}
@@ -231,6 +263,7 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 // emit routes and produces one change. The tracker may be at capacity
 // mid-transaction: wait for room rather than buffer.
 func (s *stream) emit(ctx context.Context, c Change) error {
+	s.observeBackfill(c)
 	for s.tracker.Full() {
 		if err := s.prod.err(); err != nil {
 			return err
@@ -252,9 +285,24 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 		return nil
 	}
 	if c.Event != nil {
-		s.metrics.captured.WithLabelValues(c.Schema + "." + c.Table).Inc()
+		s.capturedCounter(c.Schema, c.Table).Inc()
 	}
 	return s.prod.send(ctx, rec)
+}
+
+type tableKey struct{ schema, table string }
+
+func (s *stream) capturedCounter(schema, table string) prometheus.Counter {
+	k := tableKey{schema, table}
+	c, ok := s.captured[k]
+	if !ok {
+		if s.captured == nil {
+			s.captured = map[tableKey]prometheus.Counter{}
+		}
+		c = s.metrics.captured.WithLabelValues(schema + "." + table)
+		s.captured[k] = c
+	}
+	return c
 }
 
 // sendStatus confirms the tracker's confirmed LSN to the server.
@@ -284,19 +332,39 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 	return nil
 }
 
+// Header names and op values as shared byte slices: sarama only reads them.
+var (
+	headerPosition = []byte(pipeline.HeaderPosition)
+	headerOp       = []byte(pipeline.HeaderOp)
+	opValues       = map[pipeline.Op][]byte{}
+)
+
+func init() {
+	for _, op := range []pipeline.Op{pipeline.OpCreate, pipeline.OpUpdate, pipeline.OpDelete, pipeline.OpRead, pipeline.OpTruncate} {
+		opValues[op] = []byte(op)
+	}
+}
+
+func opValue(op pipeline.Op) []byte {
+	if v, ok := opValues[op]; ok {
+		return v
+	}
+	return []byte(op)
+}
+
 // tableRecord encodes a change for its table topic.
 func tableRecord(prefix string, c Change) Record {
 	rec := Record{
 		Topic:    pipeline.Topic(prefix, c.Schema, c.Table),
 		Position: c.Position,
-		Headers:  []sarama.RecordHeader{{Key: []byte(pipeline.HeaderPosition), Value: []byte(c.Position.String())}},
+		Headers:  []sarama.RecordHeader{{Key: headerPosition, Value: c.Position.AppendText(make([]byte, 0, 40))}},
 	}
 	if c.Key != nil {
 		rec.Key = c.Key.AppendJSON(nil)
 	}
 	if c.Event != nil {
 		rec.Value = c.Event.AppendJSON(make([]byte, 0, 256))
-		rec.Headers = append(rec.Headers, sarama.RecordHeader{Key: []byte(pipeline.HeaderOp), Value: []byte(c.Event.Op)})
+		rec.Headers = append(rec.Headers, sarama.RecordHeader{Key: headerOp, Value: opValue(c.Event.Op)})
 	}
 	return rec
 }

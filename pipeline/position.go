@@ -5,6 +5,7 @@ package pipeline
 import (
 	"database/sql/driver"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/jackc/pglogrepl"
@@ -22,7 +23,31 @@ type Position struct {
 // String renders a position as "<commit>:<change>" using Postgres' LSN text
 // form, e.g. "0/16B3748:0/16B3700". ParsePosition reads it back.
 func (p Position) String() string {
-	return p.Commit.String() + ":" + p.Change.String()
+	var buf [40]byte
+	return string(p.AppendText(buf[:0]))
+}
+
+// AppendText appends the String form to buf without allocating (it runs
+// once per produced message).
+func (p Position) AppendText(buf []byte) []byte {
+	buf = appendLSN(buf, p.Commit)
+	buf = append(buf, ':')
+	return appendLSN(buf, p.Change)
+}
+
+// appendLSN writes an LSN as Postgres does: %X/%X of its two halves.
+func appendLSN(buf []byte, lsn pglogrepl.LSN) []byte {
+	start := len(buf)
+	buf = strconv.AppendUint(buf, uint64(lsn)>>32, 16)
+	buf = append(buf, '/')
+	buf = strconv.AppendUint(buf, uint64(lsn)&0xFFFFFFFF, 16)
+	// Postgres prints upper-case hex.
+	for i := start; i < len(buf); i++ {
+		if c := buf[i]; c >= 'a' && c <= 'f' {
+			buf[i] = c - 'a' + 'A'
+		}
+	}
+	return buf
 }
 
 // ParsePosition parses the text form produced by Position.String.

@@ -35,3 +35,15 @@ func TestPositionRoundTripAndOrder(t *testing.T) {
 		}
 	}
 }
+
+func TestPositionTextMatchesPostgres(t *testing.T) {
+	for _, p := range []Position{{}, {0x16B3748, 0x16B3700}, {0xABCDEF0123456789, 0x1}} {
+		want := p.Commit.String() + ":" + p.Change.String()
+		if got := p.String(); got != want {
+			t.Errorf("String() = %q, want %q", got, want)
+		}
+		if got := string(p.AppendText([]byte("abc"))); got != "abc"+want {
+			t.Errorf("AppendText = %q", got)
+		}
+	}
+}
