@@ -141,10 +141,14 @@ func benchCapture(args []string) error {
 		return err
 	}
 	defer client.Close()
+	var firstRecord time.Duration
 	for {
 		n, err := countRecords(client, topic)
 		if err != nil {
 			return err
+		}
+		if n > 0 && firstRecord == 0 {
+			firstRecord = time.Since(t0)
 		}
 		if n >= int64(*rows) {
 			break
@@ -174,6 +178,7 @@ func benchCapture(args []string) error {
 	fmt.Printf("rows: %d in %d-row transactions (WAL end %s)\n", *rows, *perTx, endLSN)
 	fmt.Printf("pg_recvlogical (pgoutput -> /dev/null, best of 2): %8.0f rows/s  (%v)\n", recvRate, recvElapsed.Round(time.Millisecond))
 	fmt.Printf("cdcsync capture (acked by kfake, acks=all):       %8.0f rows/s  (%v)\n", capRate, captureElapsed.Round(time.Millisecond))
+	fmt.Printf("capture: first record on Kafka after %v\n", firstRecord.Round(time.Millisecond))
 	fmt.Printf("ratio capture / pg_recvlogical: %.2f\n", capRate/recvRate)
 	fmt.Printf("capture peak RSS: %.1f MiB\n", rssMiB)
 	return nil
