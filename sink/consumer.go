@@ -158,19 +158,48 @@ func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 	}
 }
 
-// collect waits for a first message, then gathers up to BatchSize messages
-// or whatever arrived within BatchTimeout. more is false when the claim is
-// over; a batch cut short by the end of the session is dropped unapplied
-// (its messages come again to whoever owns the partition next).
+// collect returns the next batch of at most BatchSize messages. When
+// messages are already waiting (they arrived while the previous batch was
+// being applied) it takes what is there and returns at once: their wait
+// already gave the batching, and lingering would only add latency. When
+// the partition was idle, it waits up to BatchTimeout after the first
+// message for more to arrive. more is false when the claim is over; a
+// batch cut short by the end of the session is dropped unapplied (its
+// messages come again to whoever owns the partition next).
 func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMessage) (batch []*sarama.ConsumerMessage, more bool) {
+	waiting := true
 	select {
 	case m, ok := <-msgs:
 		if !ok {
 			return nil, false
 		}
 		batch = append(batch, m)
-	case <-ctx.Done():
-		return nil, false
+	default:
+		waiting = false
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return nil, false
+			}
+			batch = append(batch, m)
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+	for len(batch) < c.cfg.BatchSize {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				return batch, false
+			}
+			batch = append(batch, m)
+			continue
+		default:
+		}
+		break
+	}
+	if waiting || len(batch) >= c.cfg.BatchSize {
+		return batch, true
 	}
 	timer := time.NewTimer(c.cfg.BatchTimeout)
 	defer timer.Stop()

@@ -74,16 +74,16 @@ func TestRecoversFromRedisAndPostgresRestarts(t *testing.T) {
 		case 40:
 			t.Log("Redis: kill -9")
 			err = h.rd.Kill()
-		case 70:
+		case 110:
 			t.Log("Redis: start")
 			err = h.rd.Start()
-		case 120:
+		case 130:
 			t.Log("inventory Postgres: kill -9")
 			err = h.pg.Kill()
-		case 150:
+		case 170:
 			t.Log("inventory Postgres: start")
 			startPostgres(t, h.pg)
-		case 200:
+		case 210:
 			t.Log("both: kill -9 and restart at once")
 			err = h.rd.Restart(true)
 			crashPostgres(t, h.pg)
