@@ -111,3 +111,54 @@ type DevBroker struct {
 	Partitions int32    `envconfig:"DEV_BROKER_PARTITIONS" default:"4" desc:"partitions of topics created without an explicit count (and of auto-created topics)"`
 	Log
 }
+
+// Status is the configuration of `cdcsync status`: where the pipeline's
+// progress is kept (the slot, the topics, the sinks' consumer groups).
+type Status struct {
+	SourceURL   string   `envconfig:"SOURCE_URL" required:"true" desc:"order database (holds the replication slot), postgres URL" secret:"url"`
+	Slot        string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses"`
+	Tables      []string `envconfig:"TABLES" default:"public.orders" desc:"captured tables: their topics are reported, and the redis sink consumes them"`
+	OrdersTable string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"orders table: the inventory sink consumes its topic"`
+	TopicPrefix string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	GroupPrefix string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink>"`
+	Sinks       []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
+	// Embedded for the variable names; see Capture.
+	Kafka
+}
+
+// Verify is the configuration of `cdcsync verify`. The slot, topic and
+// group settings are only used by --wait, which waits for the pipeline
+// to catch up first (see Status).
+type Verify struct {
+	SourceURL    string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
+	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
+	RedisURL     string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
+	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
+	Tables       []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
+	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
+	TopicPrefix  string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
+	GroupPrefix  string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
+	MaxReport    int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
+	// Embedded for the variable names; see Capture.
+	Inventory
+	Kafka
+}
+
+// StatusConfig returns the settings `verify --wait` watches the pipeline
+// with.
+func (v Verify) StatusConfig() Status {
+	return Status{
+		SourceURL: v.SourceURL, Slot: v.Slot, Tables: v.Tables, OrdersTable: v.OrdersTable,
+		TopicPrefix: v.TopicPrefix, GroupPrefix: v.GroupPrefix, Sinks: v.Sinks,
+		Kafka: v.Kafka,
+	}
+}
+
+// Demo is the configuration of `cdcsync demo`, the one-command local run.
+// Everything else (services, ports, URLs) the demo sets up for itself.
+type Demo struct {
+	Duration time.Duration `envconfig:"DEMO_DURATION" default:"0s" desc:"how long the demo runs before it stops by itself (also --duration); 0 runs until Ctrl-C"`
+	Rate     int           `envconfig:"DEMO_RATE" default:"200" desc:"order writes per second of the generator (creates, payments, shipments, cancellations, changes, deletes)"`
+	Items    int           `envconfig:"DEMO_ITEMS" default:"1000" desc:"items in the demo inventory, each stocked before the sinks start"`
+	Log
+}

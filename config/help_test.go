@@ -7,7 +7,7 @@ import (
 )
 
 func TestWriteHelpListsEveryVariable(t *testing.T) {
-	for _, spec := range []any{&Capture{}, &Sink{}, &DevBroker{}} {
+	for _, spec := range []any{&Capture{}, &Sink{}, &DevBroker{}, &Status{}, &Verify{}, &Demo{}} {
 		var buf bytes.Buffer
 		if err := WriteHelp(&buf, spec, nil); err != nil {
 			t.Fatal(err)

@@ -41,7 +41,7 @@ func TestVarNamesFollowDesign(t *testing.T) {
 // Vars must agree with what envconfig itself reads, or --help and the
 // README would document variables that do nothing.
 func TestVarsMatchEnvconfig(t *testing.T) {
-	for _, spec := range []any{&Capture{}, &Sink{}, &DevBroker{}} {
+	for _, spec := range []any{&Capture{}, &Sink{}, &DevBroker{}, &Status{}, &Verify{}, &Demo{}} {
 		var buf bytes.Buffer
 		if err := envconfig.Usagef(Prefix, spec, &buf, "{{range .}}{{usage_key .}}\n{{end}}"); err != nil {
 			t.Fatal(err)

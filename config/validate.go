@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -545,4 +546,89 @@ func checkRedisURL(name, s string) error {
 		return errorf(name, "%s", msg)
 	}
 	return nil
+}
+
+// Validate reports the first problem with the status configuration.
+func (s Status) Validate() error {
+	return first(
+		func() error { return checkPostgresURL("SOURCE_URL", s.SourceURL) },
+		func() error { return checkSlotName("SLOT", s.Slot) },
+		func() error { return checkTables("TABLES", s.Tables) },
+		func() error { return checkTables("ORDERS_TABLE", []string{s.OrdersTable}) },
+		func() error { return checkTopicPart("TOPIC_PREFIX", s.TopicPrefix) },
+		func() error { return checkTopicPart("GROUP_PREFIX", s.GroupPrefix) },
+		func() error { return checkSinks("SINKS", s.Sinks) },
+		s.Kafka.Validate,
+	)
+}
+
+// Has reports whether the sink named name is selected in CDCSYNC_SINKS.
+func (s Status) Has(name string) bool { return slices.Contains(s.Sinks, name) }
+
+// Has reports whether the sink named name is selected in CDCSYNC_SINKS.
+func (v Verify) Has(name string) bool { return slices.Contains(v.Sinks, name) }
+
+// Validate reports the first problem with the verify configuration.
+func (v Verify) Validate() error {
+	return first(
+		func() error { return checkPostgresURL("SOURCE_URL", v.SourceURL) },
+		func() error { return checkSinks("SINKS", v.Sinks) },
+		func() error {
+			if !v.Has(SinkInventory) {
+				return nil
+			}
+			if v.InventoryURL == "" {
+				return errorf("INVENTORY_URL", "required when CDCSYNC_SINKS includes inventory, but not set")
+			}
+			return checkPostgresURL("INVENTORY_URL", v.InventoryURL)
+		},
+		func() error {
+			// Without the redis sink an empty URL only skips the
+			// availability cache; a URL that is set must be usable.
+			if !v.Has(SinkRedis) && v.RedisURL == "" {
+				return nil
+			}
+			return checkRedisURL("REDIS_URL", v.RedisURL)
+		},
+		func() error { return checkTables("TABLES", v.Tables) },
+		func() error { return checkSlotName("SLOT", v.Slot) },
+		func() error { return checkTopicPart("TOPIC_PREFIX", v.TopicPrefix) },
+		func() error { return checkTopicPart("GROUP_PREFIX", v.GroupPrefix) },
+		func() error { return checkPositive("VERIFY_MAX_REPORT", v.MaxReport) },
+		v.Inventory.Validate,
+		v.Kafka.Validate,
+	)
+}
+
+// Upper bounds of the demo's knobs: beyond them the demo is no longer a
+// demo on one machine.
+const (
+	maxDemoRate  = 100000
+	maxDemoItems = 10000000
+)
+
+// Validate reports the first problem with the demo configuration.
+func (d Demo) Validate() error {
+	return first(
+		func() error { return checkDuration("DEMO_DURATION", d.Duration, true) },
+		func() error {
+			if err := checkPositive("DEMO_RATE", d.Rate); err != nil {
+				return err
+			}
+			if d.Rate > maxDemoRate {
+				return errorf("DEMO_RATE", "must be at most %d, got %d", maxDemoRate, d.Rate)
+			}
+			return nil
+		},
+		func() error {
+			if err := checkPositive("DEMO_ITEMS", d.Items); err != nil {
+				return err
+			}
+			if d.Items > maxDemoItems {
+				return errorf("DEMO_ITEMS", "must be at most %d, got %d", maxDemoItems, d.Items)
+			}
+			return nil
+		},
+		d.Log.Validate,
+	)
 }

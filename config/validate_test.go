@@ -275,10 +275,13 @@ func TestEveryVariableIsValidated(t *testing.T) {
 	for _, tc := range sinkCases() {
 		covered[tc.name] = true
 	}
-	for _, spec := range []any{&Capture{}, &Sink{}} {
+	for _, tc := range opsCases() {
+		covered[tc.name] = true
+	}
+	for _, spec := range []any{&Capture{}, &Sink{}, &Status{}, &Verify{}, &Demo{}} {
 		for _, v := range Vars(spec) {
 			if !covered[v.Name] && notValidated[v.Name] == "" {
-				t.Errorf("%s has no case in TestCaptureValidate/TestSinkValidate: add a check in validate.go and a case, or list it in notValidated with the reason", v.Name)
+				t.Errorf("%s has no case in TestCaptureValidate/TestSinkValidate/TestOpsValidate: add a check in validate.go and a case, or list it in notValidated with the reason", v.Name)
 			}
 		}
 	}
