@@ -261,6 +261,8 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		},
 	}
 
+	st.backfill = newBackfiller(c, src, types, tables)
+
 	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
 	c.tracker.Reset(slot.ConfirmedFlush)
 	if !slot.Exists {
@@ -285,6 +287,12 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		return slotErr(err)
 	}
 	c.log.Info("streaming", "slot", c.cfg.Slot, "from", startLSN, "confirmed", c.tracker.Confirmed())
+	// Backfills start once this session owns the slot and end with it:
+	// their progress relies on this session's tracker.
+	backfillCtx, stopBackfill := context.WithCancel(ctx)
+	backfillDone := make(chan struct{})
+	go func() { defer close(backfillDone); st.backfill.run(backfillCtx) }()
+	defer func() { stopBackfill(); <-backfillDone }()
 	runErr := st.run(ctx)
 	if ctx.Err() == nil {
 		return runErr

@@ -1,0 +1,567 @@
+package capture
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// bfOrdersDDL has a rev column the writers bump on every update, so a row
+// on Kafka says which version of the source row it is.
+const bfOrdersDDL = `CREATE TABLE orders (
+	id bigint PRIMARY KEY,
+	item_id bigint NOT NULL,
+	quantity bigint NOT NULL,
+	status text NOT NULL,
+	rev bigint NOT NULL DEFAULT 0)`
+
+func bfLoadOrders(t testing.TB, conn *pgx.Conn, n int) {
+	t.Helper()
+	_, err := conn.Exec(context.Background(), `INSERT INTO orders (id, item_id, quantity, status)
+		SELECT g, g % 1000, 1 + g % 7, 'created' FROM generate_series(1, $1::int) g`, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(context.Background(), "ANALYZE orders"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func bfWaitSlot(t testing.TB, conn *pgx.Conn, slot string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var active bool
+		_ = conn.QueryRow(context.Background(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		if active {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("capture did not start streaming slot %s", slot)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// bfWriters runs four writers that update, delete and insert random rows of
+// orders (ids 1..maxID, new ones above) until stop is called; stop returns
+// the number of committed changes.
+func bfWriters(t *testing.T, url string, maxID int64) (stop func() int64) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var ops atomic.Int64
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := pgx.Connect(ctx, url)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer conn.Close(context.Background())
+			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			next := maxID + int64(w+1)*10_000_000
+			statuses := []string{"created", "paid", "shipped", "cancelled"}
+			for ctx.Err() == nil {
+				var err error
+				switch r := rng.IntN(10); {
+				case r < 6:
+					_, err = conn.Exec(ctx, `UPDATE orders SET rev = rev + 1, quantity = quantity + 1, status = $2 WHERE id = $1`,
+						1+rng.Int64N(maxID), statuses[rng.IntN(len(statuses))])
+				case r < 8:
+					_, err = conn.Exec(ctx, `DELETE FROM orders WHERE id = $1`, 1+rng.Int64N(maxID))
+				default:
+					next++
+					_, err = conn.Exec(ctx, `INSERT INTO orders (id, item_id, quantity, status) VALUES ($1, $2, 1, 'created')`, next, rng.IntN(1000))
+				}
+				if err != nil {
+					if ctx.Err() == nil {
+						t.Errorf("writer %d: %v", w, err)
+					}
+					return
+				}
+				ops.Add(1)
+				time.Sleep(time.Millisecond)
+			}
+		}()
+	}
+	stopped := false
+	stop = func() int64 {
+		if !stopped {
+			stopped = true
+			cancel()
+			wg.Wait()
+		}
+		return ops.Load()
+	}
+	t.Cleanup(func() { stop() })
+	return stop
+}
+
+// bfWaitConfirmed waits until capture confirmed everything written so far,
+// so that every committed change is on Kafka.
+func bfWaitConfirmed(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	var walEnd pglogrepl.LSN
+	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&walEnd); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "capture to confirm all writes", func() bool {
+		var lsn pglogrepl.LSN
+		_ = conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&lsn)
+		return lsn >= walEnd
+	})
+}
+
+// bfWaitDone waits until backfill id finished and returns it.
+func bfWaitDone(t *testing.T, conn *pgx.Conn, cfg config.Capture, id int64, timeout time.Duration) Backfill {
+	t.Helper()
+	var last Backfill
+	waitFor(t, timeout, fmt.Sprintf("backfill %d to finish", id), func() bool {
+		bfs, err := ListBackfills(context.Background(), conn, cfg, []int64{id})
+		if err != nil || len(bfs) != 1 {
+			t.Fatalf("list backfill %d: %v (%d rows)", id, err, len(bfs))
+		}
+		last = bfs[0]
+		return last.Finished()
+	})
+	return last
+}
+
+// topicEvent is one change event of the orders topic, reduced to what the
+// checks need.
+type topicEvent struct {
+	pos   pipeline.Position
+	op    pipeline.Op
+	after map[string]string // column -> raw JSON; nil for a delete
+}
+
+func (ev topicEvent) rev() string { return ev.after["rev"] }
+
+// bfCheckTopic checks the orders topic against the source table:
+//
+//   - replaying it in position order per key (what a sink does: an older
+//     position never overwrites a newer one) gives exactly the source rows;
+//   - no backfill row ("r") is older than the live change of its key just
+//     before it: it has that change's version (or the loaded version when
+//     there is none), and no deleted row comes back.
+//
+// It returns the number of backfill rows on the topic.
+func bfCheckTopic(t *testing.T, conn *pgx.Conn, brokers []string, topic string) int {
+	t.Helper()
+	byKey := map[int][]topicEvent{}
+	backfillRows := 0
+	for _, m := range readTopic(t, brokers, topic) {
+		if m.Event == nil {
+			continue // tombstone after a delete
+		}
+		id, ok := keyID(m.Key)
+		if !ok {
+			t.Fatalf("unexpected key %v", m.Key)
+		}
+		ev := topicEvent{pos: m.Event.Position(), op: m.Event.Op}
+		if m.Event.Op != pipeline.OpDelete {
+			ev.after = map[string]string{}
+			for _, c := range m.Event.After {
+				ev.after[c.Name] = string(c.Value)
+			}
+		}
+		if ev.op == pipeline.OpRead {
+			backfillRows++
+			if m.Event.Source.Snapshot != "true" {
+				t.Errorf("backfill row %d: source.snapshot %q, want \"true\"", id, m.Event.Source.Snapshot)
+			}
+		}
+		byKey[id] = append(byKey[id], ev)
+	}
+
+	source := map[int]map[string]string{}
+	rows, err := conn.Query(context.Background(), "SELECT id, item_id, quantity, status, rev FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, item, qty, rev int64
+		var status string
+		if err := rows.Scan(&id, &item, &qty, &status, &rev); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := json.Marshal(status)
+		source[int(id)] = map[string]string{"id": strconv.FormatInt(id, 10), "item_id": strconv.FormatInt(item, 10),
+			"quantity": strconv.FormatInt(qty, 10), "status": string(st), "rev": strconv.FormatInt(rev, 10)}
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	mismatches, stale := 0, 0
+	report := func(counter *int, format string, args ...any) {
+		*counter++
+		if *counter <= 5 {
+			t.Errorf(format, args...)
+		}
+	}
+	for id, evs := range byKey {
+		slices.SortStableFunc(evs, func(a, b topicEvent) int {
+			if a.pos.Less(b.pos) {
+				return -1
+			}
+			if b.pos.Less(a.pos) {
+				return 1
+			}
+			return 0
+		})
+		var live *topicEvent
+		for i := range evs {
+			ev := evs[i]
+			if ev.op != pipeline.OpRead {
+				live = &evs[i]
+				continue
+			}
+			switch {
+			case live == nil && ev.rev() != "0":
+				report(&stale, "id %d: backfill row at %v has rev %s, but no live change precedes it (loaded rev 0)", id, ev.pos, ev.rev())
+			case live != nil && live.op == pipeline.OpDelete:
+				report(&stale, "id %d: backfill row at %v brings back a row deleted at %v", id, ev.pos, live.pos)
+			case live != nil && ev.rev() != live.rev():
+				report(&stale, "id %d: backfill row at %v has rev %s, older than the live change at %v with rev %s", id, ev.pos, ev.rev(), live.pos, live.rev())
+			}
+		}
+		final := evs[len(evs)-1]
+		want, exists := source[id]
+		switch {
+		case final.op == pipeline.OpDelete && exists:
+			report(&mismatches, "id %d: topic ends with a delete, source has %v", id, want)
+		case final.op != pipeline.OpDelete && !exists:
+			report(&mismatches, "id %d: topic ends with %v, source has no row", id, final.after)
+		case exists && !mapsEqual(final.after, want):
+			report(&mismatches, "id %d: topic ends with %v (op %s at %v), source has %v", id, final.after, final.op, final.pos, want)
+		}
+	}
+	for id, want := range source {
+		if _, ok := byKey[id]; !ok {
+			report(&mismatches, "id %d: source row %v is not on the topic", id, want)
+		}
+	}
+	t.Logf("topic: %d keys, %d backfill rows; source: %d rows; %d mismatches, %d stale backfill rows",
+		len(byKey), backfillRows, len(source), mismatches, stale)
+	if mismatches > 0 || stale > 0 {
+		t.Fatalf("replaying the topic does not reproduce the source: %d mismatches, %d stale backfill rows", mismatches, stale)
+	}
+	return backfillRows
+}
+
+// TestBackfillUnderWriters re-reads 100,000 rows while four writers update,
+// delete and insert random rows: replaying the topic in position order
+// reproduces the source exactly, and no backfill row is older than a live
+// change of its key.
+func TestBackfillUnderWriters(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := t.Context()
+	db := e.PG.CreateDB(t)
+	conn := connect(t, e, db)
+	mustExec(t, conn, bfOrdersDDL)
+	const rows = 100_000
+	bfLoadOrders(t, conn, rows)
+
+	cfg := testConfig(e, db)
+	cfg.Snapshot = "never" // the loaded rows reach Kafka only through the backfill
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	startCapture(t, cfg)
+	bfWaitSlot(t, conn, cfg.Slot)
+
+	stopWriters := bfWriters(t, e.PG.URL(db), rows)
+	time.Sleep(300 * time.Millisecond) // live changes before the backfill starts too
+	started := time.Now()
+	bfs, err := RequestBackfill(ctx, conn, cfg, BackfillRequest{Tables: []string{"public.orders"}, ChunkSize: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf := bfWaitDone(t, conn, cfg, bfs[0].ID, 90*time.Second)
+	elapsed := time.Since(started)
+	time.Sleep(300 * time.Millisecond) // and after it
+	ops := stopWriters()
+	if bf.Status != BackfillDone {
+		t.Fatalf("backfill %s: %s", bf.Status, bf.Error)
+	}
+	t.Logf("backfill: %d rows read (%d skipped: changed during their chunk) in %d chunks, %v; %d concurrent writes",
+		bf.RowsDone, bf.RowsSkipped, bf.ChunksDone, elapsed.Round(time.Millisecond), ops)
+	if bf.RowsDone < rows/2 {
+		t.Fatalf("backfill read %d rows, want about %d", bf.RowsDone, rows)
+	}
+	bfWaitConfirmed(t, conn, cfg.Slot)
+	n := bfCheckTopic(t, conn, e.Kafka.Brokers(), topic)
+	if int64(n) != bf.RowsDone-bf.RowsSkipped {
+		t.Errorf("%d backfill rows on the topic, the backfill reports %d emitted", n, bf.RowsDone-bf.RowsSkipped)
+	}
+}
+
+// TestBackfillResumesAfterSIGKILL kills the capture process with SIGKILL in
+// the middle of a backfill while writers run: the restarted capture resumes
+// from the stored progress (not from the start), the backfill completes,
+// nothing is lost and no stale row overwrites a newer one.
+func TestBackfillResumesAfterSIGKILL(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := t.Context()
+	bin := buildBinary(t)
+	db := e.PG.CreateDB(t)
+	conn := connect(t, e, db)
+	mustExec(t, conn, bfOrdersDDL)
+	const rows, chunk = 60_000, 2000
+	bfLoadOrders(t, conn, rows)
+
+	cfg := testConfig(e, db)
+	cfg.Snapshot = "never"
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	proc := testenv.StartProcess(t, "capture", bin, captureEnv(cfg), "capture")
+	bfWaitSlot(t, conn, cfg.Slot)
+	stopWriters := bfWriters(t, e.PG.URL(db), rows)
+
+	bfs, err := RequestBackfill(ctx, conn, cfg, BackfillRequest{Tables: []string{"public.orders"}, ChunkSize: chunk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := bfs[0].ID
+	var atKill Backfill
+	waitFor(t, 60*time.Second, "a third of the backfill", func() bool {
+		got, err := ListBackfills(ctx, conn, cfg, []int64{id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		atKill = got[0]
+		return atKill.RowsDone >= rows/3 || atKill.Finished()
+	})
+	if atKill.Finished() {
+		t.Fatalf("backfill finished (%s) before it could be killed; make it slower", atKill.Status)
+	}
+	if err := proc.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed capture with SIGKILL at %d/%d rows", atKill.RowsDone, rows)
+	time.Sleep(500 * time.Millisecond) // writers go on while capture is down
+	proc = testenv.StartProcess(t, "capture", bin, captureEnv(cfg), "capture")
+
+	bf := bfWaitDone(t, conn, cfg, id, 90*time.Second)
+	time.Sleep(300 * time.Millisecond)
+	ops := stopWriters()
+	if bf.Status != BackfillDone {
+		t.Fatalf("backfill %s: %s", bf.Status, bf.Error)
+	}
+	if !strings.Contains(proc.Output(), "backfill resumed") {
+		t.Errorf("the restarted capture did not log that it resumed the backfill:\n%s", proc.Tail(3000))
+	}
+	bfWaitConfirmed(t, conn, cfg.Slot)
+	n := bfCheckTopic(t, conn, e.Kafka.Brokers(), topic)
+	// Resumed, not restarted: beyond the rows the backfill counts, only
+	// the chunks that were in flight at the kill were sent twice.
+	emitted := bf.RowsDone - bf.RowsSkipped
+	if limit := emitted + int64((maxPendingChunks+1)*chunk); int64(n) > limit {
+		t.Errorf("%d backfill rows on the topic for %d emitted: more than the in-flight chunks were re-read (restarted from the start?)", n, emitted)
+	}
+	t.Logf("backfill done after restart: %d rows read, %d skipped, %d rows on the topic; %d concurrent writes", bf.RowsDone, bf.RowsSkipped, n, ops)
+}
+
+// runCLI runs `cdcsync args...` with env and returns its exit code, stdout
+// and stderr.
+func runCLI(t *testing.T, bin string, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("run cdcsync %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return code, stdout.String(), stderr.String()
+}
+
+// TestReplaySnapshotCLI drives `cdcsync replay snapshot` against a running
+// capture: bad requests are refused with a clear message before anything
+// starts, a backfill with --where emits exactly the matching rows and exits
+// 0, and a cancelled backfill stops and makes the following command exit 1.
+func TestReplaySnapshotCLI(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := t.Context()
+	bin := buildBinary(t)
+	db := e.PG.CreateDB(t)
+	conn := connect(t, e, db)
+	mustExec(t, conn, bfOrdersDDL,
+		`CREATE TABLE items (id bigint PRIMARY KEY)`,
+		`CREATE TABLE nokey (id bigint)`)
+	const rows = 20_000
+	bfLoadOrders(t, conn, rows)
+	cfg := testConfig(e, db)
+	cfg.Snapshot = "never"
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	startCapture(t, cfg)
+	bfWaitSlot(t, conn, cfg.Slot)
+	cliEnv := captureEnv(cfg)
+
+	refused := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--tables", "public.orders", "--where", "nope > 1"}, `invalid --where predicate for public.orders: column "nope" does not exist`},
+		{[]string{"--tables", "public.orders", "--where", "id > 0; DELETE FROM orders"}, "';' is not allowed"},
+		{[]string{"--tables", "public.orders", "--where", "id) OR (true"}, "unbalanced parentheses"},
+		{[]string{"--tables", "public.orders", "--where", "quantity"}, "argument of WHERE must be type boolean"},
+		{[]string{"--tables", "public.orders", "--where", "id / (id - id) = 1"}, "division by zero"},
+		{[]string{"--tables", "public.nope"}, "no such table: public.nope"},
+		{[]string{"--tables", "public.orders,public.items"}, "public.items is not in publication"},
+		{[]string{"--tables", "public.nokey"}, "public.nokey has no primary key"},
+		{[]string{"--tables", "public.orders", "--chunk-size", "ten"}, "invalid value"},
+	}
+	for _, tc := range refused {
+		code, _, stderr := runCLI(t, bin, cliEnv, append([]string{"replay", "snapshot"}, tc.args...)...)
+		if code != 2 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("replay snapshot %q: exit %d, stderr %q; want exit 2 mentioning %q", tc.args, code, stderr, tc.want)
+		}
+	}
+	if bfs, err := ListBackfills(ctx, conn, cfg, nil); err != nil || len(bfs) != 0 {
+		t.Fatalf("refused requests recorded backfills: %v %v", bfs, err)
+	}
+	code, _, stderr := runCLI(t, bin, cliEnv, "replay", "snapshot", "--cancel", "424242")
+	if code != 1 || !strings.Contains(stderr, "no such backfill: 424242") {
+		t.Errorf("cancel of an unknown id: exit %d, stderr %q", code, stderr)
+	}
+
+	// A predicate: exactly the matching rows, then exit 0.
+	code, stdout, stderr := runCLI(t, bin, cliEnv, "replay", "snapshot", "--tables", "public.orders",
+		"--where", "id <= 500 AND status = 'created'", "--chunk-size", "64")
+	if code != 0 || !strings.Contains(stdout, "done, 500 rows") {
+		t.Fatalf("replay snapshot --where: exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	}
+	var ids []int
+	for _, m := range readTopic(t, e.Kafka.Brokers(), topic) {
+		if m.Event != nil && m.Event.Op == pipeline.OpRead {
+			id, _ := keyID(m.Key)
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+	if len(ids) != 500 || ids[0] != 1 || ids[499] != 500 {
+		t.Fatalf("backfill with --where emitted %d rows (first/last %v), want ids 1..500", len(ids), ids[:min(len(ids), 3)])
+	}
+
+	// Cancel: tiny chunks keep the backfill running long enough.
+	follower := testenv.StartProcess(t, "replay", bin, cliEnv, "replay", "snapshot", "--tables", "public.orders", "--chunk-size", "10")
+	var running Backfill
+	waitFor(t, 30*time.Second, "the backfill to make progress", func() bool {
+		bfs, err := ListBackfills(ctx, conn, cfg, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		running = bfs[len(bfs)-1]
+		return running.ID != bfs[0].ID && running.RowsDone > 0
+	})
+	code, stdout, stderr = runCLI(t, bin, cliEnv, "replay", "snapshot", "--cancel", strconv.FormatInt(running.ID, 10))
+	if code != 0 || !strings.Contains(stdout, fmt.Sprintf("backfill %d (public.orders) cancelled", running.ID)) {
+		t.Fatalf("cancel: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	exit, err := follower.Wait(30 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := follower.Output(); exit != 1 || !strings.Contains(out, fmt.Sprintf("backfill %d public.orders: cancelled after", running.ID)) {
+		t.Fatalf("following a cancelled backfill: exit %d, output:\n%s", exit, out)
+	}
+	// Capture stops at its next chunk: the topic stops growing.
+	time.Sleep(500 * time.Millisecond)
+	before := topicCount(t, e.Kafka.Brokers(), topic)
+	time.Sleep(time.Second)
+	if after := topicCount(t, e.Kafka.Brokers(), topic); after != before {
+		t.Errorf("topic grew from %d to %d records after the cancel", before, after)
+	}
+	code, stdout, _ = runCLI(t, bin, cliEnv, "replay", "snapshot", "--status")
+	if code != 0 || !strings.Contains(stdout, "cancelled") || !strings.Contains(stdout, "done") {
+		t.Errorf("--status: exit %d:\n%s", code, stdout)
+	}
+	code, _, stderr = runCLI(t, bin, cliEnv, "replay", "snapshot", "--cancel", strconv.FormatInt(running.ID, 10))
+	if code != 1 || !strings.Contains(stderr, "already finished: backfill") {
+		t.Errorf("second cancel: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// BenchmarkBackfill measures backfill throughput into Kafka (rows
+// acknowledged per second, narrow rows) with capture's default producer
+// settings: go test -run '^$' -bench BenchmarkBackfill -benchtime 3x ./capture
+func BenchmarkBackfill(b *testing.B) {
+	e := testenv.RequireEnv(b, env)
+	ctx := context.Background()
+	db := testenv.RandomName("bench")
+	if err := e.PG.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{db}.Sanitize()); err != nil {
+		b.Fatal(err)
+	}
+	conn, err := pgx.Connect(ctx, e.PG.URL(db))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, bfOrdersDDL); err != nil {
+		b.Fatal(err)
+	}
+	const rows = 200_000
+	bfLoadOrders(b, conn, rows)
+
+	cfg := testConfig(e, db)
+	cfg.Snapshot = "never"
+	cfg.MaxInFlight, cfg.BatchMessages = 20000, 2000 // capture's defaults
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- Run(runCtx, cfg, nil, nil) }()
+	defer func() { cancel(); <-done }()
+	bfWaitSlot(b, conn, cfg.Slot)
+
+	b.ResetTimer()
+	var total int64
+	var elapsed time.Duration
+	for range b.N {
+		started := time.Now()
+		bfs, err := RequestBackfill(ctx, conn, cfg, BackfillRequest{Tables: []string{"public.orders"}, ChunkSize: 10000})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for {
+			got, err := ListBackfills(ctx, conn, cfg, []int64{bfs[0].ID})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if got[0].Finished() {
+				if got[0].Status != BackfillDone {
+					b.Fatalf("backfill %s: %s", got[0].Status, got[0].Error)
+				}
+				total += got[0].RowsDone
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		elapsed += time.Since(started)
+	}
+	b.ReportMetric(float64(total)/elapsed.Seconds(), "rows/s")
+}
