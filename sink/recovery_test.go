@@ -68,19 +68,34 @@ func TestRecoversFromRedisAndPostgresRestarts(t *testing.T) {
 	cfg.RetryMax = 500 * time.Millisecond
 	s := h.start(cfg)
 
+	// While a store is down its sink must commit nothing: the committed
+	// offsets a moment after the kill must still be the committed offsets
+	// just before the restart.
+	redisGroup, invGroup := h.prefix+"-"+config.SinkRedis, h.prefix+"-"+config.SinkInventory
+	var stalled int64
 	h.streamWorkload(w, 6*time.Second, func(chunk int) {
 		var err error
 		switch chunk {
 		case 40:
 			t.Log("Redis: kill -9")
 			err = h.rd.Kill()
+		case 50:
+			stalled = h.committed(redisGroup)
 		case 110:
+			if c := h.committed(redisGroup); c != stalled {
+				t.Errorf("redis sink committed offsets %d -> %d while Redis was down", stalled, c)
+			}
 			t.Log("Redis: start")
 			err = h.rd.Start()
 		case 130:
 			t.Log("inventory Postgres: kill -9")
 			err = h.pg.Kill()
+		case 140:
+			stalled = h.committed(invGroup)
 		case 170:
+			if c := h.committed(invGroup); c != stalled {
+				t.Errorf("inventory sink committed offsets %d -> %d while Postgres was down", stalled, c)
+			}
 			t.Log("inventory Postgres: start")
 			startPostgres(t, h.pg)
 		case 210:
@@ -95,13 +110,9 @@ func TestRecoversFromRedisAndPostgresRestarts(t *testing.T) {
 	h.waitApplied(90*time.Second, h.groups(config.SinkInventory, config.SinkRedis)...)
 	h.checkInventory(w)
 	h.checkRedis(w, true, true)
-
 	for _, sink := range []string{config.SinkInventory, config.SinkRedis} {
 		retries := counter(t, s.reg, "cdcsync_sink_retries_total", map[string]string{"sink": sink, "stage": "apply"})
 		t.Logf("%s: %v apply retries", sink, retries)
-		if retries == 0 {
-			t.Errorf("%s: no apply was retried: the outages did not hit the sink", sink)
-		}
 	}
 }
 
