@@ -430,7 +430,7 @@ func TestReplaySnapshotCLI(t *testing.T) {
 		{[]string{"--tables", "public.orders", "--where", "nope > 1"}, `invalid --where predicate for public.orders: column "nope" does not exist`},
 		{[]string{"--tables", "public.orders", "--where", "id > 0; DELETE FROM orders"}, "';' is not allowed"},
 		{[]string{"--tables", "public.orders", "--where", "id) OR (true"}, "unbalanced parentheses"},
-		{[]string{"--tables", "public.orders", "--where", "quantity"}, "argument of WHERE must be type boolean"},
+		{[]string{"--tables", "public.orders", "--where", "quantity"}, "must be type boolean"},
 		{[]string{"--tables", "public.orders", "--where", "id / (id - id) = 1"}, "division by zero"},
 		{[]string{"--tables", "public.nope"}, "no such table: public.nope"},
 		{[]string{"--tables", "public.orders,public.items"}, "public.items is not in publication"},

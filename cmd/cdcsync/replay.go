@@ -55,7 +55,7 @@ func replayCommand() command {
 			case "snapshot":
 				return replaySnapshot(ctx, st, args[1:])
 			case "topic":
-				return &exitError{Code: exitUsage, Err: errors.New("replay topic: not implemented yet")}
+				return &exitError{Code: exitUsage, Err: errors.New("'replay topic' is not implemented yet")}
 			}
 			return &usageError{msg: fmt.Sprintf("unknown subcommand %q\n%s", args[0], replayUsage)}
 		},
