@@ -285,9 +285,11 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 		}
 	}
 
+	// Counted before the commit, so that whoever sees the offset committed
+	// also sees the batch in the metrics.
+	c.record(msgs, tombstones, start)
 	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, "")
 	sess.Commit()
-	c.record(msgs, tombstones, start)
 	return true
 }
 
