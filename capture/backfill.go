@@ -735,7 +735,14 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 		return nil
 	}
 	b.open = nil
-	pos := pipeline.Position{Commit: at, Change: at}
+	// at is the END of the watermark's WAL record, and a transaction's
+	// commit LSN is the START of its commit record: a transaction that
+	// commits right after the watermark has commit LSN == at, and its
+	// changes (Change < at) would sort before rows placed at {at, at}
+	// although the chunk did not see them. at-1 lies inside the
+	// watermark's own record: after every commit before it, before every
+	// commit after it.
+	pos := pipeline.Position{Commit: at - 1, Change: at - 1}
 	for _, ch := range rows {
 		if w.truncated || len(w.changed) > 0 && w.changedKey(ch, &b.keyBuf) {
 			w.skipped++
