@@ -22,7 +22,14 @@ func writeUsage(w io.Writer, cmds []command) {
 }
 
 func writeCommandHelp(w io.Writer, c command) {
-	fmt.Fprintf(w, "Usage: cdcsync %s\n\n%s\n", c.Name, c.Summary)
+	if c.Flags == nil {
+		fmt.Fprintf(w, "Usage: cdcsync %s\n\n%s\n", c.Name, c.Summary)
+	} else {
+		fmt.Fprintf(w, "Usage: cdcsync %s [options]\n\n%s\n\nOptions:\n", c.Name, c.Summary)
+		fs := c.Flags()
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+	}
 	if c.Config == nil {
 		return
 	}

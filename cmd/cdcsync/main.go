@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -39,6 +40,9 @@ type command struct {
 	// Config returns a new pointer to the command's configuration struct
 	// so that --help can list its variables; nil when it has none.
 	Config func() any
+	// Flags returns a new flag set of the command's options so that
+	// --help can list them; nil when it takes none.
+	Flags func() *flag.FlagSet
 	// Hidden commands are left out of `cdcsync help`.
 	Hidden bool
 	// Run does the work until ctx is cancelled (SIGINT/SIGTERM) or done.

@@ -1,0 +1,229 @@
+// Package status reports how far the pipeline has got: the replication
+// slot's confirmed position against the source's WAL, the end offsets of
+// the change topics, and each sink's committed offsets and lag. `cdcsync
+// status` prints it, `cdcsync verify --wait` and the demo poll it.
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/kafkaclient"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// Report is the pipeline's progress at one moment.
+type Report struct {
+	Slot   Slot    `json:"slot"`
+	Topics []Topic `json:"topics"`
+	Sinks  []Sink  `json:"sinks"`
+}
+
+// Slot is the replication slot capture reads from.
+type Slot struct {
+	Name   string `json:"name"`
+	Exists bool   `json:"exists"`
+	Active bool   `json:"active"`
+	// ActivePID is the backend serving the slot's connection, if any.
+	ActivePID *int32 `json:"active_pid"`
+	// ConfirmedLSN is the position capture confirmed (everything before
+	// it is on Kafka); CurrentLSN the source's current WAL position.
+	ConfirmedLSN string `json:"confirmed_flush_lsn"`
+	CurrentLSN   string `json:"current_wal_lsn"`
+	// LagBytes is the WAL between them: what capture has still to read
+	// or to have acknowledged by Kafka.
+	LagBytes int64 `json:"lag_bytes"`
+}
+
+// Topic is one change topic and its partitions' offsets.
+type Topic struct {
+	Name       string      `json:"name"`
+	Exists     bool        `json:"exists"`
+	Partitions []Partition `json:"partitions"`
+}
+
+// Partition holds the offsets of one partition: Start is the first
+// offset still kept, End the offset the next record will get.
+type Partition struct {
+	Partition int32 `json:"partition"`
+	Start     int64 `json:"start_offset"`
+	End       int64 `json:"end_offset"`
+}
+
+// Records is the number of records a topic holds (End - Start, summed).
+func (t Topic) Records() int64 {
+	var n int64
+	for _, p := range t.Partitions {
+		n += p.End - p.Start
+	}
+	return n
+}
+
+// End sums the partitions' end offsets: the number of records ever
+// written to the topic.
+func (t Topic) End() int64 {
+	var n int64
+	for _, p := range t.Partitions {
+		n += p.End
+	}
+	return n
+}
+
+// Sink is one sink's consumer group and its lag.
+type Sink struct {
+	Name  string `json:"name"`
+	Group string `json:"group"`
+	// Lag is the sum of the partitions' lag.
+	Lag        int64           `json:"lag"`
+	Partitions []SinkPartition `json:"partitions"`
+}
+
+// SinkPartition is a sink's position in one partition.
+type SinkPartition struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// Committed is the group's committed offset (the next record it
+	// will read), nil when it has committed none: the sink then starts at
+	// the oldest record.
+	Committed *int64 `json:"committed_offset"`
+	End       int64  `json:"end_offset"`
+	// Lag is how many records the sink has still to apply.
+	Lag int64 `json:"lag"`
+}
+
+// CaughtUp reports whether the slot has no lag and no sink has records
+// left to apply.
+func (r *Report) CaughtUp() bool {
+	if !r.Slot.Exists || r.Slot.LagBytes > 0 {
+		return false
+	}
+	for _, s := range r.Sinks {
+		if s.Lag > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Collector reads the pipeline's progress. It keeps its connections, so
+// that polling is cheap; Close releases them.
+type Collector struct {
+	cfg    config.Status
+	pool   *pgxpool.Pool
+	client sarama.Client
+	admin  sarama.ClusterAdmin
+	// sinkTopics are the topics each selected sink consumes, in the order
+	// of cfg.Sinks.
+	sinkTopics map[string][]string
+	topics     []string // every topic to report, in order, once
+}
+
+// New connects to the source database and the Kafka brokers. cfg must be
+// valid (config.Load validates it).
+func New(ctx context.Context, cfg config.Status) (*Collector, error) {
+	c := &Collector{cfg: cfg, sinkTopics: map[string][]string{}}
+	seen := map[string]bool{}
+	add := func(t string) {
+		if !seen[t] {
+			seen[t] = true
+			c.topics = append(c.topics, t)
+		}
+	}
+	for _, t := range cfg.Tables {
+		add(tableTopic(cfg.TopicPrefix, t))
+	}
+	add(tableTopic(cfg.TopicPrefix, cfg.OrdersTable))
+	for _, s := range cfg.Sinks {
+		switch s {
+		case config.SinkInventory:
+			// The inventory sink consumes the orders table's topic
+			// (sink.Run).
+			c.sinkTopics[s] = []string{tableTopic(cfg.TopicPrefix, cfg.OrdersTable)}
+		case config.SinkRedis:
+			for _, t := range cfg.Tables {
+				c.sinkTopics[s] = append(c.sinkTopics[s], tableTopic(cfg.TopicPrefix, t))
+			}
+		}
+	}
+
+	pcfg, err := pgxpool.ParseConfig(cfg.SourceURL)
+	if err != nil {
+		return nil, &config.Error{Var: config.Prefix + "_SOURCE_URL", Problem: "is not a usable postgres connection string"}
+	}
+	pcfg.MaxConns = 2
+	c.pool, err = pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return nil, fmt.Errorf("source database: %w", err)
+	}
+	sc, err := kafkaclient.Config(cfg.Kafka)
+	if err != nil {
+		c.pool.Close()
+		return nil, err
+	}
+	sc.Metadata.AllowAutoTopicCreation = false
+	// A topic that does not exist yet is normal here (capture not started);
+	// sarama's default retries would make every report of it slow.
+	sc.Metadata.Retry.Max = 1
+	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	c.client, err = kafkaclient.NewClient(cfg.Kafka, sc)
+	if err != nil {
+		c.pool.Close()
+		return nil, err
+	}
+	c.admin, err = sarama.NewClusterAdminFromClient(c.client)
+	if err != nil {
+		_ = c.client.Close()
+		c.pool.Close()
+		return nil, fmt.Errorf("kafka admin: %w", err)
+	}
+	return c, nil
+}
+
+// tableTopic is the change topic of "schema.table" (validated already).
+func tableTopic(prefix, table string) string {
+	schema, name, _ := strings.Cut(table, ".")
+	return pipeline.Topic(prefix, schema, name)
+}
+
+// Close releases the connections.
+func (c *Collector) Close() error {
+	err := c.admin.Close() // closes the client too
+	c.pool.Close()
+	if errors.Is(err, sarama.ErrClosedClient) {
+		err = nil
+	}
+	return err
+}
+
+// Collect reads the slot, the topics' offsets and the sinks' lag.
+func (c *Collector) Collect(ctx context.Context) (*Report, error) {
+	slot, err := c.slot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	r := &Report{Slot: slot}
+	byName := map[string]Topic{}
+	for _, name := range c.topics {
+		t, err := c.Topic(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		byName[name] = t
+		r.Topics = append(r.Topics, t)
+	}
+	for _, s := range c.cfg.Sinks {
+		sink, err := c.sink(ctx, s, byName)
+		if err != nil {
+			return nil, err
+		}
+		r.Sinks = append(r.Sinks, sink)
+	}
+	return r, ctx.Err()
+}

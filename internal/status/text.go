@@ -1,0 +1,100 @@
+package status
+
+import (
+	"fmt"
+	"io"
+	"strconv"
+	"text/tabwriter"
+)
+
+// WriteText writes the report as three aligned tables: the slot, the
+// topics' partitions and the sinks' lag per partition.
+func WriteText(w io.Writer, r *Report) error {
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SLOT\tACTIVE\tPID\tCONFIRMED LSN\tCURRENT LSN\tLAG")
+	if r.Slot.Exists {
+		pid := "-"
+		if r.Slot.ActivePID != nil {
+			pid = strconv.Itoa(int(*r.Slot.ActivePID))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Slot.Name, yesNo(r.Slot.Active), pid,
+			orDash(r.Slot.ConfirmedLSN), r.Slot.CurrentLSN, Bytes(r.Slot.LagBytes))
+	} else {
+		fmt.Fprintf(tw, "%s\t(does not exist)\t-\t-\t%s\t-\n", r.Slot.Name, r.Slot.CurrentLSN)
+	}
+
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "TOPIC\tPARTITION\tSTART OFFSET\tEND OFFSET")
+	for _, t := range r.Topics {
+		if !t.Exists {
+			fmt.Fprintf(tw, "%s\t(does not exist)\t\t\n", t.Name)
+			continue
+		}
+		for _, p := range t.Partitions {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", t.Name, p.Partition, p.Start, p.End)
+		}
+	}
+
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+
+	fmt.Fprintln(w)
+	tw = newTable(w)
+	fmt.Fprintln(tw, "SINK\tGROUP\tTOPIC\tPARTITION\tCOMMITTED\tEND OFFSET\tLAG")
+	for _, s := range r.Sinks {
+		if len(s.Partitions) == 0 {
+			fmt.Fprintf(tw, "%s\t%s\t(no topic yet)\t\t\t\t0\n", s.Name, s.Group)
+			continue
+		}
+		for _, p := range s.Partitions {
+			committed := "-"
+			if p.Committed != nil {
+				committed = strconv.FormatInt(*p.Committed, 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%d\t%d\n", s.Name, s.Group, p.Topic, p.Partition, committed, p.End, p.Lag)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, s := range r.Sinks {
+		fmt.Fprintf(w, "sink %s: %d records behind\n", s.Name, s.Lag)
+	}
+	return nil
+}
+
+func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }
+
+// Bytes formats a byte count for people: 0 B, 512 B, 1.5 KiB, 20.0 MiB.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 4; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}

@@ -1,0 +1,32 @@
+package verify
+
+import (
+	"context"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// scanKeys calls fn for every key matching pattern, SCANning in steps of
+// redisBatch so that a big keyspace does not block Redis.
+func scanKeys(ctx context.Context, rdb redis.UniversalClient, pattern string, fn func(key string)) error {
+	iter := rdb.Scan(ctx, 0, pattern, redisBatch).Iterator()
+	for iter.Next(ctx) {
+		fn(iter.Val())
+	}
+	return iter.Err()
+}
+
+// escapeGlob quotes the glob metacharacters of s for SCAN MATCH, so that
+// a table name with '*' or '[' matches only itself.
+func escapeGlob(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch r {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
