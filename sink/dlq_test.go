@@ -27,8 +27,8 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 	h.start(h.config(config.SinkInventory, config.SinkRedis))
 
 	bad := []struct {
-		key, value    string
-		inventoryOnly bool
+		key, value               string
+		inventoryOnly, redisOnly bool
 		reason        string
 	}{
 		{key: `{"id":901}`, value: `this is not JSON`, reason: "decode event"},
@@ -36,6 +36,16 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 		{key: `{"id":903}`, value: `{"before":null,"after":null,"source":{"schema":"public","table":"orders"},"op":"c"}`, reason: "without after"},
 		{key: ``, value: string(orderRecord(pipeline.OpCreate, at(10, 5), 904, 1, 1, "created").value), reason: "without a key"},
 		{key: `{"id":905}`, value: strings.Replace(string(orderRecord(pipeline.OpCreate, at(10, 6), 905, 1, 1, "created").value), `"quantity":1`, `"quantity":"lots"`, 1), inventoryOnly: true, reason: "not an integer"},
+		// Postgres refuses NUL in text; the batch is then applied message
+		// by message to find it. (Its key has no later event in the batch:
+		// a later full image would supersede it before it reached Postgres.)
+		{key: `{"id":908}`, value: strings.Replace(string(orderRecord(pipeline.OpCreate, at(10, 7), 908, 1, 1, "created").value), `"created"`, `"created\u0000"`, 1), inventoryOnly: true, reason: "22021"},
+		// Someone else's hash sits where the row's version belongs: the
+		// script's GET on it fails.
+		{key: `{"id":907}`, value: string(orderRecord(pipeline.OpCreate, at(10, 8), 907, 1, 1, "created").value), redisOnly: true, reason: "WRONGTYPE"},
+	}
+	if err := h.rdb.HSet(context.Background(), "cdcver:public.orders:907", "not", "a version").Err(); err != nil {
+		t.Fatal(err)
 	}
 	var msgs []*sarama.ProducerMessage
 	for _, b := range bad {
@@ -50,14 +60,14 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 	}
 	// Valid events after them, on the same keys.
 	var good []record
-	for i, id := range []int64{901, 902, 903, 904, 905} {
+	for i, id := range []int64{901, 902, 903, 904, 905, 906} {
 		good = append(good, orderRecord(pipeline.OpCreate, at(uint64(100+10*i), uint64(95+10*i)), id, 2, 3, "paid"))
 	}
 	h.produce(good)
 	h.waitApplied(30*time.Second, both...)
 
 	// Dead letters, by sink and original offset.
-	dead := h.readAll(h.topic+".dlq", 9, 30*time.Second)
+	dead := h.readAll(h.topic+".dlq", 11, 30*time.Second)
 	got := map[string]*sarama.ConsumerMessage{}
 	for _, d := range dead {
 		hd := headers(d)
@@ -70,9 +80,9 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 		for _, sink := range []string{config.SinkInventory, config.SinkRedis} {
 			k := fmt.Sprintf("%s/%d/%d", sink, msgs[i].Partition, msgs[i].Offset)
 			d, ok := got[k]
-			if b.inventoryOnly && sink == config.SinkRedis {
+			if (b.inventoryOnly && sink == config.SinkRedis) || (b.redisOnly && sink == config.SinkInventory) {
 				if ok {
-					t.Errorf("redis sink dead-lettered %q, which it can apply", b.value)
+					t.Errorf("%s sink dead-lettered %q, which it can apply", sink, b.value)
 				}
 				continue
 			}
@@ -88,16 +98,20 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 			}
 		}
 	}
-	if len(dead) != 9 {
-		t.Errorf("%d dead letters, want 9", len(dead))
+	if len(dead) != 11 {
+		t.Errorf("%d dead letters, want 11", len(dead))
 	}
 
-	// Everything after the bad messages was applied: 5 orders of 3 paid.
-	if it := h.items()[2]; it[1] != 15 {
-		t.Errorf("item 2 reserved %d, want 15", it[1])
+	// Everything after the bad messages was applied: 6 orders of 3 paid,
+	// and order 907 for the inventory.
+	if it := h.items()[2]; it[1] != 18 {
+		t.Errorf("item 2 reserved %d, want 18", it[1])
+	}
+	if it := h.items()[1]; it[1] != 1 {
+		t.Errorf("item 1 reserved %d, want 1 (order 907)", it[1])
 	}
 	rows := h.rowCache()
-	for _, id := range []int64{901, 902, 903, 904, 905} {
+	for _, id := range []int64{901, 902, 903, 904, 905, 906} {
 		if r := rows["cdc:public.orders:"+strconv.FormatInt(id, 10)]; r["status"] != "paid" {
 			t.Errorf("order %d in the row cache: %v", id, r)
 		}

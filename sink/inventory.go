@@ -9,6 +9,7 @@ import (
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcsync/cdcsync/pipeline"
@@ -78,18 +79,63 @@ func (a *inventory) Apply(ctx context.Context, batch []*Message) error {
 		return nil
 	}
 	avail, err := a.applyTx(ctx, segments, hasTruncate)
+	if err != nil && refusedData(err) {
+		// Some message holds a value the store refuses (text with a NUL
+		// byte, a counter overflowing bigint): find it by applying the
+		// messages one by one, instead of retrying the batch forever.
+		return a.applyEach(ctx, batch)
+	}
 	if err != nil {
 		return err
 	}
-	if a.avail != nil && len(avail) > 0 {
-		// After the commit: a failure here retries the whole batch, whose
-		// events are then stale but still touch their items, so the
-		// refresh happens on the retry.
-		if err := a.avail.refresh(ctx, avail); err != nil {
+	return a.refresh(ctx, avail)
+}
+
+// refresh updates the availability cache after a commit. A failure here
+// retries the whole batch, whose events are then stale but still touch
+// their items, so the refresh happens on the retry.
+func (a *inventory) refresh(ctx context.Context, avail []itemAvailability) error {
+	if a.avail == nil || len(avail) == 0 {
+		return nil
+	}
+	return a.avail.refresh(ctx, avail)
+}
+
+// applyEach applies the batch one message per transaction, dead-lettering
+// the messages the store refuses.
+func (a *inventory) applyEach(ctx context.Context, batch []*Message) error {
+	for _, m := range batch {
+		if m.Err != nil {
+			continue
+		}
+		segments, hasTruncate := a.plan([]*Message{m})
+		if len(segments) == 0 {
+			continue
+		}
+		avail, err := a.applyTx(ctx, segments, hasTruncate)
+		if err != nil && refusedData(err) {
+			m.Err = permanentf("inventory store refused it: %v", err)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if err := a.refresh(ctx, avail); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// refusedData reports whether Postgres refused a value itself (data
+// exception or integrity violation): retrying the same data cannot help.
+func refusedData(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	class := pgErr.Code[:2]
+	return class == "22" || class == "23"
 }
 
 // plan parses the batch into segments, setting Err on messages that can
