@@ -29,7 +29,7 @@ func TestMalformedMessagesGoToDeadLetters(t *testing.T) {
 	bad := []struct {
 		key, value               string
 		inventoryOnly, redisOnly bool
-		reason        string
+		reason                   string
 	}{
 		{key: `{"id":901}`, value: `this is not JSON`, reason: "decode event"},
 		{key: `{"id":902}`, value: `{"before":null,"after":{"id":902},"source":{"schema":"public","table":"orders"},"op":"x"}`, reason: `unknown op "x"`},
