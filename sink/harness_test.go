@@ -43,6 +43,8 @@ type harness struct {
 
 type harnessOptions struct {
 	ownPostgres bool // start a Postgres the test may kill
+	ownKafka    bool // start a broker the test may stop
+	noTopic     bool // leave creating the topic to the test
 	items       int64
 	onHand      int64
 }
@@ -59,6 +61,14 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 		t.Cleanup(pg.Close)
 		h.pg = pg
 	}
+	if opts.ownKafka {
+		k, err := testenv.StartKafka()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(k.Close)
+		h.kafka = k
+	}
 	h.db = h.pg.CreateDB(t)
 	// Each test has its own Redis: the availability keys are global names.
 	rd, err := testenv.StartRedis()
@@ -71,8 +81,34 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	t.Cleanup(func() { h.rdb.Close() })
 
 	h.topic = pipeline.Topic(h.prefix, "public", "orders")
+	if !opts.noTopic {
+		h.createTopic()
+	}
+	h.connectProducer()
+
+	// The warehouse's stock: the sink never writes on_hand.
+	if opts.items > 0 {
+		h.exec(`CREATE TABLE inventory_items (item_id bigint PRIMARY KEY, on_hand bigint NOT NULL DEFAULT 0,
+			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
+			fmt.Sprintf(`INSERT INTO inventory_items (item_id, on_hand) SELECT g, %d FROM generate_series(1, %d) g`, opts.onHand, opts.items))
+	}
+	return h
+}
+
+func (h *harness) createTopic() {
+	h.t.Helper()
 	if err := h.kafka.CreateTopic(h.topic, 4); err != nil {
-		t.Fatal(err)
+		h.t.Fatal(err)
+	}
+}
+
+// connectProducer (re)connects the producer, as capture would after a
+// broker restart.
+func (h *harness) connectProducer() {
+	t := h.t
+	t.Helper()
+	if h.prod != nil {
+		h.prod.Close()
 	}
 	sc := testenv.SaramaConfig()
 	sc.Producer.RequiredAcks = sarama.WaitForAll
@@ -84,16 +120,10 @@ func newHarness(t testing.TB, opts harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { prod.Close() })
-	h.prod = prod
-
-	// The warehouse's stock: the sink never writes on_hand.
-	if opts.items > 0 {
-		h.exec(`CREATE TABLE inventory_items (item_id bigint PRIMARY KEY, on_hand bigint NOT NULL DEFAULT 0,
-			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
-			fmt.Sprintf(`INSERT INTO inventory_items (item_id, on_hand) SELECT g, %d FROM generate_series(1, %d) g`, opts.onHand, opts.items))
+	if h.prod == nil {
+		t.Cleanup(func() { h.prod.Close() })
 	}
-	return h
+	h.prod = prod
 }
 
 func (h *harness) exec(sql ...string) {

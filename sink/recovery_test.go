@@ -144,3 +144,32 @@ func TestRebalanceKeepsEffectExact(t *testing.T) {
 		t.Error("the second sink applied nothing: no rebalance happened")
 	}
 }
+
+// TestStartsBeforeTopicAndSurvivesBrokerRestart starts the sinks before
+// capture has created the topic, then stops the broker cleanly in the
+// middle of the stream and starts it again: the sinks wait and resume on
+// their own, ending exact.
+func TestStartsBeforeTopicAndSurvivesBrokerRestart(t *testing.T) {
+	h := newHarness(t, harnessOptions{ownKafka: true, noTopic: true, items: 300, onHand: 10})
+	w := newWorkload(seed(t), 300)
+	cfg := h.config(config.SinkInventory, config.SinkRedis)
+	cfg.RetryMax = 500 * time.Millisecond
+	h.start(cfg)
+	time.Sleep(time.Second)
+	h.createTopic()
+	h.streamWorkload(w, 3*time.Second, func(chunk int) {
+		if chunk == 60 {
+			t.Log("broker: stop")
+			h.kafka.Stop()
+			time.Sleep(time.Second)
+			t.Log("broker: start")
+			if err := h.kafka.Start(); err != nil {
+				t.Fatal(err)
+			}
+			h.connectProducer()
+		}
+	})
+	h.waitApplied(90*time.Second, h.groups(config.SinkInventory, config.SinkRedis)...)
+	h.checkInventory(w)
+	h.checkRedis(w, true, true)
+}
