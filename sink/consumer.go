@@ -16,7 +16,7 @@ import (
 
 // consumer runs one sink: a consumer group over the sink's topics whose
 // claims collect batches, apply them through the sink's Applier, dead-letter
-// what can never be applied, and only then commit the offsets.
+// what can never be applied, and only then mark the offsets for commit.
 type consumer struct {
 	sink   string
 	group  string
@@ -38,6 +38,9 @@ var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
 // like one that is down.
 const attemptTimeout = 30 * time.Second
 
+// commitInterval is how often the offsets of applied batches are committed.
+const commitInterval = 200 * time.Millisecond
+
 // saramaConfig is the consumer group configuration: offsets are committed
 // by hand after each applied batch, never automatically.
 func (c *consumer) saramaConfig() (*sarama.Config, error) {
@@ -45,7 +48,14 @@ func (c *consumer) saramaConfig() (*sarama.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc.Consumer.Offsets.AutoCommit.Enable = false
+	// Offsets are marked only after their batch is applied (and its dead
+	// letters written); sarama commits marked offsets every interval and
+	// once more when a session ends (rebalance, shutdown). Committing after
+	// every batch instead would put a broker round trip in each batch's
+	// critical path for nothing: committed offsets never pass what is
+	// applied either way, and a replay after a crash is idempotent.
+	sc.Consumer.Offsets.AutoCommit.Enable = true
+	sc.Consumer.Offsets.AutoCommit.Interval = commitInterval
 	// A new group starts at the beginning: the topics hold the snapshot.
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Return.Errors = true
@@ -220,10 +230,10 @@ func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMess
 }
 
 // process applies a batch, dead-letters the messages that can never be
-// applied, then marks and commits the offset after the batch. It returns
-// false when the batch was abandoned because the session ended while a
-// step was failing: nothing is committed and the batch will be consumed
-// again, which is harmless because applying is idempotent.
+// applied, then marks the offset after the batch for sarama to commit. It
+// returns false when the batch was abandoned because the session ended
+// while a step was failing: its offset is not marked and the batch will be
+// consumed again, which is harmless because applying is idempotent.
 func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.ConsumerMessage) bool {
 	start := time.Now()
 	first, last := raws[0], raws[len(raws)-1]
@@ -285,11 +295,10 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 		}
 	}
 
-	// Counted before the commit, so that whoever sees the offset committed
-	// also sees the batch in the metrics.
+	// Counted before the offset is marked, so that whoever sees it
+	// committed also sees the batch in the metrics.
 	c.record(msgs, tombstones, start)
 	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, "")
-	sess.Commit()
 	return true
 }
 
