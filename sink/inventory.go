@@ -53,12 +53,18 @@ func (a *inventory) ensureSchema(ctx context.Context) error {
 		return fmt.Errorf("inventory schema: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, sqlSchemaLock); err != nil {
-		return fmt.Errorf("inventory schema lock: %w", err)
+	var exists bool
+	if err := tx.QueryRow(ctx, sqlSchemaExists).Scan(&exists); err != nil {
+		return fmt.Errorf("inventory schema: %w", err)
 	}
-	for _, stmt := range inventorySchema {
-		if _, err := tx.Exec(ctx, stmt); err != nil {
-			return fmt.Errorf("inventory schema: %w", err)
+	if !exists {
+		if _, err := tx.Exec(ctx, sqlSchemaLock); err != nil {
+			return fmt.Errorf("inventory schema lock: %w", err)
+		}
+		for _, stmt := range inventorySchema {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("inventory schema: %w", err)
+			}
 		}
 	}
 	if _, err := tx.Exec(ctx, sqlEnsureState, a.stateKey()); err != nil {

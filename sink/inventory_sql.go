@@ -40,6 +40,14 @@ var inventorySchema = []string{
 }
 
 const (
+	// The schema is created only when something is missing, so that a sink
+	// whose role may use but not create tables starts against tables an
+	// administrator created.
+	sqlSchemaExists = `SELECT to_regclass('inventory_items') IS NOT NULL
+		AND to_regclass('cdcsync_order_projection') IS NOT NULL
+		AND to_regclass('cdcsync_sink_state') IS NOT NULL
+		AND to_regclass('cdcsync_available_version') IS NOT NULL`
+
 	// Serialises schema creation between sink processes starting together:
 	// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's
 	// unique indexes.
