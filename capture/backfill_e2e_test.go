@@ -19,10 +19,12 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
+	"github.com/cdcsync/cdcsync/sink"
 )
 
 // bfOrdersDDL has a rev column the writers bump on every update, so a row
@@ -381,6 +383,7 @@ func TestBackfillUnderWriters(t *testing.T) {
 	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
 	startCapture(t, cfg)
 	bfWaitSlot(t, conn, cfg.Slot)
+	checkSinks := bfStartSinks(t, e, conn, cfg)
 
 	stopWriters := bfWriters(t, e.PG.URL(db), rows)
 	time.Sleep(300 * time.Millisecond) // live changes before the backfill starts too
@@ -406,6 +409,178 @@ func TestBackfillUnderWriters(t *testing.T) {
 	if int64(n) != bf.RowsDone-bf.RowsSkipped {
 		t.Errorf("%d backfill rows on the topic, the backfill reports %d emitted", n, bf.RowsDone-bf.RowsSkipped)
 	}
+	checkSinks()
+}
+
+// bfStartSinks runs both sinks over the topic until the test ends. check
+// waits until they consumed the topic and the inventory store and the
+// Redis row cache equal the source exactly.
+func bfStartSinks(t *testing.T, e *testenv.Env, conn *pgx.Conn, cfg config.Capture) (check func()) {
+	t.Helper()
+	ctx := t.Context()
+	invDB := e.PG.CreateDB(t)
+	const redisDB = 7 // this package's only Redis user; emptied first
+	redisURL := fmt.Sprintf("redis://%s/%d", e.Redis.Addr(), redisDB)
+	rdb := redis.NewClient(&redis.Options{Addr: e.Redis.Addr(), DB: redisDB})
+	if err := rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sinkCfg := config.Sink{
+		Sinks: []string{"inventory", "redis"}, InventoryURL: e.PG.URL(invDB), RedisURL: redisURL,
+		Tables: []string{"public.orders"}, TopicPrefix: cfg.TopicPrefix, GroupPrefix: testenv.RandomName("grp"),
+		BatchSize: 2000, BatchTimeout: 20 * time.Millisecond, DLQSuffix: ".dlq", RetryMax: time.Second, ShutdownTimeout: 5 * time.Second,
+		Inventory: config.Inventory{OrdersTable: "public.orders", OrderIDColumn: "id", ItemColumn: "item_id", QuantityColumn: "quantity",
+			StatusColumn: "status", ReservedStatuses: []string{"created", "paid"}, ShippedStatuses: []string{"shipped"}},
+		Kafka: config.Kafka{Brokers: e.Kafka.Brokers(), Version: "3.6.0", ClientID: "cdcsync-sink-test"},
+		Log:   config.Log{Format: "text", Level: "info"},
+	}
+	sinkCtx, stopSink := context.WithCancel(context.Background())
+	sinkDone := make(chan error, 1)
+	go func() { sinkDone <- sink.Run(sinkCtx, sinkCfg, nil, nil) }()
+	t.Cleanup(func() {
+		stopSink()
+		if err := <-sinkDone; err != nil {
+			t.Errorf("sink.Run: %v", err)
+		}
+		rdb.Close()
+	})
+	inv := connect(t, e, invDB)
+	return func() { bfCheckSinkState(t, conn, inv, rdb, cfg, sinkCfg) }
+}
+
+func bfCheckSinkState(t *testing.T, conn, inv *pgx.Conn, rdb *redis.Client, cfg config.Capture, sinkCfg config.Sink) {
+	t.Helper()
+	ctx := t.Context()
+
+	// What the source says: the rows, and per item the reserved and
+	// shipped quantities DESIGN.md's invariant derives from them.
+	wantRows := map[string]map[string]string{}
+	wantItems := map[int64][2]int64{}
+	rows, err := conn.Query(ctx, "SELECT id, item_id, quantity, status, rev FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id, item, qty, rev int64
+		var status string
+		if err := rows.Scan(&id, &item, &qty, &status, &rev); err != nil {
+			t.Fatal(err)
+		}
+		wantRows["cdc:public.orders:"+strconv.FormatInt(id, 10)] = map[string]string{"id": strconv.FormatInt(id, 10),
+			"item_id": strconv.FormatInt(item, 10), "quantity": strconv.FormatInt(qty, 10), "status": status, "rev": strconv.FormatInt(rev, 10)}
+		c := wantItems[item]
+		switch status {
+		case "created", "paid":
+			c[0] += qty
+		case "shipped":
+			c[1] += qty
+		}
+		wantItems[item] = c
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+
+	diff := func() []string {
+		var bad []string
+		got := map[int64][2]int64{}
+		var item, reserved, shipped int64
+		rows, _ := inv.Query(ctx, "SELECT item_id, reserved, shipped FROM inventory_items")
+		if _, err := pgx.ForEachRow(rows, []any{&item, &reserved, &shipped}, func() error {
+			got[item] = [2]int64{reserved, shipped}
+			return nil
+		}); err != nil {
+			return []string{"inventory: " + err.Error()}
+		}
+		for item, w := range wantItems {
+			if got[item] != w {
+				bad = append(bad, fmt.Sprintf("item %d: reserved/shipped %v, want %v", item, got[item], w))
+			}
+		}
+		for item, g := range got {
+			if _, ok := wantItems[item]; !ok && g != [2]int64{} {
+				bad = append(bad, fmt.Sprintf("item %d: reserved/shipped %v, want none", item, g))
+			}
+		}
+		seen := 0
+		iter := rdb.Scan(ctx, 0, "cdc:public.orders:*", 5000).Iterator()
+		pipe := rdb.Pipeline()
+		var keys []string
+		var cmds []*redis.MapStringStringCmd
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+			cmds = append(cmds, pipe.HGetAll(ctx, iter.Val()))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && len(keys) > 0 {
+			return []string{"redis: " + err.Error()}
+		}
+		for i, k := range keys {
+			seen++
+			w, ok := wantRows[k]
+			if g := cmds[i].Val(); !ok {
+				bad = append(bad, k+" should not exist")
+			} else if !mapsEqual(g, w) {
+				bad = append(bad, fmt.Sprintf("%s = %v, want %v", k, g, w))
+			}
+		}
+		if seen != len(wantRows) {
+			bad = append(bad, fmt.Sprintf("redis has %d rows, source %d", seen, len(wantRows)))
+		}
+		return bad
+	}
+	bfWaitCommitted(t, cfg.Kafka.Brokers, pipeline.Topic(cfg.TopicPrefix, "public", "orders"), 90*time.Second,
+		sinkCfg.GroupPrefix+"-inventory", sinkCfg.GroupPrefix+"-redis")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		bad := diff()
+		if len(bad) == 0 {
+			t.Logf("inventory store (%d items) and Redis row cache (%d rows) equal the source", len(wantItems), len(wantRows))
+			return
+		}
+		if time.Now().After(deadline) {
+			slices.Sort(bad)
+			t.Fatalf("sinks differ from the source in %d places: %s", len(bad), strings.Join(bad[:min(len(bad), 10)], "; "))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// bfWaitCommitted waits until every group committed the end of topic.
+func bfWaitCommitted(t *testing.T, brokers []string, topic string, timeout time.Duration, groups ...string) {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	admin, err := sarama.NewClusterAdminFromClient(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ends := map[int32]int64{}
+	for _, p := range parts {
+		if ends[p], err = client.GetOffset(topic, p, sarama.OffsetNewest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, timeout, "the sinks to commit the end of "+topic, func() bool {
+		for _, g := range groups {
+			resp, err := admin.ListConsumerGroupOffsets(g, map[string][]int32{topic: parts})
+			if err != nil {
+				return false
+			}
+			for _, p := range parts {
+				if b := resp.GetBlock(topic, p); ends[p] > 0 && (b == nil || b.Offset < ends[p]) {
+					return false
+				}
+			}
+		}
+		return true
+	})
 }
 
 // TestBackfillResumesAfterSIGKILL kills the capture process with SIGKILL in
@@ -419,7 +594,7 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 	db := e.PG.CreateDB(t)
 	conn := connect(t, e, db)
 	mustExec(t, conn, bfOrdersDDL)
-	const rows, chunk = 60_000, 2000
+	const rows, chunk = 40_000, 2000
 	bfLoadOrders(t, conn, rows)
 
 	cfg := testConfig(e, db)

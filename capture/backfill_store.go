@@ -31,14 +31,15 @@ var (
 	ErrNotPublished     = errors.New("table is not streamed by capture")
 	ErrBackfillNotFound = errors.New("no such backfill")
 	ErrBackfillFinished = errors.New("backfill already finished")
-	ErrBadChunkSize     = errors.New("chunk size must be between 1 and 1000000")
+	ErrBadChunkSize     = errors.New("chunk size must be between 1 and 100000")
 	// errBackfillValue: a value could not be encoded; retrying reads
 	// the same value again.
 	errBackfillValue = errors.New("cannot encode value")
 )
 
-// maxChunkSize bounds a chunk: capture holds one chunk's rows in memory.
-const maxChunkSize = 1_000_000
+// maxChunkSize bounds a chunk: capture holds the rows of up to
+// maxPendingChunks+1 chunks in memory.
+const maxChunkSize = 100_000
 
 // signalPrefix is the logical message a backfill request writes (in its
 // transaction) so that capture, which reads its own slot, notices at once.
