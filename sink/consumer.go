@@ -41,8 +41,7 @@ const attemptTimeout = 30 * time.Second
 // commitInterval is how often the offsets of applied batches are committed.
 const commitInterval = 200 * time.Millisecond
 
-// saramaConfig is the consumer group configuration: offsets are committed
-// by hand after each applied batch, never automatically.
+// saramaConfig is the consumer group configuration.
 func (c *consumer) saramaConfig() (*sarama.Config, error) {
 	sc, err := kafkaclient.Config(c.cfg.Kafka)
 	if err != nil {
@@ -71,43 +70,20 @@ func (c *consumer) saramaConfig() (*sarama.Config, error) {
 	return sc, nil
 }
 
-// run consumes until ctx is cancelled. Broker outages and missing topics
-// are retried with backoff; only a configuration error is returned.
+// run consumes until ctx is cancelled. Outages of the store and the
+// brokers and missing topics are retried with backoff; only a
+// configuration error is returned.
 func (c *consumer) run(ctx context.Context) error {
 	sc, err := c.saramaConfig()
 	if err != nil {
 		return err
 	}
-	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
-	if c.setup != nil {
-		for {
-			err := c.setup(ctx)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
-			c.log.Warn("sink setup failed; retrying", "err", err)
-			if !b.wait(ctx) {
-				return nil
-			}
-		}
+	if !c.prepare(ctx) {
+		return nil
 	}
-	var group sarama.ConsumerGroup
-	for {
-		group, err = sarama.NewConsumerGroup(c.cfg.Kafka.Brokers, c.group, sc)
-		if err == nil {
-			break
-		}
-		var confErr sarama.ConfigurationError
-		if errors.As(err, &confErr) {
-			return fmt.Errorf("consumer group %s: %w", c.group, err)
-		}
-		c.log.Warn("connect to kafka failed; retrying", "group", c.group, "err", err)
-		if !b.wait(ctx) {
-			return nil
-		}
+	group, err := c.connect(ctx, sc)
+	if err != nil || group == nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -122,7 +98,7 @@ func (c *consumer) run(ctx context.Context) error {
 		wg.Wait()
 	}()
 	c.log.Info("sink started", "group", c.group, "topics", c.topics)
-	b = newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
 	for ctx.Err() == nil {
 		// Consume returns at every rebalance; loop to join the next one.
 		err := group.Consume(ctx, c.topics, c)
@@ -140,6 +116,47 @@ func (c *consumer) run(ctx context.Context) error {
 	}
 	c.log.Info("sink stopped", "group", c.group)
 	return nil
+}
+
+// prepare runs setup until it succeeds; false means ctx ended first.
+func (c *consumer) prepare(ctx context.Context) bool {
+	if c.setup == nil {
+		return true
+	}
+	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	for {
+		err := c.setup(ctx)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		c.log.Warn("sink setup failed; retrying", "err", err)
+		if !b.wait(ctx) {
+			return false
+		}
+	}
+}
+
+// connect creates the consumer group, retrying while the brokers cannot
+// be reached. It returns nil, nil when ctx ended first.
+func (c *consumer) connect(ctx context.Context, sc *sarama.Config) (sarama.ConsumerGroup, error) {
+	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	for {
+		group, err := sarama.NewConsumerGroup(c.cfg.Kafka.Brokers, c.group, sc)
+		if err == nil {
+			return group, nil
+		}
+		var confErr sarama.ConfigurationError
+		if errors.As(err, &confErr) {
+			return nil, fmt.Errorf("consumer group %s: %w", c.group, err)
+		}
+		c.log.Warn("connect to kafka failed; retrying", "group", c.group, "err", err)
+		if !b.wait(ctx) {
+			return nil, nil
+		}
+	}
 }
 
 // Setup is called at the start of a session, before ConsumeClaim.
