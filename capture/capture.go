@@ -26,7 +26,8 @@ import (
 // shutdown (producer flushed, final LSN confirmed). Lost connections to
 // Postgres or Kafka restart the session with backoff from the confirmed LSN;
 // configuration errors (ErrWALLevel, ErrNoKey, ...) are returned at once.
-func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prometheus.Registerer) error {
+func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) error {
+	o := newOptions(opts)
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -34,7 +35,8 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: pipeline.NewTracker(cfg.MaxInFlight)}
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: pipeline.NewTracker(cfg.MaxInFlight), opts: o}
+	defer o.ready.SetNotReady("stopped")
 
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -67,6 +69,7 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 				logger.Info("standing by: slot is held by another capture", "slot", cfg.Slot, "detail", err)
 				waitingLogged = true
 			}
+			o.ready.SetReady() // a healthy standby
 			if !sleep(ctx, 2*time.Second) {
 				return nil
 			}
@@ -77,6 +80,7 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 			backoff = time.Second
 		}
 		c.metrics.reconnects.Inc()
+		o.ready.SetNotReady("reconnecting: " + err.Error())
 		logger.Warn("capture session ended; restarting from the confirmed LSN", "err", err, "retry_in", backoff)
 		if !sleep(ctx, backoff) {
 			return nil
@@ -101,6 +105,7 @@ type capturer struct {
 	log     *slog.Logger
 	metrics *metrics
 	tracker *pipeline.Tracker
+	opts    options
 }
 
 // connConfig parses the source URL with capture's session parameters.
@@ -238,6 +243,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
+		ready: c.opts.ready, stallTimeout: c.opts.stallTimeout,
 		loadTypes: func(ctx context.Context) error {
 			tc, err := c.connect(ctx)
 			if err != nil {
@@ -293,10 +299,12 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	backfillDone := make(chan struct{})
 	go func() { defer close(backfillDone); st.backfill.run(backfillCtx) }()
 	defer func() { stopBackfill(); <-backfillDone }()
+	c.opts.ready.SetReady()
 	runErr := st.run(ctx)
 	if ctx.Err() == nil {
 		return runErr
 	}
+	c.opts.ready.SetNotReady("shutting down")
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	closeErr := prod.close(c.cfg.ShutdownTimeout)

@@ -51,6 +51,12 @@ type stream struct {
 	rctxUntil time.Time
 	captured  map[tableKey]prometheus.Counter
 
+	ready        Readiness
+	stallTimeout time.Duration
+	lastProgress time.Time // when acknowledgements last moved or nothing was in flight
+	lastAcked    uint64
+	stalled      bool
+
 	inTx       bool
 	txCommit   pglogrepl.LSN // commit LSN of the open transaction
 	received   pglogrepl.LSN // highest WAL position received
@@ -325,6 +331,7 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 	if confirmed != s.sentStatus {
 		s.log.Debug("confirmed", "lsn", confirmed)
 	}
+	s.checkStall()
 	s.sentStatus = confirmed
 	s.metrics.confirmedLSN.Set(float64(confirmed))
 	s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
@@ -350,6 +357,35 @@ func opValue(op pipeline.Op) []byte {
 		return v
 	}
 	return []byte(op)
+}
+
+// checkStall reports capture not ready while messages sit unacknowledged
+// with no progress for stallTimeout (a broker that accepts connections but
+// not writes), and ready again once acknowledgements resume.
+func (s *stream) checkStall() {
+	if s.ready == nil || s.stallTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	inFlight := s.tracker.InFlight()
+	acked := s.tracker.Acked()
+	progressed := acked != s.lastAcked
+	s.lastAcked = acked
+	if progressed || inFlight == 0 || s.lastProgress.IsZero() {
+		s.lastProgress = now
+		if s.stalled {
+			s.stalled = false
+			s.log.Info("acknowledgements resumed")
+			s.ready.SetReady()
+		}
+		return
+	}
+	if !s.stalled && now.Sub(s.lastProgress) > s.stallTimeout {
+		s.stalled = true
+		reason := fmt.Sprintf("stalled: %d messages unacknowledged by Kafka for %v", inFlight, now.Sub(s.lastProgress).Round(time.Second))
+		s.log.Warn(reason)
+		s.ready.SetNotReady(reason)
+	}
 }
 
 // tableRecord encodes a change for its table topic.

@@ -116,6 +116,15 @@ func (t *Tracker) AdvanceIdle(lsn pglogrepl.LSN) bool {
 	return true
 }
 
+// Acked returns how many messages form the acknowledged prefix since the
+// last Reset; it grows whenever acknowledgements make progress, even inside
+// a transaction too large to have committed yet.
+func (t *Tracker) Acked() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.head
+}
+
 // Confirmed returns the highest LSN that is safe to confirm to Postgres.
 func (t *Tracker) Confirmed() pglogrepl.LSN {
 	t.mu.Lock()

@@ -90,3 +90,16 @@ func TestTrackerFullAndRandomAckOrder(t *testing.T) {
 		t.Fatal("full after all acks")
 	}
 }
+
+func TestTrackerAckedGrowsInsideATransaction(t *testing.T) {
+	tr := NewTracker(4)
+	a, b := tr.Add(), tr.Add()
+	tr.Ack(b)
+	if tr.Acked() != 0 {
+		t.Fatalf("acked %d with the first message outstanding", tr.Acked())
+	}
+	tr.Ack(a)
+	if tr.Acked() != 2 || tr.Confirmed() != 0 {
+		t.Fatalf("acked %d confirmed %v, want 2 and nothing confirmed before the commit", tr.Acked(), tr.Confirmed())
+	}
+}

@@ -22,7 +22,7 @@ func captureCommand() command {
 			}
 			spec := daemonSpec{Name: "capture", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP}
 			return runDaemon(ctx, st, spec, func(ctx context.Context, d *daemon) error {
-				return capture.Run(ctx, cfg, d.Logger, d.Registry)
+				return capture.Run(ctx, cfg, d.Logger, d.Registry, capture.WithReadiness(d.Ready))
 			})
 		},
 	}

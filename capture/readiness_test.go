@@ -1,0 +1,85 @@
+package capture
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/cdcsync/cdcsync/internal/testenv"
+)
+
+// readinessLog records what capture reports for /readyz.
+type readinessLog struct {
+	mu     sync.Mutex
+	ready  bool
+	reason string
+}
+
+func (r *readinessLog) SetReady() {
+	r.mu.Lock()
+	r.ready, r.reason = true, ""
+	r.mu.Unlock()
+}
+func (r *readinessLog) SetNotReady(reason string) {
+	r.mu.Lock()
+	r.ready, r.reason = false, reason
+	r.mu.Unlock()
+}
+func (r *readinessLog) get() (bool, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ready, r.reason
+}
+
+// TestReadinessFollowsStreamingAndStalls: ready once streaming; not ready
+// when Kafka stops acknowledging (the broker swallows produce requests).
+func TestReadinessFollowsStreamingAndStalls(t *testing.T) {
+	testenv.RequireEnv(t, env)
+	kafka, err := testenv.StartKafka() // own broker: the test breaks it
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	own := &testenv.Env{PG: env.PG, Kafka: kafka}
+	db := env.PG.CreateDB(t)
+	conn := connect(t, own, db)
+	mustExec(t, conn, ordersDDL)
+	cfg := testConfig(own, db)
+	cfg.Snapshot = "never"
+
+	ready := &readinessLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, cfg, slog.New(slog.DiscardHandler), nil, WithReadiness(ready), WithStallTimeout(time.Second))
+	}()
+	var swallow atomic.Bool
+	defer func() {
+		swallow.Store(false) // let the final flush through
+		cancel()
+		<-done
+	}()
+	waitFor(t, 30*time.Second, "ready", func() bool { ok, _ := ready.get(); return ok })
+
+	swallow.Store(true)
+	cluster := kafka.Cluster()
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if !swallow.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		cluster.KeepControl()
+		return nil, nil, true // no response: the producer waits
+	})
+	mustExec(t, conn, "INSERT INTO orders VALUES (1, 1, 1, 'created', NULL)")
+	waitFor(t, 15*time.Second, "not ready while Kafka does not acknowledge", func() bool {
+		ok, reason := ready.get()
+		return !ok && strings.Contains(reason, "stalled")
+	})
+}
