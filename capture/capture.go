@@ -160,7 +160,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		return err
 	}
 	captured := c.cfg.Tables
-	if schema, table, ok := router.Table(); ok {
+	if schema, table, ok := router.Table(); ok && !slices.Contains(captured, schema+"."+table) {
 		captured = append(slices.Clip(captured), schema+"."+table)
 	}
 	tables, err := checkSource(ctx, conn, captured)
@@ -279,7 +279,10 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		startLSN = created.lsn
 		c.tracker.Reset(created.lsn)
 		if created.snapshot != "" {
-			if err := c.snapshot(ctx, st, src, types, tables, created); err != nil {
+			// The outbox table's existing rows are old events: the router
+			// would drop every one, so do not read them at all.
+			snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })
+			if err := c.snapshot(ctx, st, src, types, snapTables, created); err != nil {
 				return err
 			}
 			if err := state.setSnapshot(ctx, conn, c.cfg.Slot, true, created.lsn); err != nil {

@@ -293,3 +293,32 @@ func mustExec(t *testing.T, conn *pgx.Conn, sql ...string) {
 		}
 	}
 }
+
+// TestPartitionedTableUsesOneTopic: rows of a partitioned table reach the
+// table's topic whether they come from the snapshot or the stream.
+func TestPartitionedTableUsesOneTopic(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	db := e.PG.CreateDB(t)
+	conn := connect(t, e, db)
+	mustExec(t, conn,
+		`CREATE TABLE orders (id bigint, item_id bigint NOT NULL, quantity bigint NOT NULL, status text NOT NULL, note text, PRIMARY KEY (id)) PARTITION BY RANGE (id)`,
+		`CREATE TABLE orders_1 PARTITION OF orders FOR VALUES FROM (0) TO (1000)`,
+		`CREATE TABLE orders_2 PARTITION OF orders FOR VALUES FROM (1000) TO (2000)`,
+		`INSERT INTO orders VALUES (1, 1, 1, 'created', NULL), (1001, 1, 1, 'created', NULL)`)
+	cfg := testConfig(e, db)
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	stop := startCapture(t, cfg)
+	waitFor(t, 30*time.Second, "snapshot", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= 2 })
+	mustExec(t, conn, `INSERT INTO orders VALUES (2, 1, 1, 'created', NULL), (1002, 1, 1, 'created', NULL)`)
+	waitFor(t, 30*time.Second, "streamed partition rows on the table topic", func() bool {
+		return topicCount(t, e.Kafka.Brokers(), topic) >= 4
+	})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range readTopic(t, e.Kafka.Brokers(), topic) {
+		if m.Event != nil && m.Event.Source.Table != "orders" {
+			t.Errorf("event names table %q, want orders", m.Event.Source.Table)
+		}
+	}
+}

@@ -126,7 +126,10 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 		for i, t := range tables {
 			idents[i] = t.ident()
 		}
-		sql := "CREATE PUBLICATION " + pgx.Identifier{name}.Sanitize() + " FOR TABLE " + strings.Join(idents, ", ")
+		// Changes of a partitioned table's partitions are published as the
+		// table itself, so they reach the table's topic like its snapshot.
+		sql := "CREATE PUBLICATION " + pgx.Identifier{name}.Sanitize() + " FOR TABLE " + strings.Join(idents, ", ") +
+			" WITH (publish_via_partition_root = true)"
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			var pgErr *pgconn.PgError
 			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.DuplicateObject {
