@@ -13,10 +13,12 @@ package capture
 // transactions. From the low one it records the keys of the table that
 // changes touch; at the high one it drops those keys from the chunk (the
 // stream already carries a newer version of those rows) and emits the rest
-// as op "r" at the high watermark's position. A transaction the chunk did
-// not see commits after the low watermark, so it is either inside the
-// window (its keys are dropped) or after the high watermark (its events
-// are newer than the chunk's rows): no sink ends up with a stale row.
+// as op "r" at the high watermark's position (backfill_window.go is that
+// side, and says why the rows sort just before it). A transaction the
+// chunk did not see commits after the low watermark, so it is either
+// inside the window (its keys are dropped) or after the high watermark
+// (its events are newer than the chunk's rows): no sink ends up with a
+// stale row.
 //
 // Progress (the last key on Kafka) is stored only once Kafka acknowledged
 // a chunk, so a capture restart resumes without losing rows.
@@ -187,7 +189,8 @@ func (b *backfiller) runOne(ctx context.Context, conn *pgx.Conn, bf Backfill) er
 	if bf.LastKey == nil {
 		log.Info("backfill started", "where", bf.Where, "chunk_size", bf.ChunkSize, "rows_estimate", bf.RowsTotal)
 	} else {
-		log.Info("backfill resumed", "after_key", bf.LastKey, "rows_done", bf.RowsDone)
+		// The key itself is row data and stays out of the log.
+		log.Info("backfill resumed", "chunks_done", bf.ChunksDone, "rows_done", bf.RowsDone)
 	}
 	started, startRows := time.Now(), bf.RowsDone
 	done, err := b.chunks(ctx, conn, &bf, target)
