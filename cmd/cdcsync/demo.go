@@ -68,6 +68,9 @@ func demoCommand() command {
 			if err != nil {
 				return err
 			}
+			if res == nil {
+				return nil // stopped before it started generating
+			}
 			if res.Final.Drifted > 0 {
 				return &exitError{Code: exitDrift}
 			}

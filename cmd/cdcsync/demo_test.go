@@ -101,6 +101,24 @@ func TestDemoStopsOnInterrupt(t *testing.T) {
 	}
 }
 
+// Ctrl-C while the services start: no error, nothing left behind.
+func TestDemoInterruptedWhileStarting(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the demo's services")
+	}
+	tmp := demoTempDir(t)
+	code, out, errOut := runDemo(t, []string{"TMPDIR=" + tmp}, func(p *os.Process) {
+		time.Sleep(time.Second)
+		_ = p.Signal(syscall.SIGINT)
+	})
+	if code != 0 || strings.Contains(out, "final verify") {
+		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if left := leftBehind(t, tmp); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
+
 // Without the server binaries the demo names the packages to install.
 func TestDemoNamesMissingPackages(t *testing.T) {
 	bin := testenv.BuildCdcsync(t)

@@ -61,7 +61,7 @@ const (
 
 // Run runs the demo until ctx ends or cfg.Duration has passed. It returns
 // a *MissingError, before starting anything, when server binaries are
-// missing.
+// missing, and a nil Result when ctx ended before orders were generated.
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := CheckPrerequisites(); err != nil {
 		return nil, err
@@ -69,6 +69,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	d := &run{opts: opts, cfg: opts.Config}
 	defer d.cleanup()
 	res, err := d.run(ctx)
+	if err != nil && res == nil && ctx.Err() != nil {
+		// Stopped (Ctrl-C) while starting: not a failure, nothing to
+		// verify yet.
+		d.say("stopped while starting; cleaning up")
+		return nil, nil
+	}
 	if err != nil && d.logPath != "" {
 		d.showLogTail()
 	}
