@@ -213,8 +213,8 @@ func (h *harness) failCommits() (refused *atomic.Int64, stop func()) {
 // right, the last process must have skipped the redelivered events, and
 // SIGTERM must stop it with status 0.
 func TestSinkProcessKilled(t *testing.T) {
-	bin := cdcsyncBinary(t)
 	h := newHarness(t, harnessOptions{items: 1000, onHand: 1000})
+	bin := cdcsyncBinary(t)
 	w := newWorkload(seed(t), 1000)
 	w.truncates = true
 	cfg := h.config(config.SinkInventory, config.SinkRedis)
