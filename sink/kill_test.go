@@ -3,7 +3,6 @@ package sink
 import (
 	"bufio"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -23,32 +21,16 @@ import (
 	"github.com/cdcsync/cdcsync/internal/testenv"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// cdcsyncBinary builds ./cmd/cdcsync once per test run: the kill tests
-// need the sink as a separate process to SIGKILL it.
+// cdcsyncBinary builds ./cmd/cdcsync into the test's temporary directory:
+// the kill test needs the sink as a separate process to SIGKILL it.
 func cdcsyncBinary(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "cdcsync-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "cdcsync")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/cdcsync/cdcsync/cmd/cdcsync").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/cdcsync: %v: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	bin := filepath.Join(t.TempDir(), "cdcsync")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/cdcsync/cdcsync/cmd/cdcsync").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build ./cmd/cdcsync: %v: %s", err, out)
 	}
-	return binPath
+	return bin
 }
 
 // sinkProcess is `cdcsync sink` running as a child process.
