@@ -23,6 +23,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/outbox"
 	"github.com/cdcsync/cdcsync/pipeline"
 	"github.com/cdcsync/cdcsync/sink"
 )
@@ -929,5 +930,40 @@ func TestBackfillRowSortsBeforeCommitAfterHighWatermark(t *testing.T) {
 	}
 	if adjacent == 0 {
 		t.Log("the commit never followed the high watermark directly in 5 tries; the ordering was still checked")
+	}
+}
+
+// TestBackfillOfOutboxTablePublishesNothing: re-reading the outbox table
+// must not publish its events again; the router drops backfill rows of it.
+func TestBackfillOfOutboxTablePublishesNothing(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := t.Context()
+	_, conn, cfg, _, _ := outboxSetup(t, e)
+	keep, err := outbox.New(outbox.WithTable("public", "outbox")) // rows stay in the table
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Snapshot = "never"
+	startCapture(t, cfg)
+	bfWaitSlot(t, conn, cfg.Slot)
+	for i := range 20 {
+		if err := keep.Publish(ctx, conn, orderEvent(strconv.Itoa(i), 1, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventTopic := cfg.TopicPrefix + ".events.order"
+	waitFor(t, 20*time.Second, "the 20 events", func() bool { return topicCount(t, e.Kafka.Brokers(), eventTopic) == 20 })
+
+	bfs, err := RequestBackfill(ctx, conn, cfg, BackfillRequest{Tables: []string{"public.outbox"}, ChunkSize: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf := bfWaitDone(t, conn, cfg, bfs[0].ID, 20*time.Second)
+	if bf.Status != BackfillDone || bf.RowsDone != 20 {
+		t.Fatalf("backfill of the outbox table: %s after %d rows: %s", bf.Status, bf.RowsDone, bf.Error)
+	}
+	bfWaitConfirmed(t, conn, cfg.Slot)
+	if n := topicCount(t, e.Kafka.Brokers(), eventTopic); n != 20 {
+		t.Fatalf("event topic has %d records after the backfill, want the 20 published once", n)
 	}
 }
