@@ -378,7 +378,10 @@ func (c *capturer) snapshot(ctx context.Context, st *stream, src SourceInfo, typ
 	total := 0
 	s := &snapshotter{
 		conn: snapConn, types: types, source: src, tables: tables, chunkSize: c.cfg.SnapshotChunkSize,
-		pos:  pipeline.Position{Commit: created.lsn, Change: created.lsn},
+		// Just before the consistent point: a transaction whose commit
+		// record starts exactly there is not in the snapshot, and its
+		// changes (commit LSN = consistent point) must sort after the rows.
+		pos:  pipeline.Position{Commit: created.lsn - 1, Change: created.lsn - 1},
 		emit: st.emit,
 		onRows: func(table string, n int) {
 			total += n
