@@ -38,6 +38,7 @@ func (e *Env) Close() {
 // In -short mode *env stays nil; tests call RequireEnv to skip.
 func Main(m *testing.M, env **Env) int {
 	flag.Parse()
+	defer RemoveBuilds()
 	if testing.Short() {
 		return m.Run()
 	}

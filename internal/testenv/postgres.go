@@ -182,8 +182,16 @@ func (p *Postgres) stop(sig syscall.Signal) error {
 	if p.cmd == nil {
 		return nil
 	}
+	var children []int
 	if sig == syscall.SIGKILL {
+		// Every backend is its own session leader (Postgres calls
+		// setsid), so the group kill misses them: find them first and
+		// kill the whole server, as a machine crash would.
+		children = childPIDs(p.cmd.Process.Pid)
 		_ = killGroup(p.cmd, sig)
+		for _, pid := range children {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 	} else {
 		_ = p.cmd.Process.Signal(sig)
 	}
@@ -193,10 +201,10 @@ func (p *Postgres) stop(sig syscall.Signal) error {
 		_ = killGroup(p.cmd, syscall.SIGKILL)
 		<-p.exited
 	}
-	if sig == syscall.SIGKILL {
-		// Backends notice their postmaster's death on their own; wait for
-		// the whole group so a restart does not find shared memory in use.
-		for i := 0; i < 100 && syscall.Kill(-p.cmd.Process.Pid, 0) == nil; i++ {
+	// Wait until every process of the old server is gone, so a restart
+	// does not find its shared memory still in use.
+	for _, pid := range children {
+		for i := 0; i < 250 && processAlive(pid); i++ {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
@@ -274,4 +282,47 @@ func RandomName(prefix string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	return prefix + "_" + hex.EncodeToString(b[:])
+}
+
+// childPIDs lists the direct children of pid from /proc.
+func childPIDs(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the parenthesised command: state ppid ...
+		rest := string(stat)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		fields := strings.Fields(rest)
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	rest := string(stat)
+	if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+		rest = rest[i+1:]
+	}
+	fields := strings.Fields(rest)
+	return len(fields) > 0 && fields[0] != "Z"
 }

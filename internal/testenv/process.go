@@ -49,6 +49,17 @@ func Build(tb testing.TB, pkg string) string {
 	return out
 }
 
+// RemoveBuilds deletes the binaries Build made in this test process
+// (testenv.Main calls it when the tests end).
+func RemoveBuilds() {
+	builds.Lock()
+	defer builds.Unlock()
+	for pkg, path := range builds.paths {
+		_ = os.RemoveAll(filepath.Dir(path))
+		delete(builds.paths, pkg)
+	}
+}
+
 // Process is a daemon started by a test, with its output kept in a file.
 type Process struct {
 	Name    string

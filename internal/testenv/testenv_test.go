@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/IBM/sarama"
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -22,8 +23,17 @@ func TestServicesStartAndRestart(t *testing.T) {
 	if err := pg.Exec(ctx, db, "CREATE TABLE t(id int primary key)", "INSERT INTO t VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
-	if err := pg.Restart(true); err != nil {
-		t.Fatal(err)
+	// Crash it with backends alive, several times: each restart must find
+	// the old server's processes and shared memory gone.
+	for i := 0; i < 3; i++ {
+		held, err := pgx.Connect(ctx, pg.URL(db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pg.Restart(true); err != nil {
+			t.Fatalf("crash restart %d: %v", i, err)
+		}
+		held.Close(ctx)
 	}
 	if err := pg.Exec(ctx, db, "INSERT INTO t VALUES (2)", "SHOW wal_level"); err != nil {
 		t.Fatal(err)
