@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"os"
+	"runtime/debug"
 
 	"github.com/cdcsync/cdcsync/capture"
 	"github.com/cdcsync/cdcsync/config"
@@ -19,6 +21,13 @@ func captureCommand() command {
 			var cfg config.Capture
 			if err := loadConfig(&cfg); err != nil {
 				return err
+			}
+			if os.Getenv("GOGC") == "" {
+				// Capture's live heap is small and bounded by
+				// CDCSYNC_MAX_IN_FLIGHT, while it allocates per row: a
+				// larger GC target trades a few MiB for ~20% throughput
+				// (measured with `go run ./test/bench capture`).
+				debug.SetGCPercent(300)
 			}
 			spec := daemonSpec{Name: "capture", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP}
 			return runDaemon(ctx, st, spec, func(ctx context.Context, d *daemon) error {

@@ -50,6 +50,7 @@ func benchCapture(args []string) error {
 	fs := flag.NewFlagSet("capture", flag.ExitOnError)
 	rows := fs.Int("rows", 200000, "rows to insert")
 	perTx := fs.Int("tx", 1000, "rows per transaction")
+	extraEnv := fs.String("capture-env", "", "extra environment for the capture process, comma-separated K=V (e.g. GOGC=200)")
 	_ = fs.Parse(args)
 	ctx := context.Background()
 
@@ -131,6 +132,9 @@ func benchCapture(args []string) error {
 		"CDCSYNC_SOURCE_URL="+pg.URL(db), "CDCSYNC_SLOT=capture", "CDCSYNC_PUBLICATION=bench",
 		"CDCSYNC_SNAPSHOT=never", "CDCSYNC_KAFKA_BROKERS="+strings.Join(kafka.Brokers(), ","),
 		"CDCSYNC_HTTP_ADDR=", "CDCSYNC_LOG_LEVEL=warn")
+	if *extraEnv != "" {
+		proc.Env = append(proc.Env, strings.Split(*extraEnv, ",")...)
+	}
 	proc.Stdout, proc.Stderr = os.Stderr, os.Stderr
 	t0 := time.Now()
 	if err := proc.Start(); err != nil {
