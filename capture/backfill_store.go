@@ -85,9 +85,7 @@ func (s backfillStore) table() string { return pgx.Identifier{s.schema, "backfil
 
 // ensure creates the schema and table if missing.
 func (s backfillStore) ensure(ctx context.Context, conn *pgx.Conn) error {
-	stmts := []string{
-		"CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{s.schema}.Sanitize(),
-		"CREATE TABLE IF NOT EXISTS " + s.table() + ` (
+	return ensureStateTable(ctx, conn, s.schema, "backfills", `(
 			id bigserial PRIMARY KEY,
 			slot text NOT NULL,
 			table_schema text NOT NULL,
@@ -105,20 +103,7 @@ func (s backfillStore) ensure(ctx context.Context, conn *pgx.Conn) error {
 			created_at timestamptz NOT NULL DEFAULT now(),
 			started_at timestamptz,
 			updated_at timestamptz NOT NULL DEFAULT now(),
-			finished_at timestamptz)`,
-	}
-	for _, sql := range stmts {
-		if _, err := conn.Exec(ctx, sql); err != nil {
-			var pgErr *pgconn.PgError
-			// Concurrent CREATE ... IF NOT EXISTS can still collide on
-			// the catalog's unique index.
-			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
-				continue
-			}
-			return fmt.Errorf("create backfill table %s: %w", s.table(), err)
-		}
-	}
-	return nil
+			finished_at timestamptz)`)
 }
 
 const backfillColumns = `id, slot, table_schema, table_name, where_clause, chunk_size, status, last_key,

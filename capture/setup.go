@@ -214,13 +214,33 @@ type stateStore struct {
 func (s stateStore) table() string { return pgx.Identifier{s.schema, "capture_state"}.Sanitize() }
 
 func (s stateStore) ensure(ctx context.Context, conn *pgx.Conn) error {
-	stmts := []string{
-		"CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{s.schema}.Sanitize(),
-		"CREATE TABLE IF NOT EXISTS " + s.table() + ` (
+	return ensureStateTable(ctx, conn, s.schema, "capture_state", `(
 			slot text PRIMARY KEY,
 			snapshot_done boolean NOT NULL,
 			consistent_lsn pg_lsn,
-			updated_at timestamptz NOT NULL DEFAULT now())`,
+			updated_at timestamptz NOT NULL DEFAULT now())`)
+}
+
+// ensureStateTable creates schema.table with the given column list when it
+// is missing. It looks before it creates: CREATE ... IF NOT EXISTS still
+// needs the CREATE privilege, and a least-privilege role whose state schema
+// was created by an administrator should not need it.
+func ensureStateTable(ctx context.Context, conn *pgx.Conn, schema, table, columns string) error {
+	ident := pgx.Identifier{schema, table}.Sanitize()
+	var exists bool
+	if err := conn.QueryRow(ctx, "SELECT to_regclass($1) IS NOT NULL", ident).Scan(&exists); err != nil {
+		return fmt.Errorf("look up state table %s: %w", ident, err)
+	}
+	if exists {
+		return nil
+	}
+	var schemaExists bool
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)", schema).Scan(&schemaExists); err != nil {
+		return fmt.Errorf("look up state schema %s: %w", schema, err)
+	}
+	stmts := []string{"CREATE TABLE IF NOT EXISTS " + ident + " " + columns}
+	if !schemaExists {
+		stmts = append([]string{"CREATE SCHEMA IF NOT EXISTS " + pgx.Identifier{schema}.Sanitize()}, stmts...)
 	}
 	for _, sql := range stmts {
 		if _, err := conn.Exec(ctx, sql); err != nil {
@@ -230,7 +250,7 @@ func (s stateStore) ensure(ctx context.Context, conn *pgx.Conn) error {
 			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
 				continue
 			}
-			return fmt.Errorf("create state table %s: %w", s.table(), err)
+			return fmt.Errorf("create state table %s: %w", ident, err)
 		}
 	}
 	return nil
