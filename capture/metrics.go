@@ -17,6 +17,8 @@ type metrics struct {
 	inFlight      prometheus.Gauge
 	reconnects    prometheus.Counter
 	snapshotRows  *prometheus.CounterVec
+	slotLagBytes  prometheus.Gauge
+	produceTime   prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -48,12 +50,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		snapshotRows: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcsync_capture_snapshot_rows_total", Help: "Rows emitted by snapshots, per table.",
 		}, []string{"table"}),
+		slotLagBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_slot_lag_bytes", Help: "Bytes of WAL between the server's WAL end (as of the last keepalive) and the confirmed LSN.",
+		}),
+		produceTime: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "cdcsync_capture_produce_seconds", Help: "Time from handing a message to the producer until Kafka acknowledged it.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows} {
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

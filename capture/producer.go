@@ -32,6 +32,12 @@ type producer struct {
 	done   chan struct{}          // closed when the acknowledgement loop ends
 }
 
+// messageMeta travels with a message through the producer.
+type messageMeta struct {
+	seq  uint64 // tracker sequence number
+	sent time.Time
+}
+
 // topicState holds a topic's counters, looked up once per topic rather than
 // by label on every message.
 type topicState struct {
@@ -152,7 +158,9 @@ func (p *producer) ackLoop() {
 				successes = nil
 				continue
 			}
-			p.tracker.Ack(msg.Metadata.(uint64))
+			meta := msg.Metadata.(*messageMeta)
+			p.tracker.Ack(meta.seq)
+			p.metrics.produceTime.Observe(time.Since(meta.sent).Seconds())
 			p.mu.Lock()
 			st := p.topics[msg.Topic]
 			p.mu.Unlock()
@@ -186,7 +194,7 @@ func (p *producer) send(ctx context.Context, rec Record) error {
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
 	}
-	msg.Metadata = p.tracker.Add()
+	msg.Metadata = &messageMeta{seq: p.tracker.Add(), sent: time.Now()}
 	st.produced.Inc()
 	select {
 	case p.ap.Input() <- msg:

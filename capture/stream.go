@@ -57,11 +57,12 @@ type stream struct {
 	lastAcked    uint64
 	stalled      bool
 
-	inTx       bool
-	txCommit   pglogrepl.LSN // commit LSN of the open transaction
-	received   pglogrepl.LSN // highest WAL position received
-	sentStatus pglogrepl.LSN // LSN last confirmed to the server
-	nextStatus time.Time
+	inTx         bool
+	txCommit     pglogrepl.LSN // commit LSN of the open transaction
+	received     pglogrepl.LSN // highest WAL position received
+	sentStatus   pglogrepl.LSN // LSN last confirmed to the server
+	serverWALEnd pglogrepl.LSN // server's WAL end from the last keepalive
+	nextStatus   time.Time
 }
 
 // start issues START_REPLICATION from lsn (0: the slot's confirmed LSN).
@@ -175,6 +176,7 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// With nothing in flight and no transaction open, everything up to
 		// the server's WAL end is on Kafka: confirm it so the slot does not
 		// pin WAL while captured tables are idle.
+		s.serverWALEnd = ka.ServerWALEnd
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 			s.tracker.AdvanceIdle(ka.ServerWALEnd)
@@ -334,6 +336,11 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 	s.checkStall()
 	s.sentStatus = confirmed
 	s.metrics.confirmedLSN.Set(float64(confirmed))
+	if s.serverWALEnd > confirmed {
+		s.metrics.slotLagBytes.Set(float64(s.serverWALEnd - confirmed))
+	} else {
+		s.metrics.slotLagBytes.Set(0)
+	}
 	s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
 	s.nextStatus = time.Now().Add(s.interval)
 	return nil
