@@ -224,6 +224,7 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 		res.Events = events.End()
 	}
 	d.say("OrderCreated events on %s: %s", eventsTopic, count(res.Events))
+	writeLatency(d.opts.Out, reg)
 
 	res.Final, err = ver.Run(drainCtx)
 	if err != nil {
