@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test demo bench lint deps clean readme
+.PHONY: all build test soak demo bench lint deps clean readme
 
 all: build
 
@@ -19,6 +19,12 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+# The chaos soak, long: 30 minutes of writes unless SOAK_DURATION (or
+# CDCSYNC_SOAK_DURATION) says otherwise; CDCSYNC_SOAK_SEED replays a fault
+# sequence. `make test` runs a short one.
+soak: deps
+	CDCSYNC_SOAK_DURATION=$${SOAK_DURATION:-$${CDCSYNC_SOAK_DURATION:-30m}} $(GO) test ./test/soak -run TestSoak -count=1 -v -timeout 0
 
 demo: deps
 	$(GO) run ./cmd/cdcsync demo
