@@ -13,10 +13,16 @@ import (
 // availability cache.
 const availabilityVersionKey = "cdcsync:available:version"
 
+// availabilityPrefix starts every availability cache key.
+const availabilityPrefix = "inventory:available:"
+
 // AvailabilityKey is the Redis key of an item's availability cache.
 func AvailabilityKey(item int64) string {
-	return "inventory:available:" + strconv.FormatInt(item, 10)
+	return availabilityPrefix + strconv.FormatInt(item, 10)
 }
+
+// AvailabilityKeyPattern is the SCAN MATCH pattern of every availability key.
+func AvailabilityKeyPattern() string { return escapeGlob(availabilityPrefix) + "*" }
 
 //go:embed available.lua
 var availableLua string

@@ -252,6 +252,12 @@ func (c *rowCache) truncate(ctx context.Context, m *Message) error {
 	return flush()
 }
 
+// RowKeyPattern is the SCAN MATCH pattern of every row-cache key of a
+// table (verify and the truncate scan both use it).
+func RowKeyPattern(schema, table string) string {
+	return escapeGlob(RowKey(schema, table, nil)) + "*"
+}
+
 // escapeGlob quotes the glob metacharacters of s for SCAN MATCH.
 func escapeGlob(s string) string {
 	var b strings.Builder

@@ -46,8 +46,11 @@ func (c *Collector) currentLSN(ctx context.Context) (pglogrepl.LSN, error) {
 	return pglogrepl.ParseLSN(text)
 }
 
+// errSlotCreating: the slot exists but has no confirmed position yet.
+var errSlotCreating = errors.New("replication slot is being created")
+
 // confirmedLSN is the slot's confirmed position; ok is false when the slot
-// does not exist or has confirmed nothing yet.
+// does not exist, and the error is errSlotCreating while it is created.
 func (c *Collector) confirmedLSN(ctx context.Context) (lsn pglogrepl.LSN, ok bool, err error) {
 	var text *string
 	err = c.pool.QueryRow(ctx, `SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1`,
@@ -59,7 +62,9 @@ func (c *Collector) confirmedLSN(ctx context.Context) (lsn pglogrepl.LSN, ok boo
 		return 0, false, fmt.Errorf("read replication slot %s: %w", c.cfg.Slot, err)
 	}
 	if text == nil {
-		return 0, false, nil
+		// The slot is still being created: CREATE_REPLICATION_SLOT
+		// waits for running transactions before it has a position.
+		return 0, false, errSlotCreating
 	}
 	lsn, err = pglogrepl.ParseLSN(*text)
 	return lsn, err == nil, err

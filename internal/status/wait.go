@@ -66,6 +66,12 @@ func (c *Collector) WaitCaughtUp(ctx context.Context, poll time.Duration, progre
 		if ctx.Err() != nil {
 			return notCaughtUp(ctx.Err())
 		}
+		if errors.Is(err, errSlotCreating) {
+			if !sleep(ctx, poll) {
+				return notCaughtUp(ctx.Err())
+			}
+			continue
+		}
 		if err != nil {
 			return err
 		}

@@ -209,7 +209,7 @@ func (v *Verifier) checkAvailability(ctx context.Context, expected []expectedIte
 
 	// Keys without an inventory row.
 	var extra []string
-	err := scanKeys(ctx, v.rdb, escapeGlob(availabilityPrefix)+"*", func(key string) {
+	err := scanKeys(ctx, v.rdb, sink.AvailabilityKeyPattern(), func(key string) {
 		id, err := strconv.ParseInt(strings.TrimPrefix(key, availabilityPrefix), 10, 64)
 		if err == nil {
 			if _, found := slices.BinarySearchFunc(stored, id, func(s storedItem, id int64) int {

@@ -2,7 +2,6 @@ package verify
 
 import (
 	"context"
-	"strings"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -15,18 +14,4 @@ func scanKeys(ctx context.Context, rdb redis.UniversalClient, pattern string, fn
 		fn(iter.Val())
 	}
 	return iter.Err()
-}
-
-// escapeGlob quotes the glob metacharacters of s for SCAN MATCH, so that
-// a table name with '*' or '[' matches only itself.
-func escapeGlob(s string) string {
-	var b strings.Builder
-	for _, r := range s {
-		switch r {
-		case '*', '?', '[', ']', '\\':
-			b.WriteByte('\\')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

@@ -127,9 +127,8 @@ func (v *Verifier) checkRowCache(ctx context.Context, table string) (Check, erro
 	}
 
 	// Hashes of rows that do not exist.
-	prefix := sink.RowKey(schema, name, nil) // cdc:<schema>.<table>:
 	var extra []string
-	err = scanKeys(ctx, v.rdb, escapeGlob(prefix)+"*", func(k string) {
+	err = scanKeys(ctx, v.rdb, sink.RowKeyPattern(schema, name), func(k string) {
 		if _, ok := seen[k]; !ok {
 			extra = append(extra, k)
 		}
