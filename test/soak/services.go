@@ -80,16 +80,27 @@ type rig struct {
 func startRig(ctx context.Context, t testing.TB, items int) *rig {
 	t.Helper()
 	r := &rig{t: t, absorbed: map[string]float64{}}
+	// Registered first, so that the services go whatever fails below.
+	t.Cleanup(func() {
+		for _, pg := range []*testenv.Postgres{r.orderPG, r.invPG} {
+			if pg != nil {
+				pg.Close()
+			}
+		}
+		if r.redis != nil {
+			r.redis.Close()
+		}
+	})
 	var wg sync.WaitGroup
 	var pgErr, invErr, redisErr error
-	wg.Go(func() { r.bin = testenv.BuildCdcsync(t) })
 	wg.Go(func() { r.orderPG, pgErr = testenv.StartPostgres() })
 	wg.Go(func() { r.invPG, invErr = testenv.StartPostgres() })
 	wg.Go(func() { r.redis, redisErr = testenv.StartRedis() })
-	wg.Wait()
-	for _, c := range []func(){closer(r.orderPG), closer(r.invPG), closerRedis(r.redis)} {
-		t.Cleanup(c)
-	}
+	// Build meanwhile, on the test goroutine: a failed build calls t.Fatal.
+	func() {
+		defer wg.Wait()
+		r.bin = testenv.BuildCdcsync(t)
+	}()
 	if err := errors.Join(pgErr, invErr, redisErr); err != nil {
 		t.Fatal(err)
 	}
@@ -117,22 +128,6 @@ func startRig(ctx context.Context, t testing.TB, items int) *rig {
 		t.Fatal(err)
 	}
 	return r
-}
-
-func closer(pg *testenv.Postgres) func() {
-	return func() {
-		if pg != nil {
-			pg.Close()
-		}
-	}
-}
-
-func closerRedis(r *testenv.Redis) func() {
-	return func() {
-		if r != nil {
-			r.Close()
-		}
-	}
 }
 
 func freeAddr(t testing.TB) string {
