@@ -29,6 +29,12 @@ type consumer struct {
 	metrics *sinkMetrics
 	log     *slog.Logger
 	cfg     config.Sink
+	// probe checks that the store answers, every storeCheck while the
+	// sink runs; nil disables the checks.
+	probe      func(context.Context) error
+	storeCheck time.Duration
+	// health receives the sink's state for /readyz; nil reports nothing.
+	health *sinkHealth
 }
 
 var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
@@ -37,6 +43,10 @@ var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
 // that stopped answering (rather than refusing connections) is retried
 // like one that is down.
 const attemptTimeout = 30 * time.Second
+
+// probeTimeout bounds one check that the store answers: a store that
+// takes longer is as good as down.
+const probeTimeout = 5 * time.Second
 
 // commitInterval is how often the offsets of applied batches are committed.
 const commitInterval = 200 * time.Millisecond
@@ -81,11 +91,15 @@ func (c *consumer) run(ctx context.Context) error {
 	if !c.prepare(ctx) {
 		return nil
 	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	checks, stopChecks := context.WithCancel(ctx)
+	defer stopChecks()
+	wg.Go(func() { c.checkStore(checks) })
 	group, err := c.connect(ctx, sc)
 	if err != nil || group == nil {
 		return err
 	}
-	var wg sync.WaitGroup
 	wg.Go(func() {
 		for err := range group.Errors() {
 			c.log.Warn("consumer group error", "group", c.group, "err", err)
@@ -95,10 +109,10 @@ func (c *consumer) run(ctx context.Context) error {
 		if err := group.Close(); err != nil {
 			c.log.Warn("close consumer group", "group", c.group, "err", err)
 		}
-		wg.Wait()
 	}()
 	c.log.Info("sink started", "group", c.group, "topics", c.topics)
 	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	c.health.waiting("joining consumer group " + c.group)
 	for ctx.Err() == nil {
 		// Consume returns at every rebalance; loop to join the next one.
 		err := group.Consume(ctx, c.topics, c)
@@ -106,6 +120,7 @@ func (c *consumer) run(ctx context.Context) error {
 			break
 		}
 		if err != nil {
+			c.health.waiting(fmt.Sprintf("cannot join consumer group %s (retrying): %v", c.group, err))
 			c.log.Warn("consume failed; retrying", "group", c.group, "topics", c.topics, "err", err)
 			if !b.wait(ctx) {
 				break
@@ -124,6 +139,7 @@ func (c *consumer) prepare(ctx context.Context) bool {
 		return true
 	}
 	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	c.health.waiting("setting up its store")
 	for {
 		err := c.setup(ctx)
 		if err == nil {
@@ -132,6 +148,7 @@ func (c *consumer) prepare(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		c.health.waiting(fmt.Sprintf("setting up its store fails (retrying): %v", err))
 		c.log.Warn("sink setup failed; retrying", "err", err)
 		if !b.wait(ctx) {
 			return false
@@ -143,6 +160,7 @@ func (c *consumer) prepare(ctx context.Context) bool {
 // be reached. It returns nil, nil when ctx ended first.
 func (c *consumer) connect(ctx context.Context, sc *sarama.Config) (sarama.ConsumerGroup, error) {
 	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
+	c.health.waiting("connecting to Kafka")
 	for {
 		group, err := sarama.NewConsumerGroup(c.cfg.Kafka.Brokers, c.group, sc)
 		if err == nil {
@@ -152,6 +170,7 @@ func (c *consumer) connect(ctx context.Context, sc *sarama.Config) (sarama.Consu
 		if errors.As(err, &confErr) {
 			return nil, fmt.Errorf("consumer group %s: %w", c.group, err)
 		}
+		c.health.waiting(fmt.Sprintf("cannot connect to Kafka (retrying): %v", err))
 		c.log.Warn("connect to kafka failed; retrying", "group", c.group, "err", err)
 		if !b.wait(ctx) {
 			return nil, nil
@@ -159,8 +178,35 @@ func (c *consumer) connect(ctx context.Context, sc *sarama.Config) (sarama.Consu
 	}
 }
 
+// checkStore probes the store every storeCheck until ctx ends, so that
+// readiness follows the store while no changes arrive.
+func (c *consumer) checkStore(ctx context.Context) {
+	if c.probe == nil || c.health == nil {
+		return
+	}
+	t := time.NewTicker(c.storeCheck)
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := c.probe(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.health.storeChecked(err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Setup is called at the start of a session, before ConsumeClaim.
 func (c *consumer) Setup(sess sarama.ConsumerGroupSession) error {
+	// A member of the group, even one left without partitions (more
+	// members than partitions), is doing its job.
+	c.health.joined()
 	c.log.Debug("partitions assigned", "group", c.group, "claims", sess.Claims(), "generation", sess.GenerationID())
 	return nil
 }
@@ -252,6 +298,27 @@ func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMess
 // while a step was failing: its offset is not marked and the batch will be
 // consumed again, which is harmless because applying is idempotent.
 func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.ConsumerMessage) bool {
+	if _, ok := c.applyBatch(sess.Context(), raws); !ok {
+		return false
+	}
+	last := raws[len(raws)-1]
+	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, "")
+	return true
+}
+
+// batchResult is what became of an applied batch's messages: each has Err
+// set (dead-lettered), Skip set (changed nothing) or neither (applied).
+type batchResult struct {
+	msgs       []*Message
+	tombstones int
+}
+
+// applyBatch decodes and applies a batch, retrying failures until it
+// succeeds or stop ends, and writes the messages that can never be
+// applied to the dead-letter topic. ok is false when the batch was
+// abandoned because stop ended while a step was failing. It marks no
+// offset: the daemon commits after it, Replay commits nothing.
+func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessage) (res batchResult, ok bool) {
 	start := time.Now()
 	first, last := raws[0], raws[len(raws)-1]
 	log := c.log.With("topic", first.Topic, "partition", first.Partition, "offsets", fmt.Sprintf("%d-%d", first.Offset, last.Offset))
@@ -269,7 +336,6 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 	// Stop retrying when the session ends, but let an attempt in progress
 	// finish (bounded by the shutdown timeout) so that its offsets can be
 	// committed rather than the work redone.
-	stop := sess.Context()
 	run, cancel := graceContext(stop, c.cfg.ShutdownTimeout)
 	defer cancel()
 
@@ -283,12 +349,14 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 		return c.applier.Apply(ctx, todo)
 	}, func(attempt int, err error) {
 		c.metrics.applyRetries.Inc()
+		c.health.applyFailed(err)
 		log.Warn("apply failed; retrying", "attempt", attempt, "err", err)
 	})
 	if err != nil {
 		log.Info("batch abandoned at end of session; it will be consumed again", "err", err)
-		return false
+		return batchResult{}, false
 	}
+	c.health.applied()
 
 	var dead []*Message
 	for _, m := range msgs {
@@ -305,7 +373,7 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 		})
 		if err != nil {
 			log.Info("batch abandoned at end of session; it will be consumed again", "err", err)
-			return false
+			return batchResult{}, false
 		}
 		for _, m := range dead {
 			log.Warn("message dead-lettered", "offset", m.Raw.Offset, "dlq", m.Raw.Topic+c.cfg.DLQSuffix, "err", m.Err)
@@ -315,8 +383,7 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 	// Counted before the offset is marked, so that whoever sees it
 	// committed also sees the batch in the metrics.
 	c.record(msgs, tombstones, start)
-	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, "")
-	return true
+	return batchResult{msgs: msgs, tombstones: tombstones}, true
 }
 
 // record updates the metrics of an applied batch.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/cdcsync/cdcsync/config"
 )
@@ -22,9 +23,12 @@ func writeUsage(w io.Writer, cmds []command) {
 }
 
 func writeCommandHelp(w io.Writer, c command) {
-	if c.Flags == nil {
+	switch {
+	case c.Usage != "":
+		fmt.Fprintln(w, strings.TrimRight(c.Usage, "\n"))
+	case c.Flags == nil:
 		fmt.Fprintf(w, "Usage: cdcsync %s\n\n%s\n", c.Name, c.Summary)
-	} else {
+	default:
 		fmt.Fprintf(w, "Usage: cdcsync %s [options]\n\n%s\n\nOptions:\n", c.Name, c.Summary)
 		fs := c.Flags()
 		fs.SetOutput(w)

@@ -37,6 +37,10 @@ func commands() []command {
 type command struct {
 	Name    string
 	Summary string // one line for `cdcsync help`
+	// Usage, when set, is what --help prints instead of the usage line
+	// and summary made from Name, Summary and Flags: for commands with
+	// subcommands, whose options Flags cannot describe.
+	Usage string
 	// Config returns a new pointer to the command's configuration struct
 	// so that --help can list its variables; nil when it has none.
 	Config func() any

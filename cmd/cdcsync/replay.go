@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,10 +17,11 @@ import (
 	"github.com/cdcsync/cdcsync/config"
 )
 
-const replayUsage = `usage:
+const replayUsage = `Usage:
   cdcsync replay snapshot --tables schema.table[,...] [--where SQL] [--chunk-size N] [--detach]
   cdcsync replay snapshot --status
   cdcsync replay snapshot --cancel ID[,ID...]
+  cdcsync replay topic --sink inventory|redis --from beginning|OFFSET|TIME [--to end|OFFSET|TIME]
 
 'replay snapshot' asks the running capture daemon (the one streaming CDCSYNC_SLOT) to re-read
 the tables in primary-key chunks and emit their rows as op "r" events into the same topics
@@ -36,17 +36,43 @@ exits 0 when every table is done, 1 when one failed or was cancelled.
   --status      list this slot's backfills
   --cancel      stop backfills; rows already sent stay in Kafka
 
-It reads capture's variables: CDCSYNC_SOURCE_URL, CDCSYNC_SLOT, CDCSYNC_PUBLICATION,
-CDCSYNC_STATE_SCHEMA, CDCSYNC_SNAPSHOT_CHUNK_SIZE.
-'replay topic' (re-apply a topic range to a sink) is not built yet.`
+  It reads capture's variables: CDCSYNC_SOURCE_URL, CDCSYNC_SLOT, CDCSYNC_PUBLICATION,
+  CDCSYNC_STATE_SCHEMA, CDCSYNC_SNAPSHOT_CHUNK_SIZE (see 'cdcsync capture --help').
+
+'replay topic' re-applies a range of a sink's topics to its store: the orders topic
+(CDCSYNC_ORDERS_TABLE) for the inventory sink, the topics of CDCSYNC_TABLES for the redis
+sink. Applying is idempotent by position, so what the store already holds changes nothing
+and a replay from the beginning rebuilds a store that was lost or emptied (say, a flushed
+Redis). Records no sink can apply go to the dead-letter topic, as in the daemon. It shows
+progress and exits 0 when the range is applied.
+
+  --sink  the sink to apply to: inventory (inventory_items and the availability cache) or
+          redis (the row cache)
+  --from  where to start in each partition: beginning (the oldest record kept), an offset,
+          or an RFC 3339 time such as 2024-05-01T12:00:00Z (the first record Kafka
+          timestamped at or after it, i.e. produced by capture since then)
+  --to    where to stop, not included: end (default: the end offsets when the replay
+          starts; it never waits for newer records), an offset or an RFC 3339 time
+
+  It reads the partitions itself, without a consumer group, and commits no offsets: the
+  sink daemon's group and offsets are untouched and the daemon may keep running (the
+  position checks order their writes). Caveat: while a cache is being rebuilt, a live update
+  that leaves a TOASTed column unchanged loses that column until the row's next full
+  change; if the cached tables have such columns, rebuild with the redis sink stopped.
+  An offset applies in every partition, clamped to what the partition holds.
+
+  It reads the sink's variables listed below; --sink replaces CDCSYNC_SINKS, and the
+  consumer group and HTTP settings are not used.`
 
 // replayCommand: `replay snapshot` re-reads tables into Kafka while capture
 // runs; `replay topic` re-applies a topic range to a sink.
 func replayCommand() command {
 	return command{
 		Name: "replay",
-		Summary: "backfill: 'replay snapshot --tables schema.table[,..] [--where SQL] [--chunk-size N]' re-reads " +
-			"tables into Kafka while capture runs (--status, --cancel ID); run 'cdcsync replay' for details",
+		Summary: "backfills: 'replay snapshot --tables schema.table[,..]' re-reads tables into Kafka while capture " +
+			"runs; 'replay topic --sink inventory|redis --from ...' re-applies a topic range to a sink",
+		Usage:  replayUsage,
+		Config: func() any { return &replayConfig{} },
 		Run: func(ctx context.Context, st *streams, args []string) error {
 			if len(args) == 0 {
 				return &usageError{msg: "missing subcommand\n" + replayUsage}
@@ -55,7 +81,7 @@ func replayCommand() command {
 			case "snapshot":
 				return replaySnapshot(ctx, st, args[1:])
 			case "topic":
-				return &exitError{Code: exitUsage, Err: errors.New("'replay topic' is not implemented yet")}
+				return replayTopic(ctx, st, args[1:])
 			}
 			return &usageError{msg: fmt.Sprintf("unknown subcommand %q\n%s", args[0], replayUsage)}
 		},
@@ -187,68 +213,100 @@ func printBackfills(ctx context.Context, w io.Writer, conn *pgx.Conn, cfg config
 	return tw.Flush()
 }
 
-// followBackfills shows progress until every backfill finished: a bar
-// redrawn in place on a terminal, a plain line every few seconds otherwise.
+// followBackfills shows progress until every backfill finished.
 func followBackfills(ctx context.Context, w io.Writer, conn *pgx.Conn, cfg config.Capture, ids []int64) error {
-	tty := isTerminal(w)
-	interval, lineEvery := 250*time.Millisecond, 2*time.Second
-	if !tty {
-		interval = 500 * time.Millisecond
-	}
-	rate := newRateMeter(5 * time.Second)
+	view := newProgressView(w)
 	started := time.Now()
-	var lastLine time.Time
-	var lastShown string
 	hinted := false
 	for {
 		bfs, err := capture.ListBackfills(ctx, conn, cfg, ids)
 		if err != nil {
 			if ctx.Err() != nil {
-				return interrupted(w, tty, ids)
+				return interrupted(view, ids)
 			}
 			return err
 		}
-		now := time.Now()
 		p := summarize(bfs)
-		rate.add(now, p.done)
 		if p.finished {
-			if tty {
-				fmt.Fprint(w, "\r\033[K")
-			}
+			view.clear()
 			return finish(w, bfs, time.Since(started))
 		}
-		if tty {
-			fmt.Fprint(w, "\r\033[K"+progressLine(p, rate.perSecond(), 30))
-		} else if line := plainLine(p, rate.perSecond()); line != lastShown && now.Sub(lastLine) >= lineEvery {
-			fmt.Fprintln(w, line)
-			lastShown, lastLine = line, now
-		}
+		view.show(time.Now(), p)
 		if !hinted && p.pending && time.Since(started) > 10*time.Second {
 			hinted = true
 			if active, err := slotActive(ctx, conn, cfg.Slot); err == nil && !active {
-				if tty {
-					fmt.Fprintln(w)
-				}
+				view.breakLine()
 				fmt.Fprintf(w, "waiting: no capture is streaming slot %s; the backfill starts when `cdcsync capture` runs with CDCSYNC_SLOT=%s\n", cfg.Slot, cfg.Slot)
 			}
 		}
 		select {
 		case <-ctx.Done():
-			return interrupted(w, tty, ids)
-		case <-time.After(interval):
+			return interrupted(view, ids)
+		case <-time.After(view.interval):
 		}
 	}
 }
 
-func interrupted(w io.Writer, tty bool, ids []int64) error {
-	if tty {
-		fmt.Fprintln(w)
+// progressView shows progress: a bar redrawn in place on a terminal, a
+// plain line every few seconds otherwise (logs, pipes).
+type progressView struct {
+	w        io.Writer
+	tty      bool
+	interval time.Duration // how often the caller should call show
+	rate     *rateMeter
+
+	lineEvery time.Duration
+	lastLine  time.Time
+	lastShown string
+	drawn     bool // a bar is on the terminal's current line
+}
+
+func newProgressView(w io.Writer) *progressView {
+	v := &progressView{w: w, tty: canRedraw(w), interval: 250 * time.Millisecond,
+		rate: newRateMeter(5 * time.Second), lineEvery: 2 * time.Second}
+	if !v.tty {
+		v.interval = 500 * time.Millisecond
 	}
+	return v
+}
+
+// show records p (for the rate) and displays it.
+func (v *progressView) show(now time.Time, p progress) {
+	v.rate.add(now, p.done)
+	if v.tty {
+		fmt.Fprint(v.w, "\r\033[K"+progressLine(p, v.rate.perSecond(), 30))
+		v.drawn = true
+		return
+	}
+	if line := plainLine(p, v.rate.perSecond()); line != v.lastShown && now.Sub(v.lastLine) >= v.lineEvery {
+		fmt.Fprintln(v.w, line)
+		v.lastShown, v.lastLine = line, now
+	}
+}
+
+// clear erases the bar, for the final lines.
+func (v *progressView) clear() {
+	if v.drawn {
+		fmt.Fprint(v.w, "\r\033[K")
+		v.drawn = false
+	}
+}
+
+// breakLine ends the bar's line, so that a message printed now keeps it.
+func (v *progressView) breakLine() {
+	if v.drawn {
+		fmt.Fprintln(v.w)
+		v.drawn = false
+	}
+}
+
+func interrupted(view *progressView, ids []int64) error {
+	view.breakLine()
 	list := make([]string, len(ids))
 	for i, id := range ids {
 		list[i] = strconv.FormatInt(id, 10)
 	}
-	fmt.Fprintf(w, "stopped following; the backfill goes on in capture (see --status; stop it with --cancel %s)\n", strings.Join(list, ","))
+	fmt.Fprintf(view.w, "stopped following; the backfill goes on in capture (see --status; stop it with --cancel %s)\n", strings.Join(list, ","))
 	return &exitError{Code: 130}
 }
 
@@ -285,13 +343,22 @@ func finish(w io.Writer, bfs []capture.Backfill, elapsed time.Duration) error {
 	return nil
 }
 
-// progress sums the backfills being followed.
+// progress is what a progressView shows: the backfills being followed,
+// summed, or a topic replay.
 type progress struct {
 	done, total int64
 	current     string // table of the running backfill
 	status      string
-	pending     bool // some backfill has not started
-	finished    bool // every backfill reached a final status
+	unit        string // what done and total count; "" is rows
+	pending     bool   // some backfill has not started
+	finished    bool   // every backfill reached a final status
+}
+
+func (p progress) units() string {
+	if p.unit == "" {
+		return "rows"
+	}
+	return p.unit
 }
 
 func summarize(bfs []capture.Backfill) progress {
@@ -326,8 +393,8 @@ func progressLine(p progress, perSecond float64, width int) string {
 	if filled < width {
 		bar += ">" + strings.Repeat(" ", width-filled-1)
 	}
-	return fmt.Sprintf("%s [%s] %s/%s rows  %s rows/s  ETA %s", p.current, bar,
-		groupDigits(p.done), groupDigits(p.total), groupDigits(int64(perSecond)), eta(p, perSecond))
+	return fmt.Sprintf("%s [%s] %s/%s %s  %s %s/s  ETA %s", p.current, bar,
+		groupDigits(p.done), groupDigits(p.total), p.units(), groupDigits(int64(perSecond)), p.units(), eta(p, perSecond))
 }
 
 // plainLine is the form for logs and pipes.
@@ -336,7 +403,7 @@ func plainLine(p progress, perSecond float64) string {
 	if p.total > 0 {
 		pct = int(min(100*p.done/p.total, 100))
 	}
-	return fmt.Sprintf("%s: %s %d/%d rows (%d%%), %d rows/s, ETA %s", p.current, p.status, p.done, p.total, pct, int64(perSecond), eta(p, perSecond))
+	return fmt.Sprintf("%s: %s %d/%d %s (%d%%), %d %s/s, ETA %s", p.current, p.status, p.done, p.total, p.units(), pct, int64(perSecond), p.units(), eta(p, perSecond))
 }
 
 func eta(p progress, perSecond float64) string {
@@ -398,15 +465,4 @@ func (r *rateMeter) perSecond() float64 {
 		return 0
 	}
 	return float64(last.rows-first.rows) / d
-}
-
-// isTerminal reports whether w is a character device (a terminal), where
-// the progress bar can be redrawn in place.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
