@@ -22,7 +22,7 @@ func sinkCommand() command {
 			}
 			spec := daemonSpec{Name: "sink", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP}
 			return runDaemon(ctx, st, spec, func(ctx context.Context, d *daemon) error {
-				return sink.Run(ctx, cfg, d.Logger, d.Registry)
+				return sink.Run(ctx, cfg, d.Logger, d.Registry, sink.WithReadiness(d.Ready))
 			})
 		},
 	}
