@@ -29,6 +29,9 @@ type Postgres struct {
 	bin     string
 	cred    *syscall.Credential
 	extra   []string
+	wantTLS bool
+	// TLS holds the CA and certificate files when WithTLS was given.
+	TLS     TLSFiles
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -41,6 +44,12 @@ type PostgresOption func(*Postgres)
 // WithSetting adds `-c name=value` to the server command line.
 func WithSetting(name, value string) PostgresOption {
 	return func(p *Postgres) { p.extra = append(p.extra, "-c", name+"="+value) }
+}
+
+// WithTLS turns on TLS with a generated CA and server certificate; the
+// CA file is in p.TLS.CA for clients (sslmode=verify-full).
+func WithTLS() PostgresOption {
+	return func(p *Postgres) { p.wantTLS = true }
 }
 
 // PostgresBinDir finds the server binaries: $PG_BINDIR, `pg_config --bindir`,
@@ -91,6 +100,20 @@ func StartPostgres(opts ...PostgresOption) (*Postgres, error) {
 		if err := os.Chown(dir, uid, gid); err != nil {
 			return nil, fmt.Errorf("chown %s: %w", dir, err)
 		}
+	}
+	if p.wantTLS {
+		if p.TLS, err = GenerateTLS(dir); err != nil {
+			return nil, err
+		}
+		// Postgres insists that its key belongs to it and nobody else.
+		if p.cred != nil {
+			for _, f := range []string{p.TLS.Cert, p.TLS.Key} {
+				if err := os.Chown(f, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+					return nil, fmt.Errorf("chown %s: %w", f, err)
+				}
+			}
+		}
+		p.extra = append(p.extra, "-c", "ssl=on", "-c", "ssl_cert_file="+p.TLS.Cert, "-c", "ssl_key_file="+p.TLS.Key)
 	}
 	initdb := exec.Command(filepath.Join(bin, "initdb"), "-D", p.dataDir(), "-U", "postgres",
 		"-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync")
