@@ -219,7 +219,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		}
 	}
 
-	prod, err := newProducer(c.cfg, c.tracker, c.metrics)
+	prod, err := startProducer(ctx, c.cfg, c.tracker, c.metrics)
 	if err != nil {
 		return err
 	}

@@ -55,8 +55,24 @@ func producerConfig(cfg config.Capture) (*sarama.Config, error) {
 	sc.Net.MaxOpenRequests = 1 // required by the idempotent producer; keeps per-partition order
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
-	sc.Producer.Retry.Max = 10
-	sc.Producer.Retry.Backoff = 200 * time.Millisecond
+	// Retry transient failures (broker down, leader moving) for about ten
+	// minutes: sarama retries a partition's messages in order, while a
+	// message that fails for good lets later ones of its partition through
+	// first, which breaks per-key order until the stream re-sends (found
+	// by the soak when the broker was killed). A broker that stays away
+	// fills the in-flight window; the stream stops reading and readiness
+	// reports the stall. (sarama keeps per-partition state per retry
+	// level, so the count cannot be unbounded.)
+	sc.Producer.Retry.Max = 300
+	sc.Producer.Retry.BackoffFunc = retryBackoff
+	// A partition whose leader cannot be looked up fails its message at
+	// once after the metadata retries, so they must outlast a broker
+	// restart too (about 20 s here); the partition's later messages wait
+	// behind it, in order.
+	sc.Metadata.Retry.Max = 24
+	sc.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
+		return min(retryBackoff(retries, maxRetries), time.Second)
+	}
 	sc.Producer.Partitioner = sarama.NewHashPartitioner // per-key order: same key, same partition
 	sc.Producer.Flush.Messages = cfg.BatchMessages
 	sc.Producer.Flush.Frequency = cfg.Linger
@@ -70,6 +86,15 @@ func producerConfig(cfg config.Capture) (*sarama.Config, error) {
 	}
 	sc.Producer.Compression = codec
 	return sc, nil
+}
+
+// retryBackoff doubles from 100ms up to 2s between produce retries.
+func retryBackoff(retries, _ int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 0; i < retries && d < 2*time.Second; i++ {
+		d *= 2
+	}
+	return min(d, 2*time.Second)
 }
 
 func compressionCodec(name string) (sarama.CompressionCodec, error) {
@@ -86,6 +111,32 @@ func compressionCodec(name string) (sarama.CompressionCodec, error) {
 		return sarama.CompressionZSTD, nil
 	}
 	return 0, fmt.Errorf("CDCSYNC_KAFKA_COMPRESSION: unknown codec %q", name)
+}
+
+// startProducer is newProducer bounded by ctx: connecting retries metadata
+// for a while when no broker answers, and a shutdown must not wait for it.
+func startProducer(ctx context.Context, cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*producer, error) {
+	type result struct {
+		p   *producer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		p, err := newProducer(cfg, tracker, m)
+		done <- result{p, err}
+	}()
+	select {
+	case r := <-done:
+		return r.p, r.err
+	case <-ctx.Done():
+		go func() { // close it when it arrives
+			if r := <-done; r.p != nil {
+				r.p.ap.AsyncClose()
+				_ = r.p.admin.Close()
+			}
+		}()
+		return nil, ctx.Err()
+	}
 }
 
 // newProducer connects to the brokers. Call run to start the acknowledgement
