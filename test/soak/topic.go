@@ -15,6 +15,9 @@ import (
 // topicRecord is what the soak needs of one record of the orders topic.
 type topicRecord struct {
 	partition int32
+	offset    int64
+	position  string // the envelope's stream position (commit LSN:change LSN)
+	ts        time.Time
 	id        int64
 	tombstone bool
 	deleted   bool  // op d
@@ -83,7 +86,7 @@ func readTopic(ctx context.Context, brokers []string) ([]topicRecord, error) {
 }
 
 func decodeRecord(m *sarama.ConsumerMessage) (topicRecord, error) {
-	rec := topicRecord{partition: m.Partition}
+	rec := topicRecord{partition: m.Partition, offset: m.Offset, ts: m.Timestamp}
 	var key struct {
 		ID json.RawMessage `json:"id"`
 	}
@@ -103,6 +106,7 @@ func decodeRecord(m *sarama.ConsumerMessage) (topicRecord, error) {
 	if err != nil {
 		return rec, fmt.Errorf("%s/%d@%d: %w", m.Topic, m.Partition, m.Offset, err)
 	}
+	rec.position = ev.Position().String()
 	switch ev.Op {
 	case pipeline.OpDelete:
 		rec.deleted = true
@@ -154,6 +158,7 @@ func checkLedger(ledger []Change, recs []topicRecord) LedgerCheck {
 	type keyState struct {
 		partition int32
 		lastRev   int64 // highest revision seen so far in offset order
+		last      topicRecord
 		deleted   bool
 		bad       bool
 	}
@@ -200,9 +205,13 @@ func checkLedger(ledger []Change, recs []topicRecord) LedgerCheck {
 			if (r.row.Rev < ks.lastRev || ks.deleted) && !ks.bad {
 				ks.bad = true
 				c.OutOfOrder++
-				example("order %d rev %d reached partition %d after rev %d (deleted: %v)", r.id, r.row.Rev, r.partition, ks.lastRev, ks.deleted)
+				example("order %d rev %d (offset %d, position %s, %s) reached partition %d after rev %d (offset %d, position %s, %s; deleted: %v)",
+					r.id, r.row.Rev, r.offset, r.position, r.ts.Format("15:04:05.000"), r.partition,
+					ks.lastRev, ks.last.offset, ks.last.position, ks.last.ts.Format("15:04:05.000"), ks.deleted)
 			}
-			ks.lastRev = max(ks.lastRev, r.row.Rev)
+			if r.row.Rev > ks.lastRev {
+				ks.lastRev, ks.last = r.row.Rev, r
+			}
 		}
 	}
 	committed := map[rowKey]bool{}
