@@ -28,7 +28,7 @@ func TestSoak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("soak seed %d, %v of writes (reproduce the fault schedule with CDCSYNC_SOAK_SEED=%d CDCSYNC_SOAK_DURATION=%v)",
+	t.Logf("soak seed %d, %v of writes (the same seed replays the same fault sequence: CDCSYNC_SOAK_SEED=%d CDCSYNC_SOAK_DURATION=%v)",
 		set.Seed, set.Duration, set.Seed, set.Duration)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -109,7 +109,7 @@ func TestSoak(t *testing.T) {
 			in.Err = err.Error()
 			sum.Fail("fault %d (%s at t+%v): %v", i+1, f.Kind(), in.At.Round(time.Second), err)
 		}
-		t.Logf("fault %3d at t+%-8v %-7s %-12s for %-7v%s", i+1, in.At.Round(100*time.Millisecond),
+		t.Logf("fault %3d at t+%-8v %-7s %-12s for %v%s", i+1, in.At.Round(100*time.Millisecond),
 			f.Action, f.Component(), time.Since(start).Round(10*time.Millisecond), errSuffix(err))
 		sum.Faults = append(sum.Faults, in)
 		watches = append(watches, pending{len(sum.Faults) - 1, w})
