@@ -116,8 +116,8 @@ func (t *Tracker) AdvanceIdle(lsn pglogrepl.LSN) bool {
 	return true
 }
 
-// Acked returns how many messages form the acknowledged prefix since the
-// last Reset; it grows whenever acknowledgements make progress, even inside
+// Acked returns how many messages form the acknowledged prefix (counted
+// across resets); it grows whenever acknowledgements make progress, even inside
 // a transaction too large to have committed yet.
 func (t *Tracker) Acked() uint64 {
 	t.mu.Lock()
@@ -133,12 +133,15 @@ func (t *Tracker) Confirmed() pglogrepl.LSN {
 }
 
 // Reset forgets everything in flight and restarts from confirmed, for a new
-// replication session after an error.
+// replication session after an error. Sequence numbers keep growing across
+// a reset: a late acknowledgement from the previous session's producer
+// falls below head and is ignored, instead of acknowledging a new message
+// that happens to reuse its number.
 func (t *Tracker) Reset(confirmed pglogrepl.LSN) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	clear(t.acked)
-	t.head, t.next = 0, 0
+	t.head = t.next
 	t.marks = t.marks[:0]
 	if confirmed > t.confirmed {
 		t.confirmed = confirmed

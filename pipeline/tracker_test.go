@@ -103,3 +103,24 @@ func TestTrackerAckedGrowsInsideATransaction(t *testing.T) {
 		t.Fatalf("acked %d confirmed %v, want 2 and nothing confirmed before the commit", tr.Acked(), tr.Confirmed())
 	}
 }
+
+// A late acknowledgement from before a Reset (the previous session's
+// producer still flushing) must not count for a message of the new session.
+func TestTrackerIgnoresAcksFromBeforeReset(t *testing.T) {
+	tr := NewTracker(8)
+	old := tr.Add()
+	tr.Reset(100)
+	fresh := tr.Add()
+	tr.Commit(200)
+	tr.Ack(old)
+	if got := tr.Confirmed(); got != 100 {
+		t.Fatalf("confirmed %v after a stale ack, want 100", got)
+	}
+	tr.Ack(fresh)
+	if got := tr.Confirmed(); got != 200 {
+		t.Fatalf("confirmed %v, want 200", got)
+	}
+	if tr.Full() || tr.InFlight() != 0 {
+		t.Fatalf("in flight %d after all acks", tr.InFlight())
+	}
+}
