@@ -114,6 +114,15 @@ type message struct {
 // readTopic reads every record of topic present now, partition by partition.
 func readTopic(t *testing.T, brokers []string, topic string) []message {
 	t.Helper()
+	var out []message
+	consumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) { out = append(out, decodeMessage(t, m)) })
+	return out
+}
+
+// consumeTopic hands every record of topic present now to fn, partition by
+// partition, in offset order.
+func consumeTopic(t *testing.T, brokers []string, topic string, fn func(*sarama.ConsumerMessage)) {
+	t.Helper()
 	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
 	if err != nil {
 		t.Fatalf("kafka client: %v", err)
@@ -128,7 +137,6 @@ func readTopic(t *testing.T, brokers []string, topic string) []message {
 		t.Fatal(err)
 	}
 	defer consumer.Close()
-	var out []message
 	for _, p := range parts {
 		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
 		if err != nil {
@@ -148,14 +156,13 @@ func readTopic(t *testing.T, brokers []string, topic string) []message {
 			case <-time.After(30 * time.Second):
 				t.Fatalf("timed out reading %s/%d", topic, p)
 			}
-			out = append(out, decodeMessage(t, m))
+			fn(m)
 			if m.Offset+1 >= end {
 				break
 			}
 		}
 		pc.Close()
 	}
-	return out
 }
 
 func decodeMessage(t *testing.T, m *sarama.ConsumerMessage) message {

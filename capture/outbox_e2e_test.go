@@ -35,51 +35,14 @@ type eventRecord struct {
 // events' payloads, not change envelopes, so readTopic does not apply).
 func readEventTopic(t *testing.T, brokers []string, topic string) []eventRecord {
 	t.Helper()
-	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
-	if err != nil {
-		t.Fatalf("kafka client: %v", err)
-	}
-	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
 	var out []eventRecord
-	for _, p := range parts {
-		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
+	consumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) {
+		r := eventRecord{Partition: m.Partition, Offset: m.Offset, Key: string(m.Key), Value: m.Value, Headers: map[string]string{}}
+		for _, h := range m.Headers {
+			r.Headers[string(h.Key)] = string(h.Value)
 		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			var m *sarama.ConsumerMessage
-			select {
-			case m = <-pc.Messages():
-			case <-time.After(30 * time.Second):
-				t.Fatalf("timed out reading %s/%d", topic, p)
-			}
-			r := eventRecord{Partition: m.Partition, Offset: m.Offset, Key: string(m.Key), Value: m.Value, Headers: map[string]string{}}
-			for _, h := range m.Headers {
-				r.Headers[string(h.Key)] = string(h.Value)
-			}
-			out = append(out, r)
-			if m.Offset+1 >= end {
-				break
-			}
-		}
-		pc.Close()
-	}
+		out = append(out, r)
+	})
 	return out
 }
 
