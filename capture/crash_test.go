@@ -215,7 +215,6 @@ func TestCaptureSurvivesSIGKILL(t *testing.T) {
 // transaction and checks the capture process's peak RSS.
 func TestCaptureMemoryIsBoundedForHugeTransaction(t *testing.T) {
 	e := testenv.RequireEnv(t, env)
-	ctx := context.Background()
 	bin := buildBinary(t)
 	db := e.PG.CreateDB(t)
 	conn := connect(t, e, db)
@@ -225,11 +224,7 @@ func TestCaptureMemoryIsBoundedForHugeTransaction(t *testing.T) {
 	cfg.MaxInFlight = 20000
 	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
 	proc := testenv.StartProcess(t, "capture", bin, captureEnv(cfg), "capture")
-	waitFor(t, 30*time.Second, "slot", func() bool {
-		var n int
-		_ = conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", cfg.Slot).Scan(&n)
-		return n == 1
-	})
+	waitSlotActive(t, conn, cfg.Slot)
 	// A slow broker keeps the in-flight window full, so the bound is
 	// measured under backpressure, not while Kafka keeps up.
 	cluster := e.Kafka.Cluster()

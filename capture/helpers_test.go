@@ -246,3 +246,12 @@ func buildBinary(t *testing.T) string {
 	t.Helper()
 	return testenv.BuildCdcsync(t)
 }
+
+func waitSlotActive(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "capture to stream from slot "+slot, func() bool {
+		var active bool
+		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		return active
+	})
+}

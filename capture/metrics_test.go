@@ -27,11 +27,7 @@ func TestMetricsCountWhatReachedKafka(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, slog.New(slog.DiscardHandler), reg) }()
 	defer func() { cancel(); <-done }()
-	waitFor(t, 30*time.Second, "slot", func() bool {
-		var n int
-		_ = conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", cfg.Slot).Scan(&n)
-		return n == 1
-	})
+	waitSlotActive(t, conn, cfg.Slot)
 	mustExec(t, conn, "INSERT INTO orders SELECT g, 1, 1, 'created', NULL FROM generate_series(1, 100) g", "DELETE FROM orders WHERE id <= 10")
 	// 100 inserts + 10 deletes + 10 tombstones
 	waitFor(t, 30*time.Second, "records", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= 120 })

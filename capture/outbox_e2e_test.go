@@ -91,15 +91,6 @@ func eventSeq(t *testing.T, value []byte) int {
 	return p.Seq
 }
 
-func waitSlotActive(t *testing.T, conn *pgx.Conn, slot string) {
-	t.Helper()
-	waitFor(t, 30*time.Second, "capture to stream from slot "+slot, func() bool {
-		var active bool
-		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
-		return active
-	})
-}
-
 // TestOutboxEventsEndToEnd: orders are written together with OrderCreated
 // events (both modes) through the running capture: Kafka gets each committed
 // event once, per aggregate in commit order, with its payload, key and

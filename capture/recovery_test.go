@@ -6,8 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
@@ -37,11 +35,7 @@ func TestCaptureRecoversFromPostgresAndBrokerRestarts(t *testing.T) {
 	cfg.Snapshot = "never"
 	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
 	stop := startCapture(t, cfg)
-	waitFor(t, 30*time.Second, "slot to stream", func() bool {
-		var n int
-		_ = pgCount(ctx, pg, db, cfg.Slot, &n)
-		return n == 1
-	})
+	waitSlotActive(t, connect(t, own, db), cfg.Slot)
 
 	next := 0
 	insert := func(n int) {
@@ -93,16 +87,6 @@ func TestCaptureRecoversFromPostgresAndBrokerRestarts(t *testing.T) {
 	}
 }
 
-// pgCount counts active slots named slot.
-func pgCount(ctx context.Context, pg *testenv.Postgres, db, slot string, n *int) error {
-	conn, err := pgx.Connect(ctx, pg.URL(db))
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	return conn.QueryRow(ctx, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active", slot).Scan(n)
-}
-
 // TestPerKeyOrderSurvivesBrokerOutage is the soak's finding as a focused
 // test: while the broker is down for longer than a few produce retries,
 // updates to the same keys keep coming; afterwards each key's events, apart
@@ -123,11 +107,7 @@ func TestPerKeyOrderSurvivesBrokerOutage(t *testing.T) {
 	cfg.Snapshot = "never"
 	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
 	stop := startCapture(t, cfg)
-	waitFor(t, 30*time.Second, "slot to stream", func() bool {
-		var n int
-		_ = pgCount(ctx, e.PG, db, cfg.Slot, &n)
-		return n == 1
-	})
+	waitSlotActive(t, conn, cfg.Slot)
 
 	wctx, stopWriter := context.WithCancel(ctx)
 	writerDone := make(chan error, 1)
