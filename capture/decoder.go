@@ -196,7 +196,7 @@ func (d *Decoder) insert(m *pglogrepl.InsertMessage, walStart pglogrepl.LSN) ([]
 	}
 	d.reset()
 	if err := d.encodeTuple(rel, m.Tuple, nil); err != nil {
-		return nil, fmt.Errorf("decode insert into %s.%s: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode insert into %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
 	}
 	return d.build(rel, walStart, buildSpec{op: pipeline.OpCreate, after: 0, before: -1, key: 0})
 }
@@ -211,13 +211,13 @@ func (d *Decoder) update(m *pglogrepl.UpdateMessage, walStart pglogrepl.LSN) ([]
 	// The old tuple, when sent, holds the values of unchanged TOAST columns
 	// (REPLICA IDENTITY FULL, or key columns stored out of line).
 	if err := d.encodeTuple(rel, m.NewTuple, m.OldTuple); err != nil {
-		return nil, fmt.Errorf("decode update of %s.%s: new tuple: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode update of %s.%s at %s: new tuple: %w", rel.schema, rel.table, walStart, err)
 	}
 	if m.OldTuple == nil {
 		return d.build(rel, walStart, buildSpec{op: pipeline.OpUpdate, after: 0, before: -1, key: 0})
 	}
 	if err := d.encodeTuple(rel, m.OldTuple, nil); err != nil {
-		return nil, fmt.Errorf("decode update of %s.%s: old tuple: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode update of %s.%s at %s: old tuple: %w", rel.schema, rel.table, walStart, err)
 	}
 	if d.keyChanged(rel, 0, n) {
 		// Debezium's form of a key change: the old key is deleted (and
@@ -244,7 +244,7 @@ func (d *Decoder) delete(m *pglogrepl.DeleteMessage, walStart pglogrepl.LSN) ([]
 	}
 	d.reset()
 	if err := d.encodeTuple(rel, m.OldTuple, nil); err != nil {
-		return nil, fmt.Errorf("decode delete from %s.%s: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode delete from %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
 	}
 	return d.build(rel, walStart, buildSpec{op: pipeline.OpDelete, after: -1, before: 0, key: 0, tombstone: true})
 }
@@ -291,7 +291,9 @@ func (d *Decoder) encodeTuple(rel *relation, tup, fill *pglogrepl.TupleData) err
 		case pglogrepl.TupleDataTypeText:
 			var err error
 			if d.scratch, err = appendValue(d.scratch, rel.cols[i].info, c.Data); err != nil {
-				return fmt.Errorf("column %q: %w", rel.cols[i].name, err)
+				// Name where the value is, never the value: it may be
+				// personal data, and errors end up in logs.
+				return fmt.Errorf("column %q (type %s, position %d): %w", rel.cols[i].name, d.types.TypeName(rel.cols[i].oid), i+1, err)
 			}
 		case pglogrepl.TupleDataTypeNull:
 			d.scratch = append(d.scratch, "null"...)

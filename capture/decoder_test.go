@@ -408,3 +408,52 @@ func BenchmarkParseDecodeInsert(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeErrorsNameWhereNotWhat: a value the decoder rejects may be
+// personal data, and decode errors end up in logs, so an error names the
+// table, column, type, column position and stream position, never the value.
+func TestDecodeErrorsNameWhereNotWhat(t *testing.T) {
+	const secret = "alice@example.com"
+	d := newTestDecoder(t, SourceInfo{})
+	decodeOK(t, d, testRelation(7, "crm", "people", relKeyCol("id", pgtype.Int8OID), relCol("age", pgtype.Int4OID),
+		relCol("vip", pgtype.BoolOID), relCol("score", pgtype.Float8OID), relCol("codes", pgtype.Int4ArrayOID)), 0)
+	decodeOK(t, d, &pglogrepl.BeginMessage{Xid: 9, FinalLSN: 0x2000}, 0)
+	cases := []struct {
+		name string
+		tup  *pglogrepl.TupleData
+		want []string
+	}{
+		{"integer", testTuple(tupText("1"), tupText(secret), tupText("t"), tupText("1.5"), tupText("{1}")),
+			[]string{`crm.people`, `column "age"`, "type int4", "position 2", "0/1F00"}},
+		{"boolean", testTuple(tupText("1"), tupText("3"), tupText(secret), tupText("1.5"), tupText("{1}")),
+			[]string{`column "vip"`, "type bool", "position 3"}},
+		{"float", testTuple(tupText("1"), tupText("3"), tupText("t"), tupText(secret), tupText("{1}")),
+			[]string{`column "score"`, "type float8", "position 4"}},
+		{"array element", testTuple(tupText("1"), tupText("3"), tupText("t"), tupText("1.5"), tupText("{1,"+secret+"}")),
+			[]string{`column "codes"`, "type _int4", "position 5"}},
+		{"array syntax", testTuple(tupText("1"), tupText("3"), tupText("t"), tupText("1.5"), tupText("{1,\""+secret)),
+			[]string{`column "codes"`, "unterminated"}},
+		{"array tail", testTuple(tupText("1"), tupText("3"), tupText("t"), tupText("1.5"), tupText("{1}"+secret)),
+			[]string{`column "codes"`, "after the closing brace"}},
+	}
+	for _, c := range cases {
+		_, err := d.Decode(&pglogrepl.InsertMessage{RelationID: 7, Tuple: c.tup}, 0x1F00)
+		if !errors.Is(err, errBadValue) {
+			t.Fatalf("%s: err = %v, want errBadValue", c.name, err)
+		}
+		msg := err.Error()
+		if strings.Contains(msg, "alice") || strings.Contains(msg, "example") {
+			t.Errorf("%s: the error quotes the value: %s", c.name, msg)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(msg, w) {
+				t.Errorf("%s: error %q does not name %q", c.name, msg, w)
+			}
+		}
+	}
+	// The snapshot's path (Types.AppendJSON) names the type and not the value either.
+	_, err := NewTypes().AppendJSON(nil, pgtype.Int4OID, []byte(secret))
+	if err == nil || strings.Contains(err.Error(), "alice") || !strings.Contains(err.Error(), "int4") {
+		t.Errorf("AppendJSON: err = %v", err)
+	}
+}
