@@ -186,7 +186,13 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	if err := types.LoadTypes(ctx, conn); err != nil {
 		return err
 	}
-	src := SourceInfo{Name: c.cfg.TopicPrefix, DB: conn.Config().Database, PrimaryKeys: map[string][]string{}}
+	// The URL may name no database (Postgres then takes the role's name):
+	// ask the server which one this is, for source.db and the slot check.
+	var dbName string
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	src := SourceInfo{Name: c.cfg.TopicPrefix, DB: dbName, PrimaryKeys: map[string][]string{}}
 	for _, t := range tables {
 		src.PrimaryKeys[t.String()] = t.Key
 	}
