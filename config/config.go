@@ -72,7 +72,7 @@ type Capture struct {
 // reserved and shipped stock from.
 type Inventory struct {
 	OrdersTable      string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"source table holding orders"`
-	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column"`
+	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column: the key of the orders events, alone (the sink stops with exit 2 if the events are keyed otherwise)"`
 	ItemColumn       string   `envconfig:"ORDER_ITEM_COLUMN" default:"item_id" desc:"order column naming the item"`
 	QuantityColumn   string   `envconfig:"ORDER_QUANTITY_COLUMN" default:"quantity" desc:"order column with the quantity"`
 	StatusColumn     string   `envconfig:"ORDER_STATUS_COLUMN" default:"status" desc:"order column with the status"`
