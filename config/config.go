@@ -85,6 +85,8 @@ type Sink struct {
 	Sinks        []string      `envconfig:"SINKS" default:"inventory,redis" desc:"sinks this process runs: inventory, redis or both"`
 	InventoryURL string        `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required with the inventory sink)" secret:"url"`
 	RedisURL     string        `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://)" secret:"url"`
+	// AvailabilityCache lets an inventory-only deployment run without Redis.
+	AvailabilityCache string   `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: the inventory sink keeps inventory:available:<item> in Redis at CDCSYNC_REDIS_URL; off: it does not use Redis at all (inventory-only deployments without Redis)"`
 	Tables       []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose topics the redis sink caches"`
 	TopicPrefix  string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
 	GroupPrefix  string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id is <prefix>-<sink>"`
@@ -133,6 +135,7 @@ type Verify struct {
 	SourceURL    string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
 	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
 	RedisURL     string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
+	AvailabilityCache string `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: compare the availability cache too (with the inventory sink); off: the deployment runs without it"`
 	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
 	Tables       []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
 	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
