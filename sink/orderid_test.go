@@ -21,7 +21,7 @@ import (
 func TestOrderIDColumnNotTheKeyIsRefused(t *testing.T) {
 	h := newHarness(t, harnessOptions{items: 5, onHand: 10})
 	cfg := h.config(config.SinkInventory)
-	cfg.RedisURL = ""
+	cfg.AvailabilityCache = "off"
 	cfg.OrderIDColumn = "order_no"
 	s := h.start(cfg)
 
