@@ -39,6 +39,9 @@ type consumer struct {
 	// positions receives the store's applied-through position after each
 	// batch with a watermark; nil keeps none.
 	positions *AppliedPositions
+	// fail stops the sink with a fatal error (a configuration problem the
+	// events revealed); nil retries such errors like any other.
+	fail func(error)
 }
 
 var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
@@ -359,6 +362,9 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 		defer cancel()
 		return c.apply(ctx, todo, mark)
 	}, func(attempt int, err error) {
+		if c.fail != nil && fatal(err) {
+			c.fail(err)
+		}
 		c.metrics.applyRetries.Inc()
 		c.health.applyFailed(err)
 		log.Warn("apply failed; retrying", "attempt", attempt, "err", err)

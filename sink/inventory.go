@@ -96,9 +96,9 @@ func (a *inventory) Apply(ctx context.Context, batch []*Message) error {
 // in the batch's transaction, and in the availability cache after the
 // batch's refresh. The position returned is the lower of the two.
 func (a *inventory) ApplyThrough(ctx context.Context, batch []*Message, mark *partitionMark) (Applied, error) {
-	segments, hasTruncate := a.plan(batch)
-	if len(segments) == 0 && mark == nil {
-		return Applied{}, nil
+	segments, hasTruncate, err := a.plan(batch)
+	if err != nil || (len(segments) == 0 && mark == nil) {
+		return Applied{}, err
 	}
 	var applied Applied
 	avail, err := a.applyTx(ctx, segments, hasTruncate, mark, &applied)
@@ -144,7 +144,10 @@ func (a *inventory) applyEach(ctx context.Context, batch []*Message) error {
 		if m.Err != nil {
 			continue
 		}
-		segments, hasTruncate := a.plan([]*Message{m})
+		segments, hasTruncate, err := a.plan([]*Message{m})
+		if err != nil {
+			return err
+		}
 		if len(segments) == 0 {
 			continue
 		}
@@ -175,8 +178,9 @@ func refusedData(err error) bool {
 }
 
 // plan parses the batch into segments, setting Err on messages that can
-// never be applied.
-func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool) {
+// never be applied. An error is a configuration problem (fatal): nothing
+// of the batch may be applied.
+func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool, err error) {
 	var cur []orderChange
 	for _, m := range batch {
 		m.Skip = ""
@@ -194,6 +198,9 @@ func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool
 			continue
 		}
 		chs, err := a.orders.changes(m)
+		if fatal(err) {
+			return nil, false, err
+		}
 		if err != nil {
 			m.Err = err
 			continue
@@ -203,7 +210,7 @@ func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool
 	if len(cur) > 0 {
 		segments = append(segments, segment{changes: cur})
 	}
-	return segments, hasTruncate
+	return segments, hasTruncate, nil
 }
 
 // applyTx runs the batch's transaction and returns the availability of
