@@ -177,6 +177,11 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before tables are added to it: adding a partitioned table to a
+	// publication that lists its partitions fails with "already member".
+	if err := validatePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
+		return err
+	}
 	if err := ensurePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
 		return err
 	}
