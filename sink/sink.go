@@ -90,6 +90,11 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 			fail: func(err error) { failed(s.sink, err) },
 		})
 	}
+	for _, s := range st.list {
+		if s.background != nil {
+			wg.Go(func() { s.background(ctx) })
+		}
+	}
 	for _, c := range consumers {
 		wg.Go(func() {
 			if err := c.run(ctx); err != nil {

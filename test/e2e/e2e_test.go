@@ -57,7 +57,7 @@ func TestOrdersWithCaptureRunning(t *testing.T) {
 			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
 		`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 500 FROM generate_series(1, 1000) g`)
 
-	p := startPipeline(t, e, src, inv)
+	p := startPipeline(t, e, src, inv, e.Redis.URL())
 	// Writes start once capture streams: the snapshot holds the initial
 	// orders, the stream everything after.
 	p.waitCaughtUp(t, 60*time.Second)
@@ -156,7 +156,7 @@ type running struct {
 	verifyCfg config.Verify
 }
 
-func startPipeline(t *testing.T, e *testenv.Env, src, inv string) *running {
+func startPipeline(t *testing.T, e *testenv.Env, src, inv, redisURL string) *running {
 	t.Helper()
 	prefix, group, slot := testenv.RandomName("cdc"), testenv.RandomName("grp"), testenv.RandomName("slot")
 	var cc config.Capture
@@ -172,7 +172,7 @@ func startPipeline(t *testing.T, e *testenv.Env, src, inv string) *running {
 	cc.Slot, cc.Publication, cc.TopicPrefix = slot, slot, prefix
 	cc.HeartbeatInterval, cc.StatusInterval = 500*time.Millisecond, 200*time.Millisecond
 	cc.Kafka.Brokers, cc.HTTP.Addr = e.Kafka.Brokers(), ""
-	sc.InventoryURL, sc.RedisURL = e.PG.URL(inv), e.Redis.URL()
+	sc.InventoryURL, sc.RedisURL = e.PG.URL(inv), redisURL
 	sc.TopicPrefix, sc.GroupPrefix = prefix, group
 	sc.Kafka.Brokers, sc.HTTP.Addr = e.Kafka.Brokers(), ""
 	stc.SourceURL, stc.Slot, stc.TopicPrefix, stc.GroupPrefix = cc.SourceURL, slot, prefix, group
