@@ -45,6 +45,9 @@ type Decoder struct {
 	last  *relation // the relation of the previous change: most rows hit it
 	tx    txState
 	now   func() time.Time
+	// lastCommit is the commit LSN of the previous transaction on the
+	// stream (Debezium's source.sequence starts with it); 0 until one ends.
+	lastCommit pglogrepl.LSN
 
 	// Per-call scratch, reused across calls: values are encoded here and
 	// copied into one exact-size buffer per call, which is what the
@@ -58,6 +61,7 @@ type txState struct {
 	xid       uint32
 	commitLSN pglogrepl.LSN
 	commitMs  int64
+	commitUs  int64
 }
 
 // relation is a table as the last Relation message for its id described it.
@@ -102,9 +106,13 @@ func NewDecoder(src SourceInfo, types *Types) *Decoder {
 func (d *Decoder) Decode(msg pglogrepl.Message, walStart pglogrepl.LSN) ([]Change, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		d.tx = txState{active: true, xid: m.Xid, commitLSN: m.FinalLSN, commitMs: m.CommitTime.UnixMilli()}
+		d.tx = txState{active: true, xid: m.Xid, commitLSN: m.FinalLSN,
+			commitMs: m.CommitTime.UnixMilli(), commitUs: m.CommitTime.UnixMicro()}
 		return nil, nil
 	case *pglogrepl.CommitMessage:
+		if d.tx.active {
+			d.lastCommit = d.tx.commitLSN
+		}
 		d.tx = txState{}
 		return nil, nil
 	case *pglogrepl.RelationMessage:
@@ -278,14 +286,14 @@ func (d *Decoder) delete(m *pglogrepl.DeleteMessage, walStart pglogrepl.LSN) ([]
 func (d *Decoder) truncate(m *pglogrepl.TruncateMessage, walStart pglogrepl.LSN) ([]Change, error) {
 	changes := make([]Change, 0, len(m.RelationIDs))
 	events := make([]pipeline.Event, len(m.RelationIDs))
-	tsMs := d.now().UnixMilli()
+	now := d.now()
 	for i, id := range m.RelationIDs {
 		rel, err := d.relation("truncate", id)
 		if err != nil {
 			return nil, err
 		}
 		ev := &events[i]
-		ev.Op, ev.TsMs = pipeline.OpTruncate, tsMs
+		ev.Op, ev.TsMs, ev.TsNs = pipeline.OpTruncate, now.UnixMilli(), now.UnixNano()
 		d.fillSource(&ev.Source, rel, walStart)
 		changes = append(changes, Change{Schema: rel.schema, Table: rel.table, Event: ev, Position: d.position(walStart)})
 	}
@@ -393,11 +401,11 @@ func (d *Decoder) build(rel *relation, walStart pglogrepl.LSN, specs ...buildSpe
 	events := make([]pipeline.Event, len(specs))
 	cols := make([]pipeline.Column, 0, ncols)
 	pos := d.position(walStart)
-	tsMs := d.now().UnixMilli()
+	now := d.now()
 
 	for i, s := range specs {
 		ev := &events[i]
-		ev.Op, ev.TsMs = s.op, tsMs
+		ev.Op, ev.TsMs, ev.TsNs = s.op, now.UnixMilli(), now.UnixNano()
 		d.fillSource(&ev.Source, rel, walStart)
 		if s.before >= 0 {
 			ev.Before, _, cols = d.row(rel, vals, s.before, s.keyOnly, cols)
@@ -462,5 +470,8 @@ func (d *Decoder) fillSource(s *pipeline.Source, rel *relation, walStart pglogre
 		CommitLSN: uint64(d.tx.commitLSN),
 		TsMs:      d.tx.commitMs,
 		Snapshot:  "false",
+		TsUs:      d.tx.commitUs,
+
+		LastCommitLSN: uint64(d.lastCommit),
 	}
 }

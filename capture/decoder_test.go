@@ -86,7 +86,8 @@ func decodeOK(t *testing.T, d *Decoder, m pglogrepl.Message, walStart pglogrepl.
 // wantSource is the source block every test event on relation 1 carries.
 func wantTestSource(lsn pglogrepl.LSN) string {
 	return `"source":{"connector":"postgresql","name":"cdc","db":"shop","schema":"public","table":"orders","txId":731,` +
-		`"lsn":` + strconv.FormatUint(uint64(lsn), 10) + `,"commit_lsn":` + strconv.FormatUint(uint64(testCommitLSN), 10) + `,"ts_ms":1714979289010,"snapshot":"false"}`
+		`"lsn":` + strconv.FormatUint(uint64(lsn), 10) + `,"commit_lsn":` + strconv.FormatUint(uint64(testCommitLSN), 10) + `,"ts_ms":1714979289010,"snapshot":"false","version":"3.1.3.Final","ts_us":1714979289010000,"ts_ns":1714979289010000000,"sequence":"[null,\"` +
+		strconv.FormatUint(uint64(lsn), 10) + `\"]","xmin":null}`
 }
 
 // checkDecoded compares a change with its expected key and event JSON (""

@@ -29,10 +29,6 @@ func AvailabilityKey(item int64) string {
 // AvailabilityKeyPattern is the SCAN MATCH pattern of every availability key.
 func AvailabilityKeyPattern() string { return escapeGlob(availabilityPrefix) + "*" }
 
-// AvailabilityVersionKey is the Redis hash of the availability cache's
-// versions (item id -> version), for verify.
-func AvailabilityVersionKey() string { return availabilityVersionKey }
-
 //go:embed available.lua
 var availableLua string
 

@@ -90,6 +90,22 @@ var inventorySchema = []string{
 	`CREATE OR REPLACE TRIGGER cdcsync_stock_insert AFTER INSERT ON inventory_items
 		REFERENCING NEW TABLE AS cdcsync_new
 		FOR EACH STATEMENT EXECUTE FUNCTION cdcsync_stock_changed()`,
+	// Read-your-writes: the sink's applied-through position (DESIGN.md)
+	// and the watermark of each partition it is computed from
+	// (applied_store.go).
+	`CREATE TABLE IF NOT EXISTS cdcsync_applied (
+		sink        text PRIMARY KEY,
+		lsn         pg_lsn NOT NULL,
+		updated_at  timestamptz NOT NULL,
+		source_time timestamptz)`,
+	`CREATE TABLE IF NOT EXISTS cdcsync_applied_partitions (
+		sink        text NOT NULL,
+		topic       text NOT NULL,
+		partition   integer NOT NULL,
+		partitions  integer NOT NULL,
+		lsn         pg_lsn NOT NULL,
+		source_time timestamptz NOT NULL,
+		PRIMARY KEY (sink, topic, partition))`,
 }
 
 // availabilityChannel is the NOTIFY channel that wakes the sinks when items
@@ -104,6 +120,8 @@ const (
 		AND to_regclass('cdcsync_order_projection') IS NOT NULL
 		AND to_regclass('cdcsync_sink_state') IS NOT NULL
 		AND to_regclass('cdcsync_available_version') IS NOT NULL
+		AND to_regclass('cdcsync_applied') IS NOT NULL
+		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL
 		AND to_regclass('cdcsync_item_version') IS NOT NULL
 		AND to_regclass('cdcsync_availability_queue') IS NOT NULL
 		AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('inventory_items')

@@ -57,7 +57,7 @@ func TestOrdersWithCaptureRunning(t *testing.T) {
 			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
 		`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 500 FROM generate_series(1, 1000) g`)
 
-	p := startPipeline(t, e, src, inv, e.Redis.URL())
+	p := startPipeline(t, e, src, inv)
 	// Writes start once capture streams: the snapshot holds the initial
 	// orders, the stream everything after.
 	p.waitCaughtUp(t, 60*time.Second)
@@ -152,11 +152,17 @@ func mustExec(t *testing.T, e *testenv.Env, db string, sql ...string) {
 // running is capture and both sinks running in-process until the test
 // ends.
 type running struct {
-	statusCfg config.Status
-	verifyCfg config.Verify
+	statusCfg  config.Status
+	verifyCfg  config.Verify
+	captureCfg config.Capture
+	sinkCfg    config.Sink
+	// positions are the sink process's applied-through positions.
+	positions *sink.AppliedPositions
 }
 
-func startPipeline(t *testing.T, e *testenv.Env, src, inv, redisURL string) *running {
+// startPipeline runs capture and both sinks in-process; adjust changes
+// their configuration before they start.
+func startPipeline(t *testing.T, e *testenv.Env, src, inv string, adjust ...func(*config.Capture, *config.Sink)) *running {
 	t.Helper()
 	prefix, group, slot := testenv.RandomName("cdc"), testenv.RandomName("grp"), testenv.RandomName("slot")
 	var cc config.Capture
@@ -172,7 +178,7 @@ func startPipeline(t *testing.T, e *testenv.Env, src, inv, redisURL string) *run
 	cc.Slot, cc.Publication, cc.TopicPrefix = slot, slot, prefix
 	cc.HeartbeatInterval, cc.StatusInterval = 500*time.Millisecond, 200*time.Millisecond
 	cc.Kafka.Brokers, cc.HTTP.Addr = e.Kafka.Brokers(), ""
-	sc.InventoryURL, sc.RedisURL = e.PG.URL(inv), redisURL
+	sc.InventoryURL, sc.RedisURL = e.PG.URL(inv), e.Redis.URL()
 	sc.TopicPrefix, sc.GroupPrefix = prefix, group
 	sc.Kafka.Brokers, sc.HTTP.Addr = e.Kafka.Brokers(), ""
 	stc.SourceURL, stc.Slot, stc.TopicPrefix, stc.GroupPrefix = cc.SourceURL, slot, prefix, group
@@ -180,15 +186,22 @@ func startPipeline(t *testing.T, e *testenv.Env, src, inv, redisURL string) *run
 	vc.SourceURL, vc.InventoryURL, vc.RedisURL = cc.SourceURL, sc.InventoryURL, sc.RedisURL
 	vc.Slot, vc.TopicPrefix, vc.GroupPrefix = slot, prefix, group
 	vc.Kafka.Brokers = e.Kafka.Brokers()
+	for _, f := range adjust {
+		f(&cc, &sc)
+	}
+	vc.RedisURL = sc.RedisURL
 	if err := e.Kafka.CreateTopic(pipeline.Topic(prefix, "public", "orders"), 4); err != nil {
 		t.Fatal(err)
 	}
+	positions := sink.NewAppliedPositions()
 
 	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
 	capDone, sinkDone := make(chan error, 1), make(chan error, 1)
 	go func() { capDone <- capture.Run(ctx, cc, logger.With("c", "capture"), nil) }()
-	go func() { sinkDone <- sink.Run(ctx, sc, logger.With("c", "sink"), nil) }()
+	go func() {
+		sinkDone <- sink.Run(ctx, sc, logger.With("c", "sink"), nil, sink.WithAppliedPositions(positions))
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-capDone; err != nil {
@@ -198,7 +211,7 @@ func startPipeline(t *testing.T, e *testenv.Env, src, inv, redisURL string) *run
 			t.Errorf("sink: %v", err)
 		}
 	})
-	return &running{statusCfg: stc, verifyCfg: vc}
+	return &running{statusCfg: stc, verifyCfg: vc, captureCfg: cc, sinkCfg: sc, positions: positions}
 }
 
 // waitCaughtUp waits until both sinks have applied everything committed in

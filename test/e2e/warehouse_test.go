@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/internal/verify"
 )
@@ -43,8 +44,7 @@ func TestWarehouseStockChangesWhileOrdersFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(rd.Close)
-	p := startPipeline(t, e, src, inv, rd.URL())
-	p.verifyCfg.RedisURL = rd.URL()
+	p := startPipeline(t, e, src, inv, func(_ *config.Capture, sc *config.Sink) { sc.RedisURL = rd.URL() })
 	p.waitCaughtUp(t, 60*time.Second)
 
 	orders, err := pgxpool.New(ctx, e.PG.URL(src))
