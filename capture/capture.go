@@ -54,7 +54,15 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 		started := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
-			return err // nil after a clean shutdown
+			// A stop asked for (SIGTERM) is a clean exit whatever the
+			// session was doing (set-up, snapshot: its error is then
+			// just the cancellation); only a failed final flush or
+			// confirmation is reported.
+			var sd *shutdownError
+			if errors.As(err, &sd) {
+				return err
+			}
+			return nil
 		}
 		switch {
 		case permanent(err):
@@ -167,6 +175,11 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before tables are added to it: adding a partitioned table to a
+	// publication that lists its partitions fails with "already member".
+	if err := validatePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
+		return err
+	}
 	if err := ensurePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
 		return err
 	}
@@ -178,7 +191,13 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	if err := types.LoadTypes(ctx, conn); err != nil {
 		return err
 	}
-	src := SourceInfo{Name: c.cfg.TopicPrefix, DB: conn.Config().Database, PrimaryKeys: map[string][]string{}}
+	// The URL may name no database (Postgres then takes the role's name):
+	// ask the server which one this is, for source.db and the slot check.
+	var dbName string
+	if err := conn.QueryRow(ctx, "SELECT current_database()").Scan(&dbName); err != nil {
+		return fmt.Errorf("read current database: %w", err)
+	}
+	src := SourceInfo{Name: c.cfg.TopicPrefix, DB: dbName, PrimaryKeys: map[string][]string{}}
 	for _, t := range tables {
 		src.PrimaryKeys[t.String()] = t.Key
 	}
@@ -316,7 +335,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	defer cancel()
 	statusErr := st.sendStatus(fctx, false)
 	if err := errors.Join(closeErr, statusErr); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return &shutdownError{err: err}
 	}
 	c.log.Info("stopped", "confirmed", c.tracker.Confirmed())
 	return nil
@@ -422,6 +441,7 @@ func slotErr(err error) error {
 func (c *capturer) heartbeat(ctx context.Context) {
 	ticker := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer ticker.Stop()
+	warn := newWarnLimiter(time.Minute)
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -437,17 +457,54 @@ func (c *capturer) heartbeat(ctx context.Context) {
 		if conn == nil {
 			var err error
 			if conn, err = c.connect(ctx); err != nil {
-				c.log.Debug("heartbeat: connect failed", "err", err)
+				if ctx.Err() == nil {
+					c.metrics.heartbeatFailures.Inc()
+					warn.log(c.log, "heartbeat: cannot connect; an idle slot does not advance until it can", "err", err)
+				}
 				continue
 			}
 		}
 		_, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", heartbeatPrefix, time.Now().UTC().Format(time.RFC3339Nano))
 		if err != nil {
 			if ctx.Err() == nil {
-				c.log.Warn("heartbeat failed", "err", err)
+				c.metrics.heartbeatFailures.Inc()
+				warn.log(c.log, "heartbeat failed", "err", err)
 			}
 			conn.Close(context.Background())
 			conn = nil
 		}
 	}
+}
+
+// shutdownError is a failure of the final flush or confirmation after a
+// stop was asked for: the one error a stopping capture reports.
+type shutdownError struct{ err error }
+
+func (e *shutdownError) Error() string { return "shutdown: " + e.err.Error() }
+func (e *shutdownError) Unwrap() error { return e.err }
+
+// warnLimiter logs each distinct warning at most once per interval, with
+// the number of repeats it held back, so a failure that repeats every few
+// seconds for hours is visible without flooding the log.
+type warnLimiter struct {
+	interval time.Duration
+	last     map[string]time.Time
+	held     map[string]int
+}
+
+func newWarnLimiter(interval time.Duration) *warnLimiter {
+	return &warnLimiter{interval: interval, last: map[string]time.Time{}, held: map[string]int{}}
+}
+
+func (w *warnLimiter) log(l *slog.Logger, msg string, args ...any) {
+	now := time.Now()
+	if last, ok := w.last[msg]; ok && now.Sub(last) < w.interval {
+		w.held[msg]++
+		return
+	}
+	if n := w.held[msg]; n > 0 {
+		args = append(args, "repeated", n)
+	}
+	w.last[msg], w.held[msg] = now, 0
+	l.Warn(msg, args...)
 }

@@ -6,14 +6,12 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
@@ -227,18 +225,7 @@ func TestCaptureMemoryIsBoundedForHugeTransaction(t *testing.T) {
 	waitSlotActive(t, conn, cfg.Slot)
 	// A slow broker keeps the in-flight window full, so the bound is
 	// measured under backpressure, not while Kafka keeps up.
-	cluster := e.Kafka.Cluster()
-	var slow atomic.Bool
-	slow.Store(true)
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if !slow.Load() {
-			cluster.DropControl()
-			return nil, nil, false
-		}
-		time.Sleep(5 * time.Millisecond)
-		return nil, nil, false
-	})
-	t.Cleanup(func() { slow.Store(false) })
+	slowBroker(t, e.Kafka.Cluster(), 5*time.Millisecond)
 	const rows = 200000
 	mustExec(t, conn, fmt.Sprintf(`INSERT INTO orders SELECT g, g %% 1000, 1, 'created', repeat('n', 100) FROM generate_series(1, %d) g`, rows))
 	waitFor(t, 120*time.Second, "all rows on kafka", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= rows })

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcsync/cdcsync/pipeline"
 )
@@ -44,6 +45,9 @@ type Decoder struct {
 	last  *relation // the relation of the previous change: most rows hit it
 	tx    txState
 	now   func() time.Time
+	// lastCommit is the commit LSN of the previous transaction on the
+	// stream (Debezium's source.sequence starts with it); 0 until one ends.
+	lastCommit pglogrepl.LSN
 
 	// Per-call scratch, reused across calls: values are encoded here and
 	// copied into one exact-size buffer per call, which is what the
@@ -57,6 +61,7 @@ type txState struct {
 	xid       uint32
 	commitLSN pglogrepl.LSN
 	commitMs  int64
+	commitUs  int64
 }
 
 // relation is a table as the last Relation message for its id described it.
@@ -64,8 +69,11 @@ type relation struct {
 	id            uint32
 	schema, table string
 	cols          []relColumn
-	key           []int  // indexes into cols of the key columns, in key order
-	gen           uint64 // Types generation the column encodings are from
+	key           []int // indexes into cols of the key columns, in key order
+	// identity marks the columns a key-only old tuple ('K') carries; the
+	// others arrive as nulls that say nothing about the row.
+	identity []bool
+	gen      uint64 // Types generation the column encodings are from
 }
 
 type relColumn struct {
@@ -98,9 +106,13 @@ func NewDecoder(src SourceInfo, types *Types) *Decoder {
 func (d *Decoder) Decode(msg pglogrepl.Message, walStart pglogrepl.LSN) ([]Change, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		d.tx = txState{active: true, xid: m.Xid, commitLSN: m.FinalLSN, commitMs: m.CommitTime.UnixMilli()}
+		d.tx = txState{active: true, xid: m.Xid, commitLSN: m.FinalLSN,
+			commitMs: m.CommitTime.UnixMilli(), commitUs: m.CommitTime.UnixMicro()}
 		return nil, nil
 	case *pglogrepl.CommitMessage:
+		if d.tx.active {
+			d.lastCommit = d.tx.commitLSN
+		}
 		d.tx = txState{}
 		return nil, nil
 	case *pglogrepl.RelationMessage:
@@ -131,9 +143,10 @@ func (d *Decoder) Decode(msg pglogrepl.Message, walStart pglogrepl.LSN) ([]Chang
 // schema changed, so a new definition applies to every following tuple.
 func (d *Decoder) defineRelation(m *pglogrepl.RelationMessage) {
 	rel := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName,
-		cols: make([]relColumn, len(m.Columns))}
+		cols: make([]relColumn, len(m.Columns)), identity: make([]bool, len(m.Columns))}
 	for i, c := range m.Columns {
 		rel.cols[i] = relColumn{name: c.Name, oid: c.DataType}
+		rel.identity[i] = c.Flags&1 != 0
 	}
 	rel.resolveTypes(d.types)
 	if pk := d.src.PrimaryKeys[m.Namespace+"."+m.RelationName]; len(pk) > 0 {
@@ -146,7 +159,7 @@ func (d *Decoder) defineRelation(m *pglogrepl.RelationMessage) {
 				}
 			}
 		}
-		if len(rel.key) != len(pk) {
+		if len(rel.key) != len(pk) || !rel.carriesKey(m.ReplicaIdentity) {
 			rel.key = nil // the catalog and the stream disagree: trust the stream
 		}
 	}
@@ -161,6 +174,24 @@ func (d *Decoder) defineRelation(m *pglogrepl.RelationMessage) {
 	if d.last != nil && d.last.id == m.RelationID {
 		d.last = rel
 	}
+}
+
+// carriesKey reports whether the old tuple of a delete carries every key
+// column: always with REPLICA IDENTITY FULL ('f'), otherwise when each key
+// column is flagged as part of the identity. NOTHING ('n') flags nothing:
+// inserts and updates keep the catalog key and deletes fail (see delete). The replica identity can change
+// while capture runs (ALTER TABLE ... REPLICA IDENTITY sends a new Relation
+// message); keying by columns deletes do not carry would key them null.
+func (r *relation) carriesKey(replIdent uint8) bool {
+	if replIdent == 'f' || replIdent == 'n' {
+		return true
+	}
+	for _, k := range r.key {
+		if !r.identity[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *relation) resolveTypes(types *Types) {
@@ -196,7 +227,7 @@ func (d *Decoder) insert(m *pglogrepl.InsertMessage, walStart pglogrepl.LSN) ([]
 	}
 	d.reset()
 	if err := d.encodeTuple(rel, m.Tuple, nil); err != nil {
-		return nil, fmt.Errorf("decode insert into %s.%s: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode insert into %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
 	}
 	return d.build(rel, walStart, buildSpec{op: pipeline.OpCreate, after: 0, before: -1, key: 0})
 }
@@ -211,20 +242,21 @@ func (d *Decoder) update(m *pglogrepl.UpdateMessage, walStart pglogrepl.LSN) ([]
 	// The old tuple, when sent, holds the values of unchanged TOAST columns
 	// (REPLICA IDENTITY FULL, or key columns stored out of line).
 	if err := d.encodeTuple(rel, m.NewTuple, m.OldTuple); err != nil {
-		return nil, fmt.Errorf("decode update of %s.%s: new tuple: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode update of %s.%s at %s: new tuple: %w", rel.schema, rel.table, walStart, err)
 	}
 	if m.OldTuple == nil {
 		return d.build(rel, walStart, buildSpec{op: pipeline.OpUpdate, after: 0, before: -1, key: 0})
 	}
 	if err := d.encodeTuple(rel, m.OldTuple, nil); err != nil {
-		return nil, fmt.Errorf("decode update of %s.%s: old tuple: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode update of %s.%s at %s: old tuple: %w", rel.schema, rel.table, walStart, err)
 	}
 	if d.keyChanged(rel, 0, n) {
 		// Debezium's form of a key change: the old key is deleted (and
 		// tombstoned) and the row is created under the new key, so that
 		// per-key consumers and compacted topics stay right.
 		return d.build(rel, walStart,
-			buildSpec{op: pipeline.OpDelete, after: -1, before: n, key: n, tombstone: true},
+			buildSpec{op: pipeline.OpDelete, after: -1, before: n, key: n, tombstone: true,
+				keyOnly: m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey},
 			buildSpec{op: pipeline.OpCreate, after: 0, before: -1, key: 0})
 	}
 	before := -1
@@ -240,26 +272,28 @@ func (d *Decoder) delete(m *pglogrepl.DeleteMessage, walStart pglogrepl.LSN) ([]
 		return nil, err
 	}
 	if m.OldTuple == nil {
-		return nil, fmt.Errorf("decode delete from %s.%s: no old tuple (replica identity nothing?)", rel.schema, rel.table)
+		return nil, fmt.Errorf("decode delete from %s.%s at %s: %w: no old tuple; run ALTER TABLE %s REPLICA IDENTITY DEFAULT (with a primary key) or FULL",
+			rel.schema, rel.table, walStart, ErrReplicaIdentity, pgx.Identifier{rel.schema, rel.table}.Sanitize())
 	}
 	d.reset()
 	if err := d.encodeTuple(rel, m.OldTuple, nil); err != nil {
-		return nil, fmt.Errorf("decode delete from %s.%s: %w", rel.schema, rel.table, err)
+		return nil, fmt.Errorf("decode delete from %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
 	}
-	return d.build(rel, walStart, buildSpec{op: pipeline.OpDelete, after: -1, before: 0, key: 0, tombstone: true})
+	return d.build(rel, walStart, buildSpec{op: pipeline.OpDelete, after: -1, before: 0, key: 0, tombstone: true,
+		keyOnly: m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey})
 }
 
 func (d *Decoder) truncate(m *pglogrepl.TruncateMessage, walStart pglogrepl.LSN) ([]Change, error) {
 	changes := make([]Change, 0, len(m.RelationIDs))
 	events := make([]pipeline.Event, len(m.RelationIDs))
-	tsMs := d.now().UnixMilli()
+	now := d.now()
 	for i, id := range m.RelationIDs {
 		rel, err := d.relation("truncate", id)
 		if err != nil {
 			return nil, err
 		}
 		ev := &events[i]
-		ev.Op, ev.TsMs = pipeline.OpTruncate, tsMs
+		ev.Op, ev.TsMs, ev.TsNs = pipeline.OpTruncate, now.UnixMilli(), now.UnixNano()
 		d.fillSource(&ev.Source, rel, walStart)
 		changes = append(changes, Change{Schema: rel.schema, Table: rel.table, Event: ev, Position: d.position(walStart)})
 	}
@@ -291,7 +325,9 @@ func (d *Decoder) encodeTuple(rel *relation, tup, fill *pglogrepl.TupleData) err
 		case pglogrepl.TupleDataTypeText:
 			var err error
 			if d.scratch, err = appendValue(d.scratch, rel.cols[i].info, c.Data); err != nil {
-				return fmt.Errorf("column %q: %w", rel.cols[i].name, err)
+				// Name where the value is, never the value: it may be
+				// personal data, and errors end up in logs.
+				return fmt.Errorf("column %q (type %s, position %d): %w", rel.cols[i].name, d.types.TypeName(rel.cols[i].oid), i+1, err)
 			}
 		case pglogrepl.TupleDataTypeNull:
 			d.scratch = append(d.scratch, "null"...)
@@ -334,6 +370,9 @@ type buildSpec struct {
 	op                 pipeline.Op
 	after, before, key int
 	tombstone          bool
+	// keyOnly: the before tuple is a key-only old tuple, whose columns
+	// outside the replica identity are left out of before.
+	keyOnly bool
 }
 
 // build turns the encoded spans into Changes. All values of the call are
@@ -362,17 +401,17 @@ func (d *Decoder) build(rel *relation, walStart pglogrepl.LSN, specs ...buildSpe
 	events := make([]pipeline.Event, len(specs))
 	cols := make([]pipeline.Column, 0, ncols)
 	pos := d.position(walStart)
-	tsMs := d.now().UnixMilli()
+	now := d.now()
 
 	for i, s := range specs {
 		ev := &events[i]
-		ev.Op, ev.TsMs = s.op, tsMs
+		ev.Op, ev.TsMs, ev.TsNs = s.op, now.UnixMilli(), now.UnixNano()
 		d.fillSource(&ev.Source, rel, walStart)
 		if s.before >= 0 {
-			ev.Before, _, cols = d.row(rel, vals, s.before, cols)
+			ev.Before, _, cols = d.row(rel, vals, s.before, s.keyOnly, cols)
 		}
 		if s.after >= 0 {
-			ev.After, ev.Unchanged, cols = d.row(rel, vals, s.after, cols)
+			ev.After, ev.Unchanged, cols = d.row(rel, vals, s.after, false, cols)
 		}
 		var key pipeline.Row
 		if len(rel.key) > 0 {
@@ -397,11 +436,14 @@ func (d *Decoder) build(rel *relation, walStart pglogrepl.LSN, specs ...buildSpe
 
 // row makes the Row of the tuple whose spans start at at, appending its
 // columns to cols. Unchanged TOAST columns are left out and named in
-// unchanged.
-func (d *Decoder) row(rel *relation, vals []byte, at int, cols []pipeline.Column) (pipeline.Row, []string, []pipeline.Column) {
+// unchanged. keyOnly leaves out the columns outside the replica identity.
+func (d *Decoder) row(rel *relation, vals []byte, at int, keyOnly bool, cols []pipeline.Column) (pipeline.Row, []string, []pipeline.Column) {
 	start := len(cols)
 	var unchanged []string
 	for i, c := range rel.cols {
+		if keyOnly && !rel.identity[i] {
+			continue
+		}
 		sp := d.spans[at+i]
 		if sp.state == pglogrepl.TupleDataTypeToast {
 			unchanged = append(unchanged, c.name)
@@ -428,5 +470,8 @@ func (d *Decoder) fillSource(s *pipeline.Source, rel *relation, walStart pglogre
 		CommitLSN: uint64(d.tx.commitLSN),
 		TsMs:      d.tx.commitMs,
 		Snapshot:  "false",
+		TsUs:      d.tx.commitUs,
+
+		LastCommitLSN: uint64(d.lastCommit),
 	}
 }

@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/testenv"
@@ -254,4 +257,25 @@ func waitSlotActive(t *testing.T, conn *pgx.Conn, slot string) {
 		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
 		return active
 	})
+}
+
+// slowBroker delays every produce request by delay until the test ends or
+// the returned restore is called, so that capture runs under
+// backpressure. The delay holds the whole kfake cluster, like a broker
+// whose disk stalls.
+func slowBroker(t *testing.T, cluster *kfake.Cluster, delay time.Duration) (restore func()) {
+	t.Helper()
+	var slow atomic.Bool
+	slow.Store(true)
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if !slow.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		time.Sleep(delay)
+		return nil, nil, false
+	})
+	restore = func() { slow.Store(false) }
+	t.Cleanup(restore)
+	return restore
 }

@@ -19,6 +19,9 @@ type metrics struct {
 	snapshotRows  *prometheus.CounterVec
 	slotLagBytes  prometheus.Gauge
 	produceTime   prometheus.Histogram
+	// heartbeatFailures counts heartbeats that could not be written: an
+	// idle slot does not advance while they fail.
+	heartbeatFailures prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,12 +60,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cdcsync_capture_produce_seconds", Help: "Time from handing a message to the producer until Kafka acknowledged it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime} {
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -233,7 +233,12 @@ func (p *producer) ackLoop() {
 }
 
 // send produces rec. The caller has checked that the tracker is not full.
-func (p *producer) send(ctx context.Context, rec Record) error {
+//
+// The producer's buffers can fill before the tracker does (a broker that
+// stalls takes nothing): while send waits for the producer to take the
+// message it calls keepAlive every interval, so the caller keeps answering
+// Postgres and reports the stall instead of going silent.
+func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.Context) error, interval time.Duration) error {
 	st, err := p.topic(rec.Topic)
 	if err != nil {
 		return err
@@ -249,12 +254,25 @@ func (p *producer) send(ctx context.Context, rec Record) error {
 	st.produced.Inc()
 	select {
 	case p.ap.Input() <- msg:
-		return nil
-	case err := <-p.failed:
-		p.failed <- err
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+		return nil // the usual case: no timer needed
+	default:
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case p.ap.Input() <- msg:
+			return nil
+		case err := <-p.failed:
+			p.failed <- err
+			return err
+		case <-tick.C:
+			if err := keepAlive(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

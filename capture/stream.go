@@ -57,6 +57,7 @@ type stream struct {
 	lastAcked    uint64
 	stalled      bool
 
+	started      bool // START_REPLICATION was issued: status updates may be sent
 	inTx         bool
 	txCommit     pglogrepl.LSN // commit LSN of the open transaction
 	received     pglogrepl.LSN // highest WAL position received
@@ -78,6 +79,7 @@ func (s *stream) start(ctx context.Context, slot, publication string, lsn pglogr
 		return fmt.Errorf("start replication on slot %s: %w", slot, err)
 	}
 	s.received = lsn
+	s.started = true
 	return nil
 }
 
@@ -95,10 +97,8 @@ func (s *stream) run(ctx context.Context) error {
 		if err := s.prod.err(); err != nil {
 			return err
 		}
-		if time.Now().After(s.nextStatus) {
-			if err := s.sendStatus(ctx, false); err != nil {
-				return err
-			}
+		if err := s.keepAlive(ctx); err != nil {
+			return err
 		}
 		if s.tracker.Full() {
 			// Backpressure: stop reading until Kafka catches up. The
@@ -112,6 +112,19 @@ func (s *stream) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// keepAlive sends the standby status when it is due, also while the stream
+// waits for Kafka (tracker full, producer not taking messages): the
+// walsender ends a session that stays silent for wal_sender_timeout, and
+// the status update is also where a stall is noticed and reported.
+func (s *stream) keepAlive(ctx context.Context) error {
+	// The initial snapshot runs before START_REPLICATION: there is no
+	// stream to answer yet.
+	if !s.started || time.Now().Before(s.nextStatus) {
+		return nil
+	}
+	return s.sendStatus(ctx, false)
 }
 
 func (s *stream) waitForRoom(ctx context.Context) error {
@@ -265,7 +278,7 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 	if !ok || rec.Topic == "" {
 		return nil
 	}
-	return s.prod.send(ctx, rec)
+	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
 }
 
 // emit routes and produces one change. The tracker may be at capacity
@@ -276,10 +289,8 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 		if err := s.prod.err(); err != nil {
 			return err
 		}
-		if time.Now().After(s.nextStatus) {
-			if err := s.sendStatus(ctx, false); err != nil {
-				return err
-			}
+		if err := s.keepAlive(ctx); err != nil {
+			return err
 		}
 		if err := s.waitForRoom(ctx); err != nil {
 			return err
@@ -295,7 +306,7 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 	if c.Event != nil {
 		s.capturedCounter(c.Schema, c.Table).Inc()
 	}
-	return s.prod.send(ctx, rec)
+	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
 }
 
 type tableKey struct{ schema, table string }

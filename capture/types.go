@@ -122,6 +122,18 @@ func (t *Types) lookup(oid uint32) *typeInfo {
 	return t.text
 }
 
+// TypeName names oid for errors and logs: the catalog name of a built-in
+// type (int4, text[] as _text), schema.name of a user type, or "oid N".
+func (t *Types) TypeName(oid uint32) string {
+	if ut, ok := t.user.Load().byOID[oid]; ok {
+		return ut.namespace + "." + ut.name
+	}
+	if typ, ok := pgtype.NewMap().TypeForOID(oid); ok {
+		return typ.Name
+	}
+	return fmt.Sprintf("oid %d", oid)
+}
+
 // Known reports whether the encoding of oid is exact: a built-in type or
 // one read from the catalog by LoadTypes, not a guess from a Type message.
 // Capture can call LoadTypes when a Type message names a type that is not
@@ -145,7 +157,7 @@ func (t *Types) generation() uint64 { return t.user.Load().gen }
 func (t *Types) AppendJSON(buf []byte, oid uint32, text []byte) ([]byte, error) {
 	out, err := appendValue(buf, t.lookup(oid), text)
 	if err != nil {
-		return buf, fmt.Errorf("type %d: %w", oid, err)
+		return buf, fmt.Errorf("type %s: %w", t.TypeName(oid), err)
 	}
 	return out, nil
 }

@@ -71,7 +71,7 @@ func appendValue(buf []byte, ti *typeInfo, text []byte) ([]byte, error) {
 	switch ti.kind {
 	case kindInt:
 		if !isJSONNumber(text) {
-			return buf, fmt.Errorf("%w: integer %q", errBadValue, snippet(text))
+			return buf, fmt.Errorf("%w: not an integer (%d bytes)", errBadValue, len(text))
 		}
 		return append(buf, text...), nil
 	case kindFloat:
@@ -82,7 +82,7 @@ func appendValue(buf []byte, ti *typeInfo, text []byte) ([]byte, error) {
 		case "NaN", "Infinity", "-Infinity":
 			return appendText(buf, text), nil
 		}
-		return buf, fmt.Errorf("%w: float %q", errBadValue, snippet(text))
+		return buf, fmt.Errorf("%w: not a float (%d bytes)", errBadValue, len(text))
 	case kindBool:
 		switch string(text) {
 		case "t":
@@ -90,7 +90,7 @@ func appendValue(buf []byte, ti *typeInfo, text []byte) ([]byte, error) {
 		case "f":
 			return append(buf, "false"...), nil
 		}
-		return buf, fmt.Errorf("%w: bool %q", errBadValue, snippet(text))
+		return buf, fmt.Errorf("%w: not a boolean (%d bytes)", errBadValue, len(text))
 	case kindTimestamptz:
 		return appendTimestamptz(buf, text), nil
 	case kindTimestamp:
@@ -412,7 +412,7 @@ func appendArray(buf []byte, ti *typeInfo, text []byte) ([]byte, error) {
 			eq++
 		}
 		if eq == len(s) {
-			return buf, fmt.Errorf("%w: array %q: dimensions without '='", errBadValue, snippet(text))
+			return buf, fmt.Errorf("%w: array of %d bytes: dimensions without '='", errBadValue, len(text))
 		}
 		s = s[eq+1:]
 	}
@@ -425,7 +425,7 @@ func appendArray(buf []byte, ti *typeInfo, text []byte) ([]byte, error) {
 		return buf, err
 	}
 	if len(rest) != 0 {
-		return buf, fmt.Errorf("%w: array %q: text after the closing brace", errBadValue, snippet(text))
+		return buf, fmt.Errorf("%w: array of %d bytes: text after the closing brace at byte %d", errBadValue, len(text), len(text)-len(rest))
 	}
 	return buf, nil
 }
@@ -441,7 +441,7 @@ type arrayParser struct {
 // follows it.
 func (p *arrayParser) level(buf, s []byte) ([]byte, []byte, error) {
 	if len(s) == 0 || s[0] != '{' {
-		return buf, s, p.errorf("expected '{'")
+		return buf, s, p.errorf(s, "expected '{'")
 	}
 	s = s[1:]
 	buf = append(buf, '[')
@@ -455,7 +455,7 @@ func (p *arrayParser) level(buf, s []byte) ([]byte, []byte, error) {
 		var err error
 		switch {
 		case len(s) == 0:
-			return buf, s, p.errorf("unterminated")
+			return buf, s, p.errorf(s, "unterminated")
 		case s[0] == '{':
 			buf, s, err = p.level(buf, s)
 		case s[0] == '"':
@@ -468,13 +468,13 @@ func (p *arrayParser) level(buf, s []byte) ([]byte, []byte, error) {
 		}
 		switch {
 		case len(s) == 0:
-			return buf, s, p.errorf("unterminated")
+			return buf, s, p.errorf(s, "unterminated")
 		case s[0] == '}':
 			return append(buf, ']'), s[1:], nil
 		case s[0] == p.delim:
 			s = s[1:]
 		default:
-			return buf, s, p.errorf("unexpected %q", s[0])
+			return buf, s, p.errorf(s, "unexpected character")
 		}
 	}
 }
@@ -485,7 +485,7 @@ func (p *arrayParser) quoted(buf, s []byte) ([]byte, []byte, error) {
 		switch c := s[i]; c {
 		case '\\':
 			if i++; i == len(s) {
-				return buf, nil, p.errorf("unterminated escape")
+				return buf, nil, p.errorf(nil, "unterminated escape")
 			}
 			p.scratch = append(p.scratch, s[i])
 		case '"':
@@ -495,14 +495,14 @@ func (p *arrayParser) quoted(buf, s []byte) ([]byte, []byte, error) {
 			p.scratch = append(p.scratch, c)
 		}
 	}
-	return buf, nil, p.errorf("unterminated quoted element")
+	return buf, nil, p.errorf(nil, "unterminated quoted element")
 }
 
 func (p *arrayParser) unquoted(buf, s []byte) ([]byte, []byte, error) {
 	i := 0
 	for i < len(s) && s[i] != p.delim && s[i] != '}' {
 		if s[i] == '{' || s[i] == '"' {
-			return buf, s, p.errorf("unexpected %q", s[i])
+			return buf, s, p.errorf(s[i:], "unexpected character")
 		}
 		i++
 	}
@@ -516,16 +516,9 @@ func (p *arrayParser) unquoted(buf, s []byte) ([]byte, []byte, error) {
 	return out, s[i:], err
 }
 
-func (p *arrayParser) errorf(msg string, args ...any) error {
-	return fmt.Errorf("%w: array %q: %s", errBadValue, snippet(p.text), fmt.Sprintf(msg, args...))
-}
-
-// snippet shortens a value quoted in an error: enough to recognise the
-// form, not a whole (possibly large or personal) value.
-func snippet(b []byte) string {
-	const max = 40
-	if len(b) > max {
-		return string(b[:max]) + "..."
-	}
-	return string(b)
+// errorf describes a malformed array by its size and the byte offset of
+// rest (the unparsed tail of p.text; nil: the end), never by its content,
+// which may be personal data.
+func (p *arrayParser) errorf(rest []byte, msg string) error {
+	return fmt.Errorf("%w: array of %d bytes: %s at byte %d", errBadValue, len(p.text), msg, len(p.text)-len(rest))
 }

@@ -72,7 +72,7 @@ type Capture struct {
 // reserved and shipped stock from.
 type Inventory struct {
 	OrdersTable      string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"source table holding orders"`
-	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column"`
+	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column: the key of the orders events, alone (the sink stops with exit 2 if the events are keyed otherwise)"`
 	ItemColumn       string   `envconfig:"ORDER_ITEM_COLUMN" default:"item_id" desc:"order column naming the item"`
 	QuantityColumn   string   `envconfig:"ORDER_QUANTITY_COLUMN" default:"quantity" desc:"order column with the quantity"`
 	StatusColumn     string   `envconfig:"ORDER_STATUS_COLUMN" default:"status" desc:"order column with the status"`
@@ -82,15 +82,17 @@ type Inventory struct {
 
 // Sink is the configuration of `cdcsync sink`.
 type Sink struct {
-	Sinks        []string      `envconfig:"SINKS" default:"inventory,redis" desc:"sinks this process runs: inventory, redis or both"`
-	InventoryURL string        `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required with the inventory sink)" secret:"url"`
-	RedisURL     string        `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://)" secret:"url"`
-	Tables       []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose topics the redis sink caches"`
-	TopicPrefix  string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
-	GroupPrefix  string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id is <prefix>-<sink>"`
-	BatchSize    int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
-	BatchTimeout time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
-	DLQSuffix    string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
+	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks this process runs: inventory, redis or both"`
+	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required with the inventory sink)" secret:"url"`
+	RedisURL     string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://)" secret:"url"`
+	// AvailabilityCache lets an inventory-only deployment run without Redis.
+	AvailabilityCache string        `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: the inventory sink keeps inventory:available:<item> in Redis at CDCSYNC_REDIS_URL; off: it does not use Redis at all (inventory-only deployments without Redis)"`
+	Tables            []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose topics the redis sink caches"`
+	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	GroupPrefix       string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id is <prefix>-<sink>"`
+	BatchSize         int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
+	BatchTimeout      time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
+	DLQSuffix         string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
 	// DLQMaxMessageBytes is the dead-letter producer's limit: the
 	// original message plus the reason headers must fit under the brokers'
 	// message.max.bytes (1048588 by default in Kafka).
@@ -134,15 +136,16 @@ type Status struct {
 // group settings are only used by --wait, which waits for the pipeline
 // to catch up first (see Status).
 type Verify struct {
-	SourceURL    string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
-	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
-	RedisURL     string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
-	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
-	Tables       []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
-	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
-	TopicPrefix  string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
-	GroupPrefix  string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
-	MaxReport    int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
+	SourceURL         string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
+	InventoryURL      string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
+	RedisURL          string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
+	AvailabilityCache string   `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: compare the availability cache too (with the inventory sink); off: the deployment runs without it"`
+	Sinks             []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
+	Tables            []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
+	Slot              string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
+	TopicPrefix       string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
+	GroupPrefix       string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
+	MaxReport         int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
 	// Embedded for the variable names; see Capture.
 	Inventory
 	Kafka

@@ -95,11 +95,16 @@ func (s Sink) Validate() error {
 			}
 			return checkPostgresURL("INVENTORY_URL", s.InventoryURL)
 		},
+		func() error { return checkSwitch("AVAILABILITY_CACHE", s.AvailabilityCache) },
 		func() error {
-			// Without the redis sink an empty URL only skips the
-			// availability cache; a URL that is set must be usable.
-			if !s.Has(SinkRedis) && s.RedisURL == "" {
+			if s.Has(SinkRedis) {
+				return checkRedisURL("REDIS_URL", s.RedisURL)
+			}
+			if !s.AvailabilityCacheOn() {
 				return nil
+			}
+			if strings.TrimSpace(s.RedisURL) == "" {
+				return errorf("REDIS_URL", "required for the inventory sink's availability cache, but not set; CDCSYNC_AVAILABILITY_CACHE=off runs the inventory sink without Redis")
 			}
 			return checkRedisURL("REDIS_URL", s.RedisURL)
 		},
@@ -569,6 +574,21 @@ func RedisURLProblem(s string) string {
 	return ""
 }
 
+// checkSwitch checks an on/off variable; empty (a configuration built in
+// code) means the default.
+func checkSwitch(name, v string) error {
+	if v == "" {
+		return nil
+	}
+	return checkOneOf(name, v, "on", "off")
+}
+
+// AvailabilityCacheOn reports whether the inventory sink keeps the
+// availability cache in Redis.
+func (s Sink) AvailabilityCacheOn() bool {
+	return s.Has(SinkInventory) && s.AvailabilityCache != "off"
+}
+
 // Validate reports the first problem with the status configuration.
 func (s Status) Validate() error {
 	return first(
@@ -603,10 +623,12 @@ func (v Verify) Validate() error {
 			}
 			return checkPostgresURL("INVENTORY_URL", v.InventoryURL)
 		},
+		func() error { return checkSwitch("AVAILABILITY_CACHE", v.AvailabilityCache) },
 		func() error {
-			// Without the redis sink an empty URL only skips the
-			// availability cache; a URL that is set must be usable.
-			if !v.Has(SinkRedis) && v.RedisURL == "" {
+			// Without the redis sink an empty URL, or the availability
+			// cache switched off, skips the availability cache; a URL
+			// that is used must be usable.
+			if !v.Has(SinkRedis) && (v.RedisURL == "" || v.AvailabilityCache == "off") {
 				return nil
 			}
 			return checkRedisURL("REDIS_URL", v.RedisURL)

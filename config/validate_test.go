@@ -179,6 +179,8 @@ func sinkCases() []sinkCase {
 		{"redis db", func(s *Sink) { s.RedisURL = "redis://:hunter2@cache:6379/zero" }, "CDCSYNC_REDIS_URL", "invalid database number"},
 		{"redis unescaped", func(s *Sink) { s.RedisURL = "redis://:hun#ter2@cache:6379/0" }, "CDCSYNC_REDIS_URL", "percent-encode"},
 		{"redis empty", func(s *Sink) { s.RedisURL = "" }, "CDCSYNC_REDIS_URL", "required when CDCSYNC_SINKS includes redis"},
+		{"redis empty, cache on", func(s *Sink) { s.Sinks, s.RedisURL = []string{"inventory"}, "" }, "CDCSYNC_REDIS_URL", "CDCSYNC_AVAILABILITY_CACHE=off runs the inventory sink without Redis"},
+		{"availability cache", func(s *Sink) { s.AvailabilityCache = "no" }, "CDCSYNC_AVAILABILITY_CACHE", `must be "on" or "off", got "no"`},
 		{"tables", func(s *Sink) { s.Tables = []string{"orders"} }, "CDCSYNC_TABLES", "schema.table"},
 		{"group prefix", func(s *Sink) { s.GroupPrefix = "" }, "CDCSYNC_GROUP_PREFIX", "a-z A-Z 0-9"},
 		{"batch size", func(s *Sink) { s.BatchSize = 0 }, "CDCSYNC_SINK_BATCH_SIZE", "positive"},
@@ -218,8 +220,13 @@ func TestSinkValidateOnlyChecksSelectedSinks(t *testing.T) {
 	s = validSink(t)
 	s.Sinks = []string{"inventory"}
 	s.RedisURL = ""
+	s.AvailabilityCache = "off"
 	if err := s.Validate(); err != nil {
-		t.Errorf("inventory only, no redis URL: %v", err)
+		t.Errorf("inventory only, no redis URL, availability cache off: %v", err)
+	}
+	s.RedisURL = "http://:hunter2@unused"
+	if err := s.Validate(); err != nil {
+		t.Errorf("inventory only, availability cache off: the redis URL is not used, yet: %v", err)
 	}
 	s = validSink(t)
 	s.RedisURL = "rediss://default:pw@cache.example:6380/2"

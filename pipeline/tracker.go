@@ -133,7 +133,10 @@ func (t *Tracker) Confirmed() pglogrepl.LSN {
 }
 
 // Reset forgets everything in flight and restarts from confirmed, for a new
-// replication session after an error. Sequence numbers keep growing across
+// replication session after an error. confirmed is the server's value and
+// is taken as it is, even below the old one: after a failover to a lagging
+// replica or a recreated slot, keeping the old maximum would confirm
+// positions Kafka never acknowledged in the new session. Sequence numbers keep growing across
 // a reset: a late acknowledgement from the previous session's producer
 // falls below head and is ignored, instead of acknowledging a new message
 // that happens to reuse its number.
@@ -143,9 +146,7 @@ func (t *Tracker) Reset(confirmed pglogrepl.LSN) {
 	clear(t.acked)
 	t.head = t.next
 	t.marks = t.marks[:0]
-	if confirmed > t.confirmed {
-		t.confirmed = confirmed
-	}
+	t.confirmed = confirmed
 }
 
 // Changed is signalled (without blocking, coalesced) whenever messages are

@@ -124,3 +124,25 @@ func TestTrackerIgnoresAcksFromBeforeReset(t *testing.T) {
 		t.Fatalf("in flight %d after all acks", tr.InFlight())
 	}
 }
+
+// After a failover to a lagging replica or a recreated slot the server's
+// confirmed position is below the tracker's: Reset must take the server's
+// value, or capture would confirm positions Kafka never acknowledged in
+// this session (issue 10 item 5).
+func TestTrackerResetTakesServerValue(t *testing.T) {
+	tr := NewTracker(4)
+	tr.Add()
+	tr.Commit(500)
+	tr.Ack(0)
+	if got := tr.Confirmed(); got != 500 {
+		t.Fatalf("confirmed %v before reset, want 500", got)
+	}
+	tr.Reset(200) // the new session's slot is confirmed only up to 200
+	if got := tr.Confirmed(); got != 200 {
+		t.Fatalf("confirmed %v after Reset(200), want the server's 200", got)
+	}
+	// The idle path must not jump back above the server either.
+	if tr.AdvanceIdle(150) {
+		t.Fatal("AdvanceIdle moved below the reset position")
+	}
+}

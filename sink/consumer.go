@@ -35,6 +35,9 @@ type consumer struct {
 	storeCheck time.Duration
 	// health receives the sink's state for /readyz; nil reports nothing.
 	health *sinkHealth
+	// fail stops the sink with a fatal error (a configuration problem the
+	// events revealed); nil retries such errors like any other.
+	fail func(error)
 }
 
 var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
@@ -372,6 +375,9 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 		defer cancel()
 		return c.applier.Apply(ctx, todo)
 	}, func(attempt int, err error) {
+		if c.fail != nil && fatal(err) {
+			c.fail(err)
+		}
 		c.metrics.applyRetries.Inc()
 		c.health.applyFailed(err)
 		log.Warn("apply failed; retrying", "attempt", attempt, "err", err)

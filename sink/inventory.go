@@ -80,9 +80,9 @@ func (a *inventory) stateKey() string { return a.orders.schema + "." + a.orders.
 
 // Apply implements Applier.
 func (a *inventory) Apply(ctx context.Context, batch []*Message) error {
-	segments, hasTruncate := a.plan(batch)
-	if len(segments) == 0 {
-		return nil
+	segments, hasTruncate, err := a.plan(batch)
+	if err != nil || len(segments) == 0 {
+		return err
 	}
 	avail, err := a.applyTx(ctx, segments, hasTruncate)
 	if err != nil && refusedData(err) {
@@ -114,7 +114,10 @@ func (a *inventory) applyEach(ctx context.Context, batch []*Message) error {
 		if m.Err != nil {
 			continue
 		}
-		segments, hasTruncate := a.plan([]*Message{m})
+		segments, hasTruncate, err := a.plan([]*Message{m})
+		if err != nil {
+			return err
+		}
 		if len(segments) == 0 {
 			continue
 		}
@@ -145,8 +148,9 @@ func refusedData(err error) bool {
 }
 
 // plan parses the batch into segments, setting Err on messages that can
-// never be applied.
-func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool) {
+// never be applied. An error is a configuration problem (fatal): nothing
+// of the batch may be applied.
+func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool, err error) {
 	var cur []orderChange
 	for _, m := range batch {
 		m.Skip = ""
@@ -164,6 +168,9 @@ func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool
 			continue
 		}
 		chs, err := a.orders.changes(m)
+		if fatal(err) {
+			return nil, false, err
+		}
 		if err != nil {
 			m.Err = err
 			continue
@@ -173,7 +180,7 @@ func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool
 	if len(cur) > 0 {
 		segments = append(segments, segment{changes: cur})
 	}
-	return segments, hasTruncate
+	return segments, hasTruncate, nil
 }
 
 // applyTx runs the batch's transaction and returns the availability of

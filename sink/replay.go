@@ -259,14 +259,20 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 	}
 	defer kc.Close()
 
+	// A configuration problem the events reveal ends the replay with it.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	r := &replayer{
 		c: &consumer{
 			sink: sinkName, topics: s.topics, applier: s.applier, dlq: dlq,
-			metrics: m.forSink(sinkName), log: log, cfg: cfg,
+			metrics: m.forSink(sinkName), log: log, cfg: cfg, fail: fail,
 		},
 		kc: kc, stats: &stats, total: total, progress: progress, dlqTopics: map[string]bool{},
 	}
 	err = r.run(ctx)
+	if cause := context.Cause(ctx); fatal(cause) {
+		err = cause
+	}
 	stats.DeadLetterTopics = slices.Sorted(maps.Keys(r.dlqTopics))
 	return stats, err
 }

@@ -55,6 +55,25 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 	}
 	defer st.close()
 
+	// The sinks run side by side; a fatal error in one stops all.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	// Only the first failure is kept: the others are its consequences (or
+	// the same configuration problem met on another partition).
+	failed := func(sink string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		errs = append(errs, fmt.Errorf("sink %s: %w", sink, err))
+		cancel()
+	}
 	consumers := make([]*consumer, 0, len(st.list))
 	for _, s := range st.list {
 		log := logger.With("sink", s.sink)
@@ -68,24 +87,13 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 			sink: s.sink, group: cfg.GroupPrefix + "-" + s.sink, topics: s.topics,
 			setup: s.setup, applier: s.applier, dlq: dlq, metrics: m.forSink(s.sink), log: log, cfg: cfg,
 			probe: s.probe, storeCheck: o.storeCheck, health: ready.add(s.sink),
+			fail: func(err error) { failed(s.sink, err) },
 		})
 	}
-
-	// The sinks run side by side; a fatal error in one stops all.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
 	for _, c := range consumers {
 		wg.Go(func() {
 			if err := c.run(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("sink %s: %w", c.sink, err))
-				mu.Unlock()
-				cancel()
+				failed(c.sink, err)
 			}
 		})
 	}

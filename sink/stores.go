@@ -56,10 +56,10 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 	}()
 
 	// One Redis client serves both sinks: the row cache belongs to the redis
-	// sink, the availability cache to the inventory sink. Without a Redis
-	// URL the inventory sink runs without the availability cache.
+	// sink, the availability cache to the inventory sink, which runs
+	// without it (and without Redis) when CDCSYNC_AVAILABILITY_CACHE=off.
 	var rdb redis.UniversalClient
-	if cfg.RedisURL != "" {
+	if cfg.Has(config.SinkRedis) || cfg.AvailabilityCacheOn() {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
 			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: config.RedisURLProblem(cfg.RedisURL)}
@@ -67,12 +67,16 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 		client := redis.NewClient(opts)
 		s.closers = append(s.closers, func() { _ = client.Close() })
 		rdb = client
-	} else if cfg.Has(config.SinkInventory) {
-		logger.Warn("CDCSYNC_REDIS_URL is empty: the inventory sink runs without the availability cache")
 	}
 
 	if cfg.Has(config.SinkInventory) {
-		st, err := s.inventoryStore(ctx, cfg, rdb)
+		var cache redis.UniversalClient
+		if cfg.AvailabilityCacheOn() {
+			cache = rdb
+		} else {
+			logger.Info("availability cache off (CDCSYNC_AVAILABILITY_CACHE=off): the inventory sink does not use Redis")
+		}
+		st, err := s.inventoryStore(ctx, cfg, cache)
 		if err != nil {
 			return nil, err
 		}

@@ -108,7 +108,7 @@ func (v *Verifier) checkInventory(ctx context.Context) ([]Check, error) {
 		return nil, err
 	}
 	checks := []Check{compareItems(expected, stored, v.cfg.MaxReport)}
-	if v.rdb != nil {
+	if v.rdb != nil && v.cfg.AvailabilityCache != "off" {
 		c, err := v.checkAvailability(ctx, expected, stored)
 		if err != nil {
 			return nil, err

@@ -121,7 +121,8 @@ func New(ctx context.Context, cfg config.Verify) (*Verifier, error) {
 			return nil, fmt.Errorf("inventory store: %w", err)
 		}
 	}
-	if cfg.RedisURL != "" && (cfg.Has(config.SinkRedis) || cfg.Has(config.SinkInventory)) {
+	availability := cfg.Has(config.SinkInventory) && cfg.AvailabilityCache != "off"
+	if cfg.RedisURL != "" && (cfg.Has(config.SinkRedis) || availability) {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
 			v.Close()

@@ -1,4 +1,4 @@
-package testenv
+package services
 
 import (
 	"context"
@@ -57,7 +57,7 @@ func (r *Redis) Start() error {
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--dir", r.Dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
 		"--logfile", filepath.Join(r.Dir, "redis.log"))
-	inGroup(cmd)
+	InGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
@@ -105,11 +105,11 @@ func (r *Redis) stop(sig syscall.Signal) error {
 	if r.cmd == nil {
 		return nil
 	}
-	_ = killGroup(r.cmd, sig)
+	_ = KillGroup(r.cmd, sig)
 	select {
 	case <-r.exited:
 	case <-time.After(15 * time.Second):
-		_ = killGroup(r.cmd, syscall.SIGKILL)
+		_ = KillGroup(r.cmd, syscall.SIGKILL)
 		<-r.exited
 	}
 	r.cmd = nil
