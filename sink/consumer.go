@@ -223,10 +223,14 @@ func (c *consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
 // ConsumeClaim applies one partition batch by batch until the session ends
 // (a rebalance or shutdown) or the claim's messages close.
 func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	defer c.metrics.dropLag(claim.Topic(), claim.Partition())
 	for {
 		batch, more := c.collect(sess.Context(), claim.Messages())
 		if len(batch) > 0 && !c.process(sess, batch) {
 			return nil
+		}
+		if len(batch) > 0 {
+			c.metrics.setLag(claim.Topic(), claim.Partition(), claim.HighWaterMarkOffset()-batch[len(batch)-1].Offset-1)
 		}
 		if !more {
 			return nil
