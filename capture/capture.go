@@ -35,7 +35,9 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: pipeline.NewTracker(cfg.MaxInFlight), opts: o}
+	tracker := pipeline.NewTracker(cfg.MaxInFlight)
+	tracker.LimitBytes(cfg.MaxInFlightBytes)
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o}
 	defer o.ready.SetNotReady("stopped")
 
 	var wg sync.WaitGroup

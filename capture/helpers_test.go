@@ -67,6 +67,7 @@ func captureEnv(cfg config.Capture) []string {
 		"CDCSYNC_HTTP_ADDR=",
 		"CDCSYNC_LOG_LEVEL=info",
 		"CDCSYNC_KAFKA_COMPRESSION=" + cfg.Compression,
+		"CDCSYNC_KAFKA_MAX_MESSAGE_BYTES=" + fmt.Sprint(cfg.MaxMessageBytes),
 	}
 }
 

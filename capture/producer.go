@@ -250,7 +250,7 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
 	}
-	msg.Metadata = &messageMeta{seq: p.tracker.Add(), sent: time.Now()}
+	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
 	select {
 	case p.ap.Input() <- msg:

@@ -230,6 +230,7 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		}
 		s.tracker.Commit(m.TransactionEndLSN)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
@@ -353,6 +354,7 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 		s.metrics.slotLagBytes.Set(0)
 	}
 	s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+	s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 	s.nextStatus = time.Now().Add(s.interval)
 	return nil
 }
