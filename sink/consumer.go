@@ -12,6 +12,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // consumer runs one sink: a consumer group over the sink's topics whose
@@ -35,6 +36,9 @@ type consumer struct {
 	storeCheck time.Duration
 	// health receives the sink's state for /readyz; nil reports nothing.
 	health *sinkHealth
+	// positions receives the store's applied-through position after each
+	// batch with a watermark; nil keeps none.
+	positions *AppliedPositions
 	// fail stops the sink with a fatal error (a configuration problem the
 	// events revealed); nil retries such errors like any other.
 	fail func(error)
@@ -318,6 +322,7 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 type batchResult struct {
 	msgs       []*Message
 	tombstones int
+	watermarks int // records saying how far the partition is complete
 }
 
 // applyBatch decodes and applies a batch, retrying failures until it
@@ -332,7 +337,13 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 
 	msgs := make([]*Message, 0, len(raws))
 	tombstones := 0
+	mark := c.watermark(raws)
+	watermarks := 0
 	for _, raw := range raws {
+		if pipeline.IsWatermark(raw.Headers) {
+			watermarks++
+			continue
+		}
 		if m := decodeMessage(raw); m != nil {
 			msgs = append(msgs, m)
 		} else {
@@ -348,12 +359,12 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 
 	err := retry(stop, run, c.cfg.RetryMax, func(ctx context.Context) error {
 		todo := pending(msgs)
-		if len(todo) == 0 {
+		if len(todo) == 0 && mark == nil {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		defer cancel()
-		return c.applier.Apply(ctx, todo)
+		return c.apply(ctx, todo, mark)
 	}, func(attempt int, err error) {
 		if c.fail != nil && fatal(err) {
 			c.fail(err)
@@ -393,7 +404,7 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 	// Counted before the offset is marked, so that whoever sees it
 	// committed also sees the batch in the metrics.
 	c.record(msgs, tombstones, start)
-	return batchResult{msgs: msgs, tombstones: tombstones}, true
+	return batchResult{msgs: msgs, tombstones: tombstones, watermarks: watermarks}, true
 }
 
 // record updates the metrics of an applied batch.
