@@ -22,6 +22,7 @@ import (
 type producer struct {
 	ap       sarama.AsyncProducer
 	admin    sarama.ClusterAdmin
+	client   sarama.Client // partition metadata for watermarks
 	tracker  *pipeline.Tracker
 	metrics  *metrics
 	topicCfg sarama.TopicDetail
@@ -73,7 +74,7 @@ func producerConfig(cfg config.Capture) (*sarama.Config, error) {
 	sc.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
 		return min(retryBackoff(retries, maxRetries), time.Second)
 	}
-	sc.Producer.Partitioner = sarama.NewHashPartitioner // per-key order: same key, same partition
+	sc.Producer.Partitioner = newPartitioner // per-key order: same key, same partition (watermarks: the partition they name)
 	sc.Producer.Flush.Messages = cfg.BatchMessages
 	sc.Producer.Flush.Frequency = cfg.Linger
 	sc.Producer.Flush.MaxMessages = 0
@@ -161,7 +162,7 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
 	return &producer{
-		ap: ap, admin: admin, tracker: tracker, metrics: m,
+		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
 		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
 		topics:   map[string]*topicState{},
 		failed:   make(chan error, 1),
@@ -209,7 +210,10 @@ func (p *producer) ackLoop() {
 				successes = nil
 				continue
 			}
-			meta := msg.Metadata.(*messageMeta)
+			meta, ok := msg.Metadata.(*messageMeta)
+			if !ok {
+				continue // a watermark: nothing tracked
+			}
 			p.tracker.Ack(meta.seq)
 			p.metrics.produceTime.Observe(time.Since(meta.sent).Seconds())
 			p.mu.Lock()
@@ -224,6 +228,11 @@ func (p *producer) ackLoop() {
 				continue
 			}
 			p.metrics.produceErrors.Inc()
+			if _, ok := perr.Msg.Metadata.(*watermarkMeta); ok {
+				// A lost watermark loses nothing: it covers only
+				// acknowledged changes, and the next one follows.
+				continue
+			}
 			select {
 			case p.failed <- fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err):
 			default:
@@ -250,7 +259,7 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
 	}
-	msg.Metadata = &messageMeta{seq: p.tracker.Add(), sent: time.Now()}
+	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
 	select {
 	case p.ap.Input() <- msg:

@@ -43,6 +43,10 @@ type stream struct {
 	// backfill runs `replay snapshot` requests; its watermarks arrive
 	// here in WAL order (nil: no backfills).
 	backfill *backfiller
+	// clock learns when the source was at which LSN, for the sinks'
+	// watermarks (nil: no watermarks). Status updates then ask for a
+	// keepalive, so an idle source is observed every status interval.
+	clock *sourceClock
 
 	// rctx bounds one receive by the next status update; it is reused
 	// until that deadline moves, since a context per message is costly.
@@ -124,7 +128,9 @@ func (s *stream) keepAlive(ctx context.Context) error {
 	if !s.started || time.Now().Before(s.nextStatus) {
 		return nil
 	}
-	return s.sendStatus(ctx, false)
+	// With watermarks, ask for a keepalive in return: it tells when the
+	// source was at which WAL position while it is idle.
+	return s.sendStatus(ctx, s.clock != nil)
 }
 
 func (s *stream) waitForRoom(ctx context.Context) error {
@@ -190,6 +196,9 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// the server's WAL end is on Kafka: confirm it so the slot does not
 		// pin WAL while captured tables are idle.
 		s.serverWALEnd = ka.ServerWALEnd
+		if !s.inTx {
+			s.clock.observe(ka.ServerWALEnd, ka.ServerTime)
+		}
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 			s.tracker.AdvanceIdle(ka.ServerWALEnd)
@@ -229,7 +238,9 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 			s.received = m.TransactionEndLSN
 		}
 		s.tracker.Commit(m.TransactionEndLSN)
+		s.clock.observe(m.TransactionEndLSN, m.CommitTime)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
@@ -353,6 +364,7 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 		s.metrics.slotLagBytes.Set(0)
 	}
 	s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+	s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 	s.nextStatus = time.Now().Add(s.interval)
 	return nil
 }
