@@ -35,7 +35,9 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: pipeline.NewTracker(cfg.MaxInFlight), opts: o}
+	tracker := pipeline.NewTracker(cfg.MaxInFlight)
+	tracker.LimitBytes(cfg.MaxInFlightBytes)
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o}
 	defer o.ready.SetNotReady("stopped")
 
 	var wg sync.WaitGroup
@@ -175,6 +177,11 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before tables are added to it: adding a partitioned table to a
+	// publication that lists its partitions fails with "already member".
+	if err := validatePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
+		return err
+	}
 	if err := ensurePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
 		return err
 	}
@@ -264,6 +271,9 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		}
 	}
 	decoder := NewDecoder(src, types)
+	moved := &movedRows{connect: c.connect}
+	defer moved.close()
+	decoder.SetMovedRowFetcher(moved.fetcher(ctx))
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
@@ -296,6 +306,9 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 
 	st.backfill = newBackfiller(c, src, types, tables)
+	if c.cfg.WatermarkInterval > 0 {
+		st.clock = &sourceClock{}
+	}
 
 	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
 	c.tracker.Reset(slot.ConfirmedFlush)
@@ -330,6 +343,10 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	backfillDone := make(chan struct{})
 	go func() { defer close(backfillDone); st.backfill.run(backfillCtx) }()
 	defer func() { stopBackfill(); <-backfillDone }()
+	// Watermarks start after the snapshot: until its rows are all
+	// acknowledged, the confirmed LSN does not cover them.
+	stopWatermarks := c.startWatermarks(ctx, st, prod, tables, router)
+	defer stopWatermarks() // before the producer closes (defers run last first)
 	c.opts.ready.SetReady()
 	runErr := st.run(ctx)
 	if ctx.Err() == nil {
@@ -338,6 +355,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	c.opts.ready.SetNotReady("shutting down")
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
+	stopWatermarks()
 	closeErr := prod.close(c.cfg.ShutdownTimeout)
 	producerClosed = true
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

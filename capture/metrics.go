@@ -15,6 +15,7 @@ type metrics struct {
 	confirmedLSN  prometheus.Gauge
 	receivedLSN   prometheus.Gauge
 	inFlight      prometheus.Gauge
+	inFlightBytes prometheus.Gauge
 	reconnects    prometheus.Counter
 	snapshotRows  *prometheus.CounterVec
 	slotLagBytes  prometheus.Gauge
@@ -47,6 +48,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_in_flight_messages", Help: "Messages produced but not yet acknowledged.",
 		}),
+		inFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_in_flight_bytes", Help: "Bytes of the messages produced but not yet acknowledged.",
+		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_session_restarts_total", Help: "Replication sessions restarted after an error.",
 		}),
@@ -68,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures} {
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

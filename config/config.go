@@ -49,7 +49,9 @@ type Capture struct {
 	TopicReplication  int16         `envconfig:"TOPIC_REPLICATION_FACTOR" default:"-1" desc:"replication factor of topics created at start-up; -1 uses the broker default"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s" desc:"how often a heartbeat message is written so an idle slot advances; 0 disables"`
 	StatusInterval    time.Duration `envconfig:"STATUS_INTERVAL" default:"1s" desc:"how often the confirmed LSN is sent to Postgres"`
+	WatermarkInterval time.Duration `envconfig:"WATERMARK_INTERVAL" default:"10ms" desc:"how often, at most, capture writes watermarks telling the sinks how far each partition of the table topics is complete (read-your-writes); 0 disables"`
 	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"20000" desc:"messages produced but not yet acknowledged before reading pauses (backpressure)"`
+	MaxInFlightBytes  int64         `envconfig:"MAX_IN_FLIGHT_BYTES" default:"67108864" desc:"bytes of messages produced but not yet acknowledged before reading pauses (64 MiB; whichever of this and MAX_IN_FLIGHT is reached first; one larger message still passes); capture's memory follows it"`
 	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
 	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`

@@ -51,7 +51,9 @@ func (c Capture) Validate() error {
 		},
 		func() error { return checkDuration("HEARTBEAT_INTERVAL", c.HeartbeatInterval, true) },
 		func() error { return checkDuration("STATUS_INTERVAL", c.StatusInterval, false) },
+		func() error { return checkDuration("WATERMARK_INTERVAL", c.WatermarkInterval, true) },
 		func() error { return checkPositive("MAX_IN_FLIGHT", c.MaxInFlight) },
+		func() error { return checkPositive("MAX_IN_FLIGHT_BYTES", c.MaxInFlightBytes) },
 		func() error {
 			return checkOneOf("KAFKA_COMPRESSION", c.Compression, "none", "gzip", "snappy", "lz4", "zstd")
 		},

@@ -90,7 +90,9 @@ func captureCases(t *testing.T) []captureCase {
 		{"replication", func(c *Capture) { c.TopicReplication = 0 }, "CDCSYNC_TOPIC_REPLICATION_FACTOR", "-1"},
 		{"heartbeat", func(c *Capture) { c.HeartbeatInterval = -time.Second }, "CDCSYNC_HEARTBEAT_INTERVAL", "negative"},
 		{"status interval", func(c *Capture) { c.StatusInterval = 0 }, "CDCSYNC_STATUS_INTERVAL", "longer than 0"},
+		{"watermark interval", func(c *Capture) { c.WatermarkInterval = -time.Millisecond }, "CDCSYNC_WATERMARK_INTERVAL", "negative"},
 		{"in flight", func(c *Capture) { c.MaxInFlight = -1 }, "CDCSYNC_MAX_IN_FLIGHT", "positive"},
+		{"in flight bytes", func(c *Capture) { c.MaxInFlightBytes = 0 }, "CDCSYNC_MAX_IN_FLIGHT_BYTES", "positive"},
 		{"compression", func(c *Capture) { c.Compression = "brotli" }, "CDCSYNC_KAFKA_COMPRESSION", `one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"`},
 		{"encoding", func(c *Capture) { c.Encoding.Encoding = "avro" }, "CDCSYNC_ENCODING", `must be "cdcsync" or "debezium", got "avro"`},
 		{"decimal mode", func(c *Capture) { c.DecimalHandling = "exact" }, "CDCSYNC_DECIMAL_HANDLING_MODE", `one of "precise", "string", "double"`},
@@ -147,6 +149,7 @@ func TestCaptureValidateAccepts(t *testing.T) {
 		{"dsn", func(c *Capture) { c.SourceURL = "host=db user=cdc password='a b' dbname=orders" }},
 		{"postgresql scheme", func(c *Capture) { c.SourceURL = "postgresql:///orders?host=/var/run/postgresql" }},
 		{"zero heartbeat disables", func(c *Capture) { c.HeartbeatInterval = 0 }},
+		{"zero watermark interval disables", func(c *Capture) { c.WatermarkInterval = 0 }},
 		{"upper-case level", func(c *Capture) { c.Log.Level = "DEBUG" }},
 		{"http disabled", func(c *Capture) { c.HTTP.Addr = "" }},
 		{"mtls", func(c *Capture) {

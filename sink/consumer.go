@@ -12,6 +12,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // consumer runs one sink: a consumer group over the sink's topics whose
@@ -35,6 +36,9 @@ type consumer struct {
 	storeCheck time.Duration
 	// health receives the sink's state for /readyz; nil reports nothing.
 	health *sinkHealth
+	// positions receives the store's applied-through position after each
+	// batch with a watermark; nil keeps none.
+	positions *AppliedPositions
 	// fail stops the sink with a fatal error (a configuration problem the
 	// events revealed); nil retries such errors like any other.
 	fail func(error)
@@ -223,10 +227,14 @@ func (c *consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
 // ConsumeClaim applies one partition batch by batch until the session ends
 // (a rebalance or shutdown) or the claim's messages close.
 func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	defer c.metrics.dropLag(claim.Topic(), claim.Partition())
 	for {
 		batch, more := c.collect(sess.Context(), claim.Messages())
 		if len(batch) > 0 && !c.process(sess, batch) {
 			return nil
+		}
+		if len(batch) > 0 {
+			c.metrics.setLag(claim.Topic(), claim.Partition(), claim.HighWaterMarkOffset()-batch[len(batch)-1].Offset-1)
 		}
 		if !more {
 			return nil
@@ -314,6 +322,7 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 type batchResult struct {
 	msgs       []*Message
 	tombstones int
+	watermarks int // records saying how far the partition is complete
 }
 
 // applyBatch decodes and applies a batch, retrying failures until it
@@ -328,7 +337,13 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 
 	msgs := make([]*Message, 0, len(raws))
 	tombstones := 0
+	mark := c.watermark(raws)
+	watermarks := 0
 	for _, raw := range raws {
+		if pipeline.IsWatermark(raw.Headers) {
+			watermarks++
+			continue
+		}
 		if m := decodeMessage(raw); m != nil {
 			msgs = append(msgs, m)
 		} else {
@@ -344,12 +359,12 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 
 	err := retry(stop, run, c.cfg.RetryMax, func(ctx context.Context) error {
 		todo := pending(msgs)
-		if len(todo) == 0 {
+		if len(todo) == 0 && mark == nil {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		defer cancel()
-		return c.applier.Apply(ctx, todo)
+		return c.apply(ctx, todo, mark)
 	}, func(attempt int, err error) {
 		if c.fail != nil && fatal(err) {
 			c.fail(err)
@@ -389,7 +404,7 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 	// Counted before the offset is marked, so that whoever sees it
 	// committed also sees the batch in the metrics.
 	c.record(msgs, tombstones, start)
-	return batchResult{msgs: msgs, tombstones: tombstones}, true
+	return batchResult{msgs: msgs, tombstones: tombstones, watermarks: watermarks}, true
 }
 
 // record updates the metrics of an applied batch.

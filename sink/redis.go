@@ -42,9 +42,22 @@ var applyLua string
 type rowCache struct {
 	rdb    redis.UniversalClient
 	script *redis.Script
+	// applied keeps the row cache's applied-through position; nil when
+	// it is not kept (replay).
+	applied *redisApplied
 }
 
-var _ Applier = (*rowCache)(nil)
+var _ throughApplier = (*rowCache)(nil)
+
+// ApplyThrough implements throughApplier: the batch's rows first, then
+// (once Redis has answered for them) mark, so the position is never ahead
+// of them.
+func (c *rowCache) ApplyThrough(ctx context.Context, batch []*Message, mark *partitionMark) (Applied, error) {
+	if err := c.Apply(ctx, batch); err != nil || mark == nil || c.applied == nil {
+		return Applied{}, err
+	}
+	return c.applied.record(ctx, mark)
+}
 
 func newRowCache(rdb redis.UniversalClient) *rowCache {
 	return &rowCache{rdb: rdb, script: redis.NewScript(applyLua)}

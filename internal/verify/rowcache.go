@@ -43,7 +43,8 @@ ORDER BY k.ord`
 // cachedRow is what the row cache should hold for one source row.
 type cachedRow struct {
 	key    string
-	fields []string // column names, table order, NULL columns left out
+	pk     pipeline.Row // the key columns as capture encodes them
+	fields []string     // column names, table order, NULL columns left out
 	values []string
 }
 
@@ -195,6 +196,7 @@ func renderRow(types *capture.Types, schema, table string, fields []pgconn.Field
 		key[i] = pipeline.Column{Name: fields[p].Name, Value: v}
 	}
 	row.key = sink.RowKey(schema, table, key)
+	row.pk = key
 	return row, nil
 }
 
