@@ -261,6 +261,9 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 
 	decoder := NewDecoder(src, types)
+	moved := &movedRows{connect: c.connect}
+	defer moved.close()
+	decoder.SetMovedRowFetcher(moved.fetcher(ctx))
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,

@@ -95,9 +95,13 @@ type Sink struct {
 	BatchSize         int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
 	BatchTimeout      time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
 	DLQSuffix         string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
-	RetryMax          time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
+	// DLQMaxMessageBytes is the dead-letter producer's limit: the
+	// original message plus the reason headers must fit under the brokers'
+	// message.max.bytes (1048588 by default in Kafka).
+	DLQMaxMessageBytes int           `envconfig:"DLQ_MAX_MESSAGE_BYTES" default:"1048576" desc:"largest dead letter written (the original message plus the reason headers); one that would not fit goes without its value (header cdcsync.dlq.omitted)"`
+	RetryMax           time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
 	// GroupInstanceID turns on static group membership (Kafka 2.3+).
-	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process (e.g. the pod name): a restarted sink gets its partitions back without waiting for a rebalance; empty uses dynamic membership"`
+	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process: a restarted sink replaces its dead self and gets its partitions back without a rebalance; empty derives it from the host name and the port of CDCSYNC_HTTP_ADDR; - for dynamic membership"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to finish the batch being applied on SIGTERM or a rebalance"`
 	// Embedded for the variable names; see Capture.
 	Inventory

@@ -189,6 +189,7 @@ func sinkCases() []sinkCase {
 		{"batch size", func(s *Sink) { s.BatchSize = 0 }, "CDCSYNC_SINK_BATCH_SIZE", "positive"},
 		{"batch timeout", func(s *Sink) { s.BatchTimeout = 0 }, "CDCSYNC_SINK_BATCH_TIMEOUT", "longer than 0"},
 		{"dlq suffix", func(s *Sink) { s.DLQSuffix = "" }, "CDCSYNC_DLQ_SUFFIX", "a-z A-Z 0-9"},
+		{"dlq max message bytes", func(s *Sink) { s.DLQMaxMessageBytes = -1 }, "CDCSYNC_DLQ_MAX_MESSAGE_BYTES", "positive"},
 		{"retry", func(s *Sink) { s.RetryMax = -time.Second }, "CDCSYNC_RETRY_MAX_BACKOFF", "negative"},
 		{"instance id", func(s *Sink) { s.GroupInstanceID = "pod/1" }, "CDCSYNC_GROUP_INSTANCE_ID", `got "pod/1"`},
 		{"sink shutdown", func(s *Sink) { s.ShutdownTimeout = 0 }, "CDCSYNC_SHUTDOWN_TIMEOUT", "longer than 0"},

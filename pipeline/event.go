@@ -361,6 +361,9 @@ const (
 	HeaderDLQPartition = "cdcsync.dlq.partition"
 	HeaderDLQOffset    = "cdcsync.dlq.offset"
 	HeaderDLQSink      = "cdcsync.dlq.sink"
+	// HeaderDLQOmitted says what a dead letter left out to fit the
+	// dead-letter producer's size limit, e.g. "value (1048000 bytes)".
+	HeaderDLQOmitted = "cdcsync.dlq.omitted"
 )
 
 // KeyString joins primary-key values with ':' the way the Redis row cache
