@@ -68,6 +68,22 @@ type Capture struct {
 	Kafka
 	HTTP
 	Log
+	Encoding
+}
+
+// Encoding selects how capture writes keys and values: cdcsync's readable
+// encoding, or Debezium's PostgreSQL connector through Kafka Connect's
+// JsonConverter, with Debezium's options under their own names.
+type Encoding struct {
+	Encoding               string `envconfig:"ENCODING" default:"cdcsync" desc:"cdcsync (readable lossless JSON) or debezium (Debezium's PostgreSQL connector records through JsonConverter)"`
+	SchemasEnable          bool   `envconfig:"SCHEMAS_ENABLE" default:"true" desc:"debezium encoding: wrap key and value in {\"schema\":…,\"payload\":…} (JsonConverter schemas.enable)"`
+	DecimalHandling        string `envconfig:"DECIMAL_HANDLING_MODE" default:"precise" desc:"debezium encoding: numeric and money as precise (Connect Decimal), string or double (decimal.handling.mode)"`
+	TimePrecision          string `envconfig:"TIME_PRECISION_MODE" default:"adaptive" desc:"debezium encoding: adaptive, adaptive_time_microseconds or connect (time.precision.mode)"`
+	IntervalHandling       string `envconfig:"INTERVAL_HANDLING_MODE" default:"numeric" desc:"debezium encoding: interval as numeric (MicroDuration) or string (ISO 8601) (interval.handling.mode)"`
+	BinaryHandling         string `envconfig:"BINARY_HANDLING_MODE" default:"bytes" desc:"debezium encoding: bytea as bytes, base64, base64-url-safe or hex (binary.handling.mode)"`
+	HstoreHandling         string `envconfig:"HSTORE_HANDLING_MODE" default:"json" desc:"debezium encoding: hstore as json or map (hstore.handling.mode)"`
+	UnavailablePlaceholder string `envconfig:"UNAVAILABLE_VALUE_PLACEHOLDER" default:"__debezium_unavailable_value" desc:"debezium encoding: stands for an unchanged TOASTed value (unavailable.value.placeholder)"`
+	TransactionMetadata    bool   `envconfig:"PROVIDE_TRANSACTION_METADATA" default:"false" desc:"add the transaction block to every event and write BEGIN/END records to <prefix>.transaction (provide.transaction.metadata)"`
 }
 
 // Inventory names the order columns and statuses the inventory sink derives

@@ -64,6 +64,26 @@ func (c Capture) Validate() error {
 		c.Kafka.Validate,
 		c.HTTP.Validate,
 		c.Log.Validate,
+		c.Encoding.Validate,
+	)
+}
+
+// Validate checks the encoding settings.
+func (e Encoding) Validate() error {
+	return first(
+		func() error { return checkOneOf("ENCODING", e.Encoding, "cdcsync", "debezium") },
+		func() error {
+			return checkOneOf("DECIMAL_HANDLING_MODE", e.DecimalHandling, "precise", "string", "double")
+		},
+		func() error {
+			return checkOneOf("TIME_PRECISION_MODE", e.TimePrecision, "adaptive", "adaptive_time_microseconds", "connect")
+		},
+		func() error { return checkOneOf("INTERVAL_HANDLING_MODE", e.IntervalHandling, "numeric", "string") },
+		func() error {
+			return checkOneOf("BINARY_HANDLING_MODE", e.BinaryHandling, "bytes", "base64", "base64-url-safe", "hex")
+		},
+		func() error { return checkOneOf("HSTORE_HANDLING_MODE", e.HstoreHandling, "json", "map") },
+		func() error { return checkNonEmpty("UNAVAILABLE_VALUE_PLACEHOLDER", e.UnavailablePlaceholder) },
 	)
 }
 
