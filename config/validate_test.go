@@ -92,6 +92,7 @@ func captureCases(t *testing.T) []captureCase {
 		{"status interval", func(c *Capture) { c.StatusInterval = 0 }, "CDCSYNC_STATUS_INTERVAL", "longer than 0"},
 		{"in flight", func(c *Capture) { c.MaxInFlight = -1 }, "CDCSYNC_MAX_IN_FLIGHT", "positive"},
 		{"in flight bytes", func(c *Capture) { c.MaxInFlightBytes = 0 }, "CDCSYNC_MAX_IN_FLIGHT_BYTES", "positive"},
+		{"on poison", func(c *Capture) { c.OnPoison = "skip" }, "CDCSYNC_ON_POISON", "stop"},
 		{"compression", func(c *Capture) { c.Compression = "brotli" }, "CDCSYNC_KAFKA_COMPRESSION", `one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"`},
 		{"batch", func(c *Capture) { c.BatchMessages = 0 }, "CDCSYNC_KAFKA_BATCH_MESSAGES", "positive"},
 		{"linger", func(c *Capture) { c.Linger = -time.Millisecond }, "CDCSYNC_KAFKA_LINGER", "negative"},
