@@ -279,7 +279,20 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		}
 	}
 
+	records, err := newRecordEncoder(c.cfg, c.connect, tables)
+	if err != nil {
+		return err
+	}
+	txm := newTxMetadata(c.cfg)
+	if txm != nil {
+		if err := prod.ensureTopic(txm.topic); err != nil {
+			return err
+		}
+	}
 	decoder := NewDecoder(src, types)
+	moved := &movedRows{connect: c.connect}
+	defer moved.close()
+	decoder.SetMovedRowFetcher(moved.fetcher(ctx))
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
@@ -296,8 +309,12 @@ func (c *capturer) session(ctx context.Context) (err error) {
 			if rec, ok, err := router.Change(ch); ok {
 				return c.deadLetterInvalid(rec, err)
 			}
-			return tableRecord(c.cfg.TopicPrefix, ch), true, nil
+			rec, err := records.record(ch)
+			return rec, err == nil, err
 		},
+		relationChanged: records.relationChanged,
+		tx:              txm,
+		txTable:         func(ch Change) bool { return !router.IsOutboxTable(ch.Schema, ch.Table) },
 		message: func(m *pglogrepl.LogicalDecodingMessage, pos pipeline.Position) (Record, bool, error) {
 			rec, ok, err := router.Message(m, pos)
 			if !ok {
@@ -308,6 +325,9 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 
 	st.backfill = newBackfiller(c, src, types, tables)
+	if c.cfg.WatermarkInterval > 0 {
+		st.clock = &sourceClock{}
+	}
 
 	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
 	c.tracker.Reset(slot.ConfirmedFlush)
@@ -342,6 +362,10 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	backfillDone := make(chan struct{})
 	go func() { defer close(backfillDone); st.backfill.run(backfillCtx) }()
 	defer func() { stopBackfill(); <-backfillDone }()
+	// Watermarks start after the snapshot: until its rows are all
+	// acknowledged, the confirmed LSN does not cover them.
+	stopWatermarks := c.startWatermarks(ctx, st, prod, tables, router)
+	defer stopWatermarks() // before the producer closes (defers run last first)
 	c.opts.ready.SetReady()
 	runErr := st.run(ctx)
 	if ctx.Err() == nil {
@@ -350,6 +374,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	c.opts.ready.SetNotReady("shutting down")
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
+	stopWatermarks()
 	closeErr := prod.close(c.cfg.ShutdownTimeout)
 	producerClosed = true
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

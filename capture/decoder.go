@@ -45,6 +45,7 @@ type Decoder struct {
 	last  *relation // the relation of the previous change: most rows hit it
 	tx    txState
 	now   func() time.Time
+	moved MovedRowFetcher // nil: key moves keep unchanged TOAST columns as unchanged
 	// lastCommit is the commit LSN of the previous transaction on the
 	// stream (Debezium's source.sequence starts with it); 0 until one ends.
 	lastCommit pglogrepl.LSN
@@ -137,6 +138,14 @@ func (d *Decoder) Decode(msg pglogrepl.Message, walStart pglogrepl.LSN) ([]Chang
 		return nil, fmt.Errorf("decode: unsupported pgoutput message %s", msg.Type())
 	}
 }
+
+// SetMovedRowFetcher makes the decoder complete the create of an update
+// that moves a row to a new key: TOASTed columns the stream left out as
+// unchanged are read from the source with f, since no row exists under the
+// new key for consumers to keep them from. The values are the row's
+// current ones, which may be newer than the change; any newer value has
+// its own later event on the key, so every consumer ends with the row.
+func (d *Decoder) SetMovedRowFetcher(f MovedRowFetcher) { d.moved = f }
 
 // defineRelation (re)defines a relation. pgoutput sends a Relation message
 // before the first change of a relation on a stream and again after its
@@ -254,6 +263,9 @@ func (d *Decoder) update(m *pglogrepl.UpdateMessage, walStart pglogrepl.LSN) ([]
 		// Debezium's form of a key change: the old key is deleted (and
 		// tombstoned) and the row is created under the new key, so that
 		// per-key consumers and compacted topics stay right.
+		if err := d.fillMoved(rel, m.NewTuple); err != nil {
+			return nil, fmt.Errorf("decode update of %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
+		}
 		return d.build(rel, walStart,
 			buildSpec{op: pipeline.OpDelete, after: -1, before: n, key: n, tombstone: true,
 				keyOnly: m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey},
@@ -325,9 +337,7 @@ func (d *Decoder) encodeTuple(rel *relation, tup, fill *pglogrepl.TupleData) err
 		case pglogrepl.TupleDataTypeText:
 			var err error
 			if d.scratch, err = appendValue(d.scratch, rel.cols[i].info, c.Data); err != nil {
-				// Name where the value is, never the value: it may be
-				// personal data, and errors end up in logs.
-				return fmt.Errorf("column %q (type %s, position %d): %w", rel.cols[i].name, d.types.TypeName(rel.cols[i].oid), i+1, err)
+				return d.columnErr(rel, i, err)
 			}
 		case pglogrepl.TupleDataTypeNull:
 			d.scratch = append(d.scratch, "null"...)
@@ -341,6 +351,55 @@ func (d *Decoder) encodeTuple(rel *relation, tup, fill *pglogrepl.TupleData) err
 		d.spans = append(d.spans, sp)
 	}
 	return nil
+}
+
+// fillMoved replaces the unchanged TOAST columns of the new tuple (spans
+// from 0) by the values the source holds under the new key now. When no
+// row exists there any more, a later change of the stream deletes or moves
+// the key, and the columns stay unchanged.
+func (d *Decoder) fillMoved(rel *relation, tup *pglogrepl.TupleData) error {
+	var missing []int
+	var names []string
+	for i := range rel.cols {
+		if d.spans[i].state == pglogrepl.TupleDataTypeToast {
+			missing = append(missing, i)
+			names = append(names, rel.cols[i].name)
+		}
+	}
+	if len(missing) == 0 || d.moved == nil {
+		return nil
+	}
+	keyCols := make([]string, len(rel.key))
+	keyOIDs := make([]uint32, len(rel.key))
+	keyVals := make([][]byte, len(rel.key))
+	for j, k := range rel.key {
+		if tup.Columns[k].DataType != pglogrepl.TupleDataTypeText {
+			return nil // a key that is NULL or itself unchanged TOAST: nothing to look it up by
+		}
+		keyCols[j], keyOIDs[j], keyVals[j] = rel.cols[k].name, rel.cols[k].oid, tup.Columns[k].Data
+	}
+	vals, found, err := d.moved(rel.schema, rel.table, keyCols, keyOIDs, keyVals, names)
+	if err != nil || !found {
+		return err
+	}
+	for j, i := range missing {
+		sp := span{start: len(d.scratch), state: pglogrepl.TupleDataTypeText}
+		if vals[j] == nil {
+			sp.state = pglogrepl.TupleDataTypeNull
+			d.scratch = append(d.scratch, "null"...)
+		} else if d.scratch, err = appendValue(d.scratch, rel.cols[i].info, vals[j]); err != nil {
+			return d.columnErr(rel, i, err)
+		}
+		sp.end = len(d.scratch)
+		d.spans[i] = sp
+	}
+	return nil
+}
+
+// columnErr says which value of rel failed: column, type and position, never
+// the value itself, which may be personal data and ends up in logs.
+func (d *Decoder) columnErr(rel *relation, i int, err error) error {
+	return fmt.Errorf("column %q (type %s, position %d): %w", rel.cols[i].name, d.types.TypeName(rel.cols[i].oid), i+1, err)
 }
 
 // keyChanged compares the key columns of the new tuple (spans from newAt)

@@ -125,50 +125,17 @@ func readTopic(t *testing.T, brokers []string, topic string) []message {
 	return out
 }
 
-// consumeTopic hands every record of topic present now to fn, partition by
-// partition, in offset order.
+// consumeTopic hands every record of topic present now, except
+// watermarks, to fn, partition by partition, in offset order.
 func consumeTopic(t *testing.T, brokers []string, topic string, fn func(*sarama.ConsumerMessage)) {
 	t.Helper()
-	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
-	if err != nil {
-		t.Fatalf("kafka client: %v", err)
-	}
-	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	for _, p := range parts {
-		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			var m *sarama.ConsumerMessage
-			select {
-			case m = <-pc.Messages():
-			case <-time.After(30 * time.Second):
-				t.Fatalf("timed out reading %s/%d", topic, p)
-			}
+	testenv.ConsumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) {
+		// Watermarks are the sinks' business (watermark_test.go reads
+		// them); the tests here read the changes.
+		if !pipeline.IsWatermark(m.Headers) {
 			fn(m)
-			if m.Offset+1 >= end {
-				break
-			}
 		}
-		pc.Close()
-	}
+	})
 }
 
 func decodeMessage(t *testing.T, m *sarama.ConsumerMessage) message {

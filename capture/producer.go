@@ -25,6 +25,7 @@ import (
 type producer struct {
 	ap       sarama.AsyncProducer
 	admin    sarama.ClusterAdmin
+	client   sarama.Client // partition metadata for watermarks
 	tracker  *pipeline.Tracker
 	metrics  *metrics
 	topicCfg sarama.TopicDetail
@@ -80,7 +81,7 @@ func producerConfig(cfg config.Capture) (*sarama.Config, error) {
 	sc.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
 		return min(retryBackoff(retries, maxRetries), time.Second)
 	}
-	sc.Producer.Partitioner = sarama.NewHashPartitioner // per-key order: same key, same partition
+	sc.Producer.Partitioner = newPartitioner // per-key order: same key, same partition (watermarks: the partition they name)
 	sc.Producer.Flush.Messages = cfg.BatchMessages
 	sc.Producer.Flush.Frequency = cfg.Linger
 	sc.Producer.Flush.MaxMessages = 0
@@ -177,7 +178,7 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 	deletePolicy := "delete"
 	dlqCfg.ConfigEntries = map[string]*string{"max.message.bytes": &maxBytes, "cleanup.policy": &deletePolicy}
 	return &producer{
-		ap: ap, admin: admin, tracker: tracker, metrics: m,
+		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
 		topicCfg: topicCfg, dlqCfg: dlqCfg, maxMessageBytes: cfg.MaxMessageBytes,
 		topics: map[string]*topicState{},
 		failed: make(chan error, 1),
@@ -228,7 +229,10 @@ func (p *producer) ackLoop() {
 				successes = nil
 				continue
 			}
-			meta := msg.Metadata.(*messageMeta)
+			meta, ok := msg.Metadata.(*messageMeta)
+			if !ok {
+				continue // a watermark: nothing tracked
+			}
 			p.tracker.Ack(meta.seq)
 			p.metrics.produceTime.Observe(time.Since(meta.sent).Seconds())
 			p.mu.Lock()
@@ -243,6 +247,11 @@ func (p *producer) ackLoop() {
 				continue
 			}
 			p.metrics.produceErrors.Inc()
+			if _, ok := perr.Msg.Metadata.(*watermarkMeta); ok {
+				// A lost watermark loses nothing: it covers only
+				// acknowledged changes, and the next one follows.
+				continue
+			}
 			err := fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err)
 			if errors.Is(perr.Err, sarama.ErrMessageSizeTooLarge) {
 				// The broker refused a batch the producer deemed small

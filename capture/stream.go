@@ -43,6 +43,17 @@ type stream struct {
 	// backfill runs `replay snapshot` requests; its watermarks arrive
 	// here in WAL order (nil: no backfills).
 	backfill *backfiller
+	// relationChanged hears of every Relation message (the encoding may
+	// need the table's new column types).
+	relationChanged func(schema, table string)
+	// tx follows transactions for CDCSYNC_PROVIDE_TRANSACTION_METADATA
+	// (nil: off); txTable says which changes it numbers (table topics').
+	tx      *txMetadata
+	txTable func(Change) bool
+	// clock learns when the source was at which LSN, for the sinks'
+	// watermarks (nil: no watermarks). Status updates then ask for a
+	// keepalive, so an idle source is observed every status interval.
+	clock *sourceClock
 
 	// rctx bounds one receive by the next status update; it is reused
 	// until that deadline moves, since a context per message is costly.
@@ -128,7 +139,9 @@ func (s *stream) keepAlive(ctx context.Context) error {
 	if !s.started || time.Now().Before(s.nextStatus) {
 		return nil
 	}
-	return s.sendStatus(ctx, false)
+	// With watermarks, ask for a keepalive in return: it tells when the
+	// source was at which WAL position while it is idle.
+	return s.sendStatus(ctx, s.clock != nil)
 }
 
 func (s *stream) waitForRoom(ctx context.Context) error {
@@ -194,6 +207,9 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// the server's WAL end is on Kafka: confirm it so the slot does not
 		// pin WAL while captured tables are idle.
 		s.serverWALEnd = ka.ServerWALEnd
+		if !s.inTx {
+			s.clock.observe(ka.ServerWALEnd, ka.ServerTime)
+		}
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 			s.tracker.AdvanceIdle(ka.ServerWALEnd)
@@ -228,16 +244,28 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		if _, err := s.decoder.Decode(msg, xld.WALStart); err != nil {
 			return err
 		}
+		if s.tx != nil {
+			if rec, ok := s.tx.end(s.txCommit); ok {
+				if err := s.prod.send(ctx, rec, s.keepAlive, s.interval); err != nil {
+					return err
+				}
+			}
+		}
 		s.inTx = false
 		if m.TransactionEndLSN > s.received {
 			s.received = m.TransactionEndLSN
 		}
 		s.tracker.Commit(m.TransactionEndLSN)
+		s.clock.observe(m.TransactionEndLSN, m.CommitTime)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
 		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
+	case *pglogrepl.RelationMessage:
+		if s.relationChanged != nil {
+			s.relationChanged(m.Namespace, m.RelationName)
+		}
 	case *pglogrepl.TypeMessage:
 		// A Type message only names the type; the catalog says how to
 		// encode it (a domain's base type, an array's element type).
@@ -313,6 +341,13 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 		}
 		if err := s.waitForRoom(ctx); err != nil {
 			return err
+		}
+	}
+	if s.tx != nil && s.txTable(c) {
+		if begin, ok := s.tx.observe(c); ok {
+			if err := s.prod.send(ctx, begin, s.keepAlive, s.interval); err != nil {
+				return err
+			}
 		}
 	}
 	rec, ok, err := s.route(c)

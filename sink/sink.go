@@ -49,6 +49,15 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 	if err != nil {
 		return err
 	}
+	positions := o.applied
+	if positions == nil {
+		positions = NewAppliedPositions()
+	}
+	if reg != nil {
+		if err := reg.Register(positions); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("register applied-position metrics: %w", err)
+		}
+	}
 	st, err := openStores(ctx, cfg, logger)
 	if err != nil {
 		return err
@@ -77,7 +86,7 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 	consumers := make([]*consumer, 0, len(st.list))
 	for _, s := range st.list {
 		log := logger.With("sink", s.sink)
-		dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, s.sink, log)
+		dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, s.sink, cfg.DLQMaxMessageBytes, log)
 		defer func() {
 			if err := dlq.close(); err != nil {
 				log.Warn("close dead-letter producer", "err", err)
@@ -86,9 +95,10 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 		consumers = append(consumers, &consumer{
 			sink: s.sink, group: cfg.GroupPrefix + "-" + s.sink, topics: s.topics,
 			setup: s.setup, applier: s.applier, dlq: dlq, metrics: m.forSink(s.sink), log: log, cfg: cfg,
-			probe: s.probe, storeCheck: o.storeCheck, health: ready.add(s.sink),
+			probe: s.probe, storeCheck: o.storeCheck, health: ready.add(s.sink), positions: positions,
 			fail: func(err error) { failed(s.sink, err) },
 		})
+		positions.register(s.sink)
 	}
 	for _, c := range consumers {
 		wg.Go(func() {

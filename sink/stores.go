@@ -62,7 +62,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 	if cfg.Has(config.SinkRedis) || cfg.AvailabilityCacheOn() {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
-			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: "cannot be used: " + err.Error()}
+			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: config.RedisURLProblem(cfg.RedisURL)}
 		}
 		client := redis.NewClient(opts)
 		s.closers = append(s.closers, func() { _ = client.Close() })
@@ -95,6 +95,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 			topics = append(topics, pipeline.Topic(cfg.TopicPrefix, schema, table))
 		}
 		rc := newRowCache(rdb)
+		rc.applied = &redisApplied{rdb: rdb, sink: config.SinkRedis, topics: topics}
 		s.list = append(s.list, store{
 			sink: config.SinkRedis, topics: topics, applier: rc,
 			setup: func(ctx context.Context) error {
@@ -122,13 +123,15 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 		return store{}, fmt.Errorf("inventory store: %w", err)
 	}
 	s.closers = append(s.closers, pool.Close)
-	inv := &inventory{pool: pool, orders: orders}
+	topic := pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)
+	inv := &inventory{pool: pool, orders: orders, topic: topic}
 	if rdb != nil {
 		inv.avail = newAvailability(rdb)
+		inv.availApplied = &redisApplied{rdb: rdb, sink: config.SinkInventory, topics: []string{topic}}
 	}
 	return store{
 		sink:    config.SinkInventory,
-		topics:  []string{pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)},
+		topics:  []string{topic},
 		applier: inv,
 		setup: func(ctx context.Context) error {
 			if err := inv.ensureSchema(ctx); err != nil {
