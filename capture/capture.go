@@ -268,6 +268,16 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		}
 	}
 
+	records, err := newRecordEncoder(c.cfg, c.connect, tables)
+	if err != nil {
+		return err
+	}
+	txm := newTxMetadata(c.cfg)
+	if txm != nil {
+		if err := prod.ensureTopic(txm.topic); err != nil {
+			return err
+		}
+	}
 	decoder := NewDecoder(src, types)
 	moved := &movedRows{connect: c.connect}
 	defer moved.close()
@@ -288,8 +298,12 @@ func (c *capturer) session(ctx context.Context) (err error) {
 			if rec, ok, err := router.Change(ch); ok {
 				return c.deadLetterInvalid(rec, err)
 			}
-			return tableRecord(c.cfg.TopicPrefix, ch), true, nil
+			rec, err := records.record(ch)
+			return rec, err == nil, err
 		},
+		relationChanged: records.relationChanged,
+		tx:              txm,
+		txTable:         func(ch Change) bool { return !router.IsOutboxTable(ch.Schema, ch.Table) },
 		message: func(m *pglogrepl.LogicalDecodingMessage, pos pipeline.Position) (Record, bool, error) {
 			rec, ok, err := router.Message(m, pos)
 			if !ok {

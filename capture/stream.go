@@ -43,6 +43,13 @@ type stream struct {
 	// backfill runs `replay snapshot` requests; its watermarks arrive
 	// here in WAL order (nil: no backfills).
 	backfill *backfiller
+	// relationChanged hears of every Relation message (the encoding may
+	// need the table's new column types).
+	relationChanged func(schema, table string)
+	// tx follows transactions for CDCSYNC_PROVIDE_TRANSACTION_METADATA
+	// (nil: off); txTable says which changes it numbers (table topics').
+	tx      *txMetadata
+	txTable func(Change) bool
 	// clock learns when the source was at which LSN, for the sinks'
 	// watermarks (nil: no watermarks). Status updates then ask for a
 	// keepalive, so an idle source is observed every status interval.
@@ -233,6 +240,13 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		if _, err := s.decoder.Decode(msg, xld.WALStart); err != nil {
 			return err
 		}
+		if s.tx != nil {
+			if rec, ok := s.tx.end(s.txCommit); ok {
+				if err := s.prod.send(ctx, rec, s.keepAlive, s.interval); err != nil {
+					return err
+				}
+			}
+		}
 		s.inTx = false
 		if m.TransactionEndLSN > s.received {
 			s.received = m.TransactionEndLSN
@@ -244,6 +258,10 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
+	case *pglogrepl.RelationMessage:
+		if s.relationChanged != nil {
+			s.relationChanged(m.Namespace, m.RelationName)
+		}
 	case *pglogrepl.TypeMessage:
 		// A Type message only names the type; the catalog says how to
 		// encode it (a domain's base type, an array's element type).
@@ -305,6 +323,13 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 		}
 		if err := s.waitForRoom(ctx); err != nil {
 			return err
+		}
+	}
+	if s.tx != nil && s.txTable(c) {
+		if begin, ok := s.tx.observe(c); ok {
+			if err := s.prod.send(ctx, begin, s.keepAlive, s.interval); err != nil {
+				return err
+			}
 		}
 	}
 	rec, ok, err := s.route(c)

@@ -68,6 +68,22 @@ type Capture struct {
 	Kafka
 	HTTP
 	Log
+	Encoding
+}
+
+// Encoding selects how capture writes keys and values: cdcsync's readable
+// encoding, or Debezium's PostgreSQL connector through Kafka Connect's
+// JsonConverter, with Debezium's options under their own names.
+type Encoding struct {
+	Encoding               string `envconfig:"ENCODING" default:"cdcsync" desc:"cdcsync (readable lossless JSON) or debezium (Debezium's PostgreSQL connector records through JsonConverter)"`
+	SchemasEnable          bool   `envconfig:"SCHEMAS_ENABLE" default:"true" desc:"debezium encoding: wrap key and value in {\"schema\":…,\"payload\":…} (JsonConverter schemas.enable)"`
+	DecimalHandling        string `envconfig:"DECIMAL_HANDLING_MODE" default:"precise" desc:"debezium encoding: numeric and money as precise (Connect Decimal), string or double (decimal.handling.mode)"`
+	TimePrecision          string `envconfig:"TIME_PRECISION_MODE" default:"adaptive" desc:"debezium encoding: adaptive, adaptive_time_microseconds or connect (time.precision.mode)"`
+	IntervalHandling       string `envconfig:"INTERVAL_HANDLING_MODE" default:"numeric" desc:"debezium encoding: interval as numeric (MicroDuration) or string (ISO 8601) (interval.handling.mode)"`
+	BinaryHandling         string `envconfig:"BINARY_HANDLING_MODE" default:"bytes" desc:"debezium encoding: bytea as bytes, base64, base64-url-safe or hex (binary.handling.mode)"`
+	HstoreHandling         string `envconfig:"HSTORE_HANDLING_MODE" default:"json" desc:"debezium encoding: hstore as json or map (hstore.handling.mode)"`
+	UnavailablePlaceholder string `envconfig:"UNAVAILABLE_VALUE_PLACEHOLDER" default:"__debezium_unavailable_value" desc:"debezium encoding: stands for an unchanged TOASTed value (unavailable.value.placeholder)"`
+	TransactionMetadata    bool   `envconfig:"PROVIDE_TRANSACTION_METADATA" default:"false" desc:"add the transaction block to every event and write BEGIN/END records to <prefix>.transaction (provide.transaction.metadata)"`
 }
 
 // Inventory names the order columns and statuses the inventory sink derives
@@ -95,9 +111,13 @@ type Sink struct {
 	BatchSize         int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
 	BatchTimeout      time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
 	DLQSuffix         string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
-	RetryMax          time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
+	// DLQMaxMessageBytes is the dead-letter producer's limit: the
+	// original message plus the reason headers must fit under the brokers'
+	// message.max.bytes (1048588 by default in Kafka).
+	DLQMaxMessageBytes int           `envconfig:"DLQ_MAX_MESSAGE_BYTES" default:"1048576" desc:"largest dead letter written (the original message plus the reason headers); one that would not fit goes without its value (header cdcsync.dlq.omitted)"`
+	RetryMax           time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
 	// GroupInstanceID turns on static group membership (Kafka 2.3+).
-	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process (e.g. the pod name): a restarted sink gets its partitions back without waiting for a rebalance; empty uses dynamic membership"`
+	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process: a restarted sink replaces its dead self and gets its partitions back without a rebalance; empty derives it from the host name and the port of CDCSYNC_HTTP_ADDR; - for dynamic membership"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to finish the batch being applied on SIGTERM or a rebalance"`
 	// Embedded for the variable names; see Capture.
 	Inventory

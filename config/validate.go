@@ -64,6 +64,26 @@ func (c Capture) Validate() error {
 		c.Kafka.Validate,
 		c.HTTP.Validate,
 		c.Log.Validate,
+		c.Encoding.Validate,
+	)
+}
+
+// Validate checks the encoding settings.
+func (e Encoding) Validate() error {
+	return first(
+		func() error { return checkOneOf("ENCODING", e.Encoding, "cdcsync", "debezium") },
+		func() error {
+			return checkOneOf("DECIMAL_HANDLING_MODE", e.DecimalHandling, "precise", "string", "double")
+		},
+		func() error {
+			return checkOneOf("TIME_PRECISION_MODE", e.TimePrecision, "adaptive", "adaptive_time_microseconds", "connect")
+		},
+		func() error { return checkOneOf("INTERVAL_HANDLING_MODE", e.IntervalHandling, "numeric", "string") },
+		func() error {
+			return checkOneOf("BINARY_HANDLING_MODE", e.BinaryHandling, "bytes", "base64", "base64-url-safe", "hex")
+		},
+		func() error { return checkOneOf("HSTORE_HANDLING_MODE", e.HstoreHandling, "json", "map") },
+		func() error { return checkNonEmpty("UNAVAILABLE_VALUE_PLACEHOLDER", e.UnavailablePlaceholder) },
 	)
 }
 
@@ -116,6 +136,12 @@ func (s Sink) Validate() error {
 		func() error { return checkPositive("SINK_BATCH_SIZE", s.BatchSize) },
 		func() error { return checkDuration("SINK_BATCH_TIMEOUT", s.BatchTimeout, false) },
 		func() error { return checkTopicPart("DLQ_SUFFIX", s.DLQSuffix) },
+		func() error {
+			if s.DLQMaxMessageBytes == 0 {
+				return nil // a configuration built in code: the default
+			}
+			return checkPositive("DLQ_MAX_MESSAGE_BYTES", s.DLQMaxMessageBytes)
+		},
 		func() error { return checkDuration("RETRY_MAX_BACKOFF", s.RetryMax, false) },
 		func() error {
 			if s.GroupInstanceID == "" || (len(s.GroupInstanceID) <= 249 && topicChars.MatchString(s.GroupInstanceID)) {
@@ -540,21 +566,34 @@ func checkRedisURL(name, s string) error {
 	if strings.TrimSpace(s) == "" {
 		return errorf(name, "required when CDCSYNC_SINKS includes redis, but not set")
 	}
+	if p := RedisURLProblem(s); p != "" {
+		return errorf(name, "%s", p)
+	}
+	return nil
+}
+
+// RedisURLProblem says why s is not a usable Redis URL, or "" when it is.
+// The answer never holds the password: the url package's errors quote the
+// URL, cut wherever a '#' or '/' in the password ends what it could parse,
+// so they are described rather than shown, and go-redis's own errors
+// (which may quote a query value) have the password replaced.
+func RedisURLProblem(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return errorf(name, "is not a valid URL; percent-encode special characters in the password")
+		return "is not a valid URL; percent-encode special characters in the password"
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return errorf(name, "must be a redis:// or rediss:// URL, got scheme %q", u.Scheme)
+		return fmt.Sprintf("must be a redis:// or rediss:// URL, got scheme %q", u.Scheme)
 	}
 	if _, err := redis.ParseURL(s); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "redis: ")
-		if pw, ok := u.User.Password(); ok && len(pw) >= 4 {
+		if pw, ok := u.User.Password(); ok && pw != "" {
 			msg = strings.ReplaceAll(msg, pw, redacted)
+			msg = strings.ReplaceAll(msg, url.QueryEscape(pw), redacted)
 		}
-		return errorf(name, "%s", msg)
+		return msg
 	}
-	return nil
+	return ""
 }
 
 // checkSwitch checks an on/off variable; empty (a configuration built in

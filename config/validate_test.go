@@ -94,6 +94,13 @@ func captureCases(t *testing.T) []captureCase {
 		{"in flight", func(c *Capture) { c.MaxInFlight = -1 }, "CDCSYNC_MAX_IN_FLIGHT", "positive"},
 		{"in flight bytes", func(c *Capture) { c.MaxInFlightBytes = 0 }, "CDCSYNC_MAX_IN_FLIGHT_BYTES", "positive"},
 		{"compression", func(c *Capture) { c.Compression = "brotli" }, "CDCSYNC_KAFKA_COMPRESSION", `one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"`},
+		{"encoding", func(c *Capture) { c.Encoding.Encoding = "avro" }, "CDCSYNC_ENCODING", `must be "cdcsync" or "debezium", got "avro"`},
+		{"decimal mode", func(c *Capture) { c.DecimalHandling = "exact" }, "CDCSYNC_DECIMAL_HANDLING_MODE", `one of "precise", "string", "double"`},
+		{"time mode", func(c *Capture) { c.TimePrecision = "nanos" }, "CDCSYNC_TIME_PRECISION_MODE", `"adaptive_time_microseconds"`},
+		{"interval mode", func(c *Capture) { c.IntervalHandling = "iso" }, "CDCSYNC_INTERVAL_HANDLING_MODE", `must be "numeric" or "string", got "iso"`},
+		{"binary mode", func(c *Capture) { c.BinaryHandling = "base32" }, "CDCSYNC_BINARY_HANDLING_MODE", `"base64-url-safe"`},
+		{"hstore mode", func(c *Capture) { c.HstoreHandling = "text" }, "CDCSYNC_HSTORE_HANDLING_MODE", `must be "json" or "map", got "text"`},
+		{"placeholder", func(c *Capture) { c.UnavailablePlaceholder = "" }, "CDCSYNC_UNAVAILABLE_VALUE_PLACEHOLDER", "must not be empty"},
 		{"batch", func(c *Capture) { c.BatchMessages = 0 }, "CDCSYNC_KAFKA_BATCH_MESSAGES", "positive"},
 		{"linger", func(c *Capture) { c.Linger = -time.Millisecond }, "CDCSYNC_KAFKA_LINGER", "negative"},
 		{"max message", func(c *Capture) { c.MaxMessageBytes = 0 }, "CDCSYNC_KAFKA_MAX_MESSAGE_BYTES", "positive"},
@@ -189,6 +196,7 @@ func sinkCases() []sinkCase {
 		{"batch size", func(s *Sink) { s.BatchSize = 0 }, "CDCSYNC_SINK_BATCH_SIZE", "positive"},
 		{"batch timeout", func(s *Sink) { s.BatchTimeout = 0 }, "CDCSYNC_SINK_BATCH_TIMEOUT", "longer than 0"},
 		{"dlq suffix", func(s *Sink) { s.DLQSuffix = "" }, "CDCSYNC_DLQ_SUFFIX", "a-z A-Z 0-9"},
+		{"dlq max message bytes", func(s *Sink) { s.DLQMaxMessageBytes = -1 }, "CDCSYNC_DLQ_MAX_MESSAGE_BYTES", "positive"},
 		{"retry", func(s *Sink) { s.RetryMax = -time.Second }, "CDCSYNC_RETRY_MAX_BACKOFF", "negative"},
 		{"instance id", func(s *Sink) { s.GroupInstanceID = "pod/1" }, "CDCSYNC_GROUP_INSTANCE_ID", `got "pod/1"`},
 		{"sink shutdown", func(s *Sink) { s.ShutdownTimeout = 0 }, "CDCSYNC_SHUTDOWN_TIMEOUT", "longer than 0"},
@@ -269,9 +277,11 @@ func TestParseTopicSpec(t *testing.T) {
 // notValidated are variables with nothing to check: booleans (envconfig
 // already rejects anything else) and free-form strings.
 var notValidated = map[string]string{
-	"CDCSYNC_KAFKA_TLS":           "bool",
-	"CDCSYNC_KAFKA_TLS_CERT_FILE": "checked with the key file (mtls case)",
-	"CDCSYNC_OUTBOX_PREFIX":       "any logical decoding message prefix",
+	"CDCSYNC_KAFKA_TLS":                    "bool",
+	"CDCSYNC_KAFKA_TLS_CERT_FILE":          "checked with the key file (mtls case)",
+	"CDCSYNC_OUTBOX_PREFIX":                "any logical decoding message prefix",
+	"CDCSYNC_SCHEMAS_ENABLE":               "bool",
+	"CDCSYNC_PROVIDE_TRANSACTION_METADATA": "bool",
 }
 
 // Every variable of capture and sink either has a validation case above or

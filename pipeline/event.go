@@ -244,9 +244,34 @@ type Event struct {
 	Source    Source   `json:"source"`
 	Op        Op       `json:"op"`
 	TsMs      int64    `json:"ts_ms"`
+	// Transaction is Debezium's transaction block, set when capture
+	// provides transaction metadata; nil leaves it out.
+	Transaction *Transaction `json:"transaction,omitempty"`
 	// TsNs is when capture made the event, in nanoseconds (Debezium's
 	// envelope ts_us and ts_ns); 0 means TsMs is all that is known.
 	TsNs int64 `json:"-"`
+}
+
+// Transaction places an event in its transaction (Debezium's
+// provide.transaction.metadata).
+type Transaction struct {
+	ID                  string `json:"id"` // "<txId>:<commit LSN>"
+	TotalOrder          int64  `json:"total_order"`
+	DataCollectionOrder int64  `json:"data_collection_order"`
+}
+
+// AppendJSON appends the block as Debezium writes it.
+func (t *Transaction) AppendJSON(buf []byte) []byte {
+	if t == nil {
+		return append(buf, "null"...)
+	}
+	buf = append(buf, `{"id":`...)
+	buf = AppendString(buf, t.ID)
+	buf = append(buf, `,"total_order":`...)
+	buf = strconv.AppendInt(buf, t.TotalOrder, 10)
+	buf = append(buf, `,"data_collection_order":`...)
+	buf = strconv.AppendInt(buf, t.DataCollectionOrder, 10)
+	return append(buf, '}')
 }
 
 // Position returns the stream position the event carries.
@@ -310,7 +335,12 @@ func (e *Event) AppendJSON(buf []byte) []byte {
 	buf = append(buf, `,"sequence":`...)
 	var seq [64]byte
 	buf = AppendString(buf, string(AppendSequence(seq[:0], s)))
-	buf = append(buf, `,"xmin":null},"op":`...)
+	buf = append(buf, `,"xmin":null}`...)
+	if e.Transaction != nil {
+		buf = append(buf, `,"transaction":`...)
+		buf = e.Transaction.AppendJSON(buf)
+	}
+	buf = append(buf, `,"op":`...)
 	buf = AppendString(buf, string(e.Op))
 	buf = append(buf, `,"ts_ms":`...)
 	buf = strconv.AppendInt(buf, e.TsMs, 10)
@@ -361,6 +391,9 @@ const (
 	HeaderDLQPartition = "cdcsync.dlq.partition"
 	HeaderDLQOffset    = "cdcsync.dlq.offset"
 	HeaderDLQSink      = "cdcsync.dlq.sink"
+	// HeaderDLQOmitted says what a dead letter left out to fit the
+	// dead-letter producer's size limit, e.g. "value (1048000 bytes)".
+	HeaderDLQOmitted = "cdcsync.dlq.omitted"
 )
 
 // KeyString joins primary-key values with ':' the way the Redis row cache

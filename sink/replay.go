@@ -247,7 +247,7 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 	if err != nil {
 		return stats, err
 	}
-	dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, sinkName, log)
+	dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, sinkName, cfg.DLQMaxMessageBytes, log)
 	defer func() {
 		if err := dlq.close(); err != nil {
 			log.Warn("close dead-letter producer", "err", err)

@@ -86,7 +86,7 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 	consumers := make([]*consumer, 0, len(st.list))
 	for _, s := range st.list {
 		log := logger.With("sink", s.sink)
-		dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, s.sink, log)
+		dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, s.sink, cfg.DLQMaxMessageBytes, log)
 		defer func() {
 			if err := dlq.close(); err != nil {
 				log.Warn("close dead-letter producer", "err", err)

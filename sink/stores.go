@@ -62,7 +62,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 	if cfg.Has(config.SinkRedis) || cfg.AvailabilityCacheOn() {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
-			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: "cannot be used: " + err.Error()}
+			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: config.RedisURLProblem(cfg.RedisURL)}
 		}
 		client := redis.NewClient(opts)
 		s.closers = append(s.closers, func() { _ = client.Close() })

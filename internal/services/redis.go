@@ -19,11 +19,14 @@ import (
 // fsynced on every write, so a kill -9 loses nothing the sink was told was
 // written (as a durable production set-up would behave).
 type Redis struct {
-	Port   int
-	Dir    string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	Port int
+	Dir  string
+	// Password, when set before Start, starts the server with
+	// requirepass (tests of a Redis restarted with a password).
+	Password string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
 }
 
 // StartRedis starts redis-server.
@@ -57,6 +60,9 @@ func (r *Redis) Start() error {
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--dir", r.Dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
 		"--logfile", filepath.Join(r.Dir, "redis.log"))
+	if r.Password != "" {
+		cmd.Args = append(cmd.Args, "--requirepass", r.Password)
+	}
 	InGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
@@ -64,7 +70,7 @@ func (r *Redis) Start() error {
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	r.cmd, r.exited = cmd, exited
-	client := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	client := redis.NewClient(&redis.Options{Addr: r.Addr(), Password: r.Password})
 	defer client.Close()
 	deadline := time.Now().Add(15 * time.Second)
 	for {

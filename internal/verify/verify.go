@@ -126,7 +126,7 @@ func New(ctx context.Context, cfg config.Verify) (*Verifier, error) {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
 			v.Close()
-			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: "cannot be used: " + err.Error()}
+			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: config.RedisURLProblem(cfg.RedisURL)}
 		}
 		v.rdb = redis.NewClient(opts)
 	}
