@@ -224,6 +224,14 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 	defer repl.Close(context.Background())
 
+	// A slot lost to a failover, a restore or invalidation, or another
+	// source cluster: refused before anything is created or confirmed.
+	sources := sourceStore{schema: c.cfg.StateSchema}
+	identity, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
+	if err != nil {
+		return err
+	}
+
 	if slot.Exists && c.cfg.Snapshot == "initial" {
 		pending, err := state.snapshotPending(ctx, conn, c.cfg.Slot)
 		if err != nil {
@@ -330,6 +338,10 @@ func (c *capturer) session(ctx context.Context) (err error) {
 				return err
 			}
 		}
+	}
+	// The slot exists now: from here on, its absence means it was lost.
+	if err := sources.record(ctx, conn, c.cfg.Slot, identity); err != nil {
+		return err
 	}
 	conn.Close(ctx) // not needed while streaming
 

@@ -23,6 +23,9 @@ type metrics struct {
 	// heartbeatFailures counts heartbeats that could not be written: an
 	// idle slot does not advance while they fail.
 	heartbeatFailures prometheus.Counter
+	// slotLost is 1 per reason once capture found its slot lost or the
+	// source changed (and stopped).
+	slotLost *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,6 +67,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cdcsync_capture_produce_seconds", Help: "Time from handing a message to the producer until Kafka acknowledged it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		slotLost: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_slot_lost", Help: "1 when capture found its replication slot missing or invalidated, or the source changed, and refused to continue; label reason: slot_missing, slot_invalidated, source_changed.",
+		}, []string{"reason"}),
 		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
 		}),
@@ -72,7 +78,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures} {
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures, m.slotLost} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
