@@ -673,6 +673,7 @@ func (v Verify) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", v.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", v.GroupPrefix) },
 		func() error { return checkPositive("VERIFY_MAX_REPORT", v.MaxReport) },
+		func() error { return checkDuration("VERIFY_CUT_WAIT", v.CutWait, true) },
 		v.Inventory.Validate,
 		v.Kafka.Validate,
 	)
