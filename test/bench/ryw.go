@@ -208,7 +208,9 @@ func (m *rywMeasure) print(name string, i int) {
 		fmt.Printf("%-28s no samples\n", name)
 		return
 	}
-	q := func(p float64) time.Duration { return l[min(len(l)-1, int(p*float64(len(l))))].Round(100 * time.Microsecond) }
+	q := func(p float64) time.Duration {
+		return l[min(len(l)-1, int(p*float64(len(l))))].Round(100 * time.Microsecond)
+	}
 	fmt.Printf("%-28s p50 %-8v p99 %-8v max %-8v (%d samples)\n", name, q(0.50), q(0.99), l[len(l)-1].Round(100*time.Microsecond), len(l))
 }
 
