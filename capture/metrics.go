@@ -23,6 +23,11 @@ type metrics struct {
 	// heartbeatFailures counts heartbeats that could not be written: an
 	// idle slot does not advance while they fail.
 	heartbeatFailures prometheus.Counter
+	// poisonRecords counts changes Kafka cannot take, per topic and what
+	// capture did (stopped, dead_lettered); stoppedOnPoison is 1 while
+	// capture is stopped at one.
+	poisonRecords   *prometheus.CounterVec
+	stoppedOnPoison prometheus.Gauge
 	// slotLost is 1 per reason once capture found its slot lost or the
 	// source changed (and stopped).
 	slotLost *prometheus.GaugeVec
@@ -73,12 +78,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
 		}),
+		poisonRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcsync_capture_poison_records_total", Help: "Changes too large for Kafka (poison records), per topic and action: stopped (CDCSYNC_ON_POISON=stop, counted per attempt) or dead_lettered.",
+		}, []string{"topic", "action"}),
+		stoppedOnPoison: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_stopped_on_poison", Help: "1 while capture is stopped at a poison record (CDCSYNC_ON_POISON=stop), else 0.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures, m.slotLost} {
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
+		m.poisonRecords, m.stoppedOnPoison, m.slotLost} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {
