@@ -140,14 +140,16 @@ type DevBroker struct {
 // Status is the configuration of `cdcsync status`: where the pipeline's
 // progress is kept (the slot, the topics, the sinks' consumer groups).
 type Status struct {
-	SourceURL   string   `envconfig:"SOURCE_URL" required:"true" desc:"order database (holds the replication slot), postgres URL" secret:"url"`
-	Slot        string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses"`
-	Tables      []string `envconfig:"TABLES" default:"public.orders" desc:"captured tables: their topics are reported, and the redis sink consumes them"`
-	OrdersTable string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"orders table: the inventory sink consumes its topic"`
-	TopicPrefix string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
-	GroupPrefix string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink>"`
-	Sinks       []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
-	StateSchema string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: tells a lost slot (capture recorded it) from one never created"`
+	SourceURL    string   `envconfig:"SOURCE_URL" required:"true" desc:"order database (holds the replication slot), postgres URL" secret:"url"`
+	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses"`
+	Tables       []string `envconfig:"TABLES" default:"public.orders" desc:"captured tables: their topics are reported, and the redis sink consumes them"`
+	OrdersTable  string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"orders table: the inventory sink consumes its topic"`
+	TopicPrefix  string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	GroupPrefix  string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink>"`
+	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
+	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL: its applied-through position is reported; empty leaves it out" secret:"url"`
+	RedisURL     string   `envconfig:"REDIS_URL" desc:"Redis URL: the caches' applied-through positions are reported; empty leaves them out" secret:"url"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: tells a lost slot (capture recorded it) from one never created"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }

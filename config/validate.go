@@ -623,6 +623,18 @@ func (s Status) Validate() error {
 		func() error { return checkTopicPart("GROUP_PREFIX", s.GroupPrefix) },
 		func() error { return checkSinks("SINKS", s.Sinks) },
 		func() error { return checkIdentifier("STATE_SCHEMA", s.StateSchema) },
+		func() error {
+			if s.InventoryURL == "" {
+				return nil
+			}
+			return checkPostgresURL("INVENTORY_URL", s.InventoryURL)
+		},
+		func() error {
+			if p := RedisURLProblem(s.RedisURL); s.RedisURL != "" && p != "" {
+				return errorf("REDIS_URL", "%s", p)
+			}
+			return nil
+		},
 		s.Kafka.Validate,
 	)
 }
