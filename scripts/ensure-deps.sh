@@ -2,9 +2,10 @@
 # Makes sure the services the integration tests and the demo start for
 # themselves are installed: the Postgres server binaries (initdb, postgres)
 # and redis-server. Kafka needs nothing: tests and the demo use an
-# in-process development broker. kcat (a librdkafka client) is installed
-# too when we can: the Debezium-encoding test reads topics with a client
-# that is not ours, and skips that part, saying so, without it.
+# in-process development broker. promtool (Debian package prometheus), which
+# tests the shipped alert rules, and kcat (a librdkafka client the
+# Debezium-encoding test reads topics with) are installed too when they can
+# be; without them those checks skip.
 #
 # When something is missing and we run as root on a Debian/Ubuntu machine,
 # it is installed with apt-get; otherwise the script says what to install
@@ -22,17 +23,35 @@ have_redis() {
 	command -v redis-server >/dev/null 2>&1
 }
 
-# kcat is optional: install it when root on Debian, never fail without it.
-if ! command -v kcat >/dev/null 2>&1 && [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-	echo "ensure-deps: installing kcat with apt-get" >&2
-	export DEBIAN_FRONTEND=noninteractive
-	{ apt-get update -qq && apt-get install -y -qq --no-install-recommends kcat >/dev/null; } ||
-		echo "ensure-deps: kcat could not be installed; the kcat check of TestOrdersDebeziumEncoding will be skipped" >&2
-fi
+have_promtool() {
+	command -v promtool >/dev/null 2>&1
+}
+
+have_kcat() {
+	command -v kcat >/dev/null 2>&1
+}
 
 missing=()
 have_initdb || missing+=(postgresql)
 have_redis || missing+=(redis-server)
+# Optional: only the alert-rule test and the kcat check need them.
+optional=()
+have_promtool || optional+=(prometheus)
+have_kcat || optional+=(kcat)
+
+if [[ ${#optional[@]} -gt 0 ]]; then
+	if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
+		echo "ensure-deps: installing ${optional[*]} (promtool, kcat) with apt-get" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -qq || true
+		# The package's Prometheus server is not started here (no init
+		# system in CI containers); only promtool is used.
+		apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null ||
+			echo "ensure-deps: could not install ${optional[*]}; the alert-rule test or the kcat check will skip" >&2
+	else
+		echo "ensure-deps: ${optional[*]} not found (packages prometheus, kcat); the alert-rule test or the kcat check will skip" >&2
+	fi
+fi
 
 if [[ ${#missing[@]} -eq 0 ]]; then
 	exit 0
