@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test soak demo bench lint deps clean readme
+.PHONY: all build test test-big soak demo bench lint deps clean readme
 
 all: build
 
@@ -25,6 +25,10 @@ test: deps
 # sequence. `make test` runs a short one.
 soak: deps
 	CDCSYNC_SOAK_DURATION=$${SOAK_DURATION:-$${CDCSYNC_SOAK_DURATION:-30m}} $(GO) test ./test/soak -run TestSoak -count=1 -v -timeout 0
+
+# The full-size variants of tests that run short in `make test`.
+test-big: deps
+	CDCSYNC_TEST_TRUNCATE_ITEMS=500000 $(GO) test ./sink -run TestTruncateOnManyItems -count=1 -v -timeout 20m
 
 demo: deps
 	$(GO) run ./cmd/cdcsync demo

@@ -553,7 +553,7 @@ func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, tar
 	params = append(params, []byte(fmt.Sprint(bf.ChunkSize)))
 	oids = append(oids, 20) // int8 LIMIT
 
-	enc := &snapshotter{types: b.types, source: b.source}
+	enc := &snapshotter{types: b.types, source: b.source, mark: "incremental"}
 	rows := make([]Change, 0, min(bf.ChunkSize, 16384))
 	var keyBuf []byte
 	var keyEnds []int

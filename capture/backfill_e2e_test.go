@@ -283,8 +283,8 @@ func bfCheckTopic(t *testing.T, conn *pgx.Conn, brokers []string, topic string) 
 	for _, ev := range bfReadTopic(t, brokers, topic) {
 		if ev.op == pipeline.OpRead {
 			backfillRows++
-			if ev.snapshot != "true" {
-				t.Errorf("backfill row %d: source.snapshot %q, want \"true\"", ev.id, ev.snapshot)
+			if ev.snapshot != "incremental" {
+				t.Errorf("backfill row %d: source.snapshot %q, want \"incremental\" (Debezium's mark for incremental snapshot rows)", ev.id, ev.snapshot)
 			}
 		}
 		byKey[ev.id] = append(byKey[ev.id], ev)

@@ -1,9 +1,12 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +29,10 @@ type producer struct {
 	tracker  *pipeline.Tracker
 	metrics  *metrics
 	topicCfg sarama.TopicDetail
+	dlqCfg   sarama.TopicDetail // dead-letter topics: never compacted
+	// maxMessageBytes is the producer's limit: a larger message is a
+	// poison record, refused before it enters the producer.
+	maxMessageBytes int
 
 	mu     sync.Mutex
 	topics map[string]*topicState // topics known to exist
@@ -161,12 +168,21 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 		admin.Close()
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	// The broker measures a record batch (header included) against the
+	// topic's max.message.bytes, the producer a record: with the margin a
+	// message the producer accepts is never refused by the broker.
+	maxBytes := strconv.Itoa(cfg.MaxMessageBytes + batchOverhead)
+	topicCfg := sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication,
+		ConfigEntries: map[string]*string{"max.message.bytes": &maxBytes}}
+	dlqCfg := topicCfg
+	deletePolicy := "delete"
+	dlqCfg.ConfigEntries = map[string]*string{"max.message.bytes": &maxBytes, "cleanup.policy": &deletePolicy}
 	return &producer{
 		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
-		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
-		topics:   map[string]*topicState{},
-		failed:   make(chan error, 1),
-		done:     make(chan struct{}),
+		topicCfg: topicCfg, dlqCfg: dlqCfg, maxMessageBytes: cfg.MaxMessageBytes,
+		topics: map[string]*topicState{},
+		failed: make(chan error, 1),
+		done:   make(chan struct{}),
 	}, nil
 }
 
@@ -185,6 +201,9 @@ func (p *producer) topic(topic string) (*topicState, error) {
 		return st, nil
 	}
 	detail := p.topicCfg
+	if strings.HasSuffix(topic, deadLetterSuffix) {
+		detail = p.dlqCfg
+	}
 	err := p.admin.CreateTopic(topic, &detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return nil, fmt.Errorf("create topic %s: %w", topic, err)
@@ -233,8 +252,18 @@ func (p *producer) ackLoop() {
 				// acknowledged changes, and the next one follows.
 				continue
 			}
+			err := fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err)
+			if errors.Is(perr.Err, sarama.ErrMessageSizeTooLarge) {
+				// The broker refused a batch the producer deemed small
+				// enough: the topic's limit is lower than ours. Every
+				// message of the batch failed, the innocent ones too, so
+				// none is dead-lettered: capture stops and says why.
+				pe := &PoisonError{Topic: perr.Msg.Topic, Limit: p.maxMessageBytes, Broker: true, Size: perr.Msg.ByteSize(2)}
+				pe.Position, _ = pipeline.ParsePosition(headerValue(perr.Msg.Headers, headerPosition))
+				err = pe
+			}
 			select {
-			case p.failed <- fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err):
+			case p.failed <- err:
 			default:
 			}
 		}
@@ -258,6 +287,11 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 	}
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
+	}
+	if size := msg.ByteSize(2); size > p.maxMessageBytes {
+		// sarama would fail it asynchronously, after later messages
+		// were sent; refuse it here, where the stream can deal with it.
+		return &PoisonError{Topic: rec.Topic, Position: rec.Position, Op: pipeline.Op(headerValue(rec.Headers, headerOp)), Size: size, Limit: p.maxMessageBytes}
 	}
 	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
@@ -283,6 +317,20 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 			return ctx.Err()
 		}
 	}
+}
+
+// batchOverhead is what a record batch adds to its records (61 bytes of
+// header), with room to spare.
+const batchOverhead = 1024
+
+// headerValue returns the value of header key, or "".
+func headerValue(headers []sarama.RecordHeader, key []byte) string {
+	for _, h := range headers {
+		if bytes.Equal(h.Key, key) {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // err returns the first delivery failure, if any, without consuming it.

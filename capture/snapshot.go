@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"regexp"
@@ -30,6 +31,64 @@ type snapshotter struct {
 	pos       pipeline.Position
 	emit      func(context.Context, Change) error
 	onRows    func(table string, n int)
+	// mark is source.snapshot of the rows: "true" (empty) for the initial
+	// snapshot, "incremental" for backfills, as Debezium marks them.
+	mark string
+	// marks refines the initial snapshot's marks (run only).
+	marks snapshotMarks
+}
+
+// snapshotMarks marks initial snapshot rows as Debezium does: the very
+// first row "first", the very last "last", otherwise a table's first and
+// last rows "first_in_data_collection" and "last_in_data_collection", the
+// rest "true". It holds one row back, since a row is last only once the
+// next one is known not to exist.
+type snapshotMarks struct {
+	held         *Change
+	heldFirst    bool // the held row is its table's first
+	heldTableEnd bool // the held row is its table's last
+	emitted      bool // a row was emitted already
+	nextFirst    bool // the next row starts a table
+}
+
+// row emits the held row, if any, and holds ch.
+func (m *snapshotMarks) row(ctx context.Context, emit func(context.Context, Change) error, ch Change) error {
+	if err := m.flush(ctx, emit, false); err != nil {
+		return err
+	}
+	first := m.nextFirst || !m.emitted
+	m.held, m.heldFirst, m.nextFirst = &ch, first, false
+	return nil
+}
+
+// tableEnd says the held row (if any) is its table's last.
+func (m *snapshotMarks) tableEnd() {
+	if m.held != nil {
+		m.heldTableEnd = true
+	}
+	m.nextFirst = true
+}
+
+// flush emits the held row; last says no row follows at all.
+func (m *snapshotMarks) flush(ctx context.Context, emit func(context.Context, Change) error, last bool) error {
+	h := m.held
+	if h == nil {
+		return nil
+	}
+	mark := "true"
+	switch {
+	case last:
+		mark = "last"
+	case !m.emitted:
+		mark = "first"
+	case m.heldTableEnd:
+		mark = "last_in_data_collection"
+	case m.heldFirst:
+		mark = "first_in_data_collection"
+	}
+	h.Event.Source.Snapshot = mark
+	m.held, m.heldFirst, m.heldTableEnd, m.emitted = nil, false, false, true
+	return emit(ctx, *h)
 }
 
 // run imports the exported snapshot and emits every row of every table.
@@ -49,8 +108,9 @@ func (s *snapshotter) run(ctx context.Context, snapshotName string) error {
 		if err := s.table(ctx, tx, t); err != nil {
 			return err
 		}
+		s.marks.tableEnd()
 	}
-	return nil
+	return s.marks.flush(ctx, s.emit, true)
 }
 
 // table reads one table in primary-key order, chunkSize rows at a time,
@@ -135,7 +195,7 @@ func (s *snapshotter) chunk(ctx context.Context, tx pgx.Tx, t tableInfo, fetch s
 			if err != nil {
 				return n, err
 			}
-			if err := s.emit(ctx, ch); err != nil {
+			if err := s.marks.row(ctx, s.emit, ch); err != nil {
 				return n, err
 			}
 			n++
@@ -182,7 +242,7 @@ func (s *snapshotter) change(t tableInfo, fields []pgconn.FieldDescription, valu
 		After: row,
 		Source: pipeline.Source{
 			Connector: "postgresql", Name: s.source.Name, DB: s.source.DB,
-			Schema: t.Schema, Table: t.Name, TsMs: now, Snapshot: "true",
+			Schema: t.Schema, Table: t.Name, TsMs: now, Snapshot: cmp.Or(s.mark, "true"),
 		},
 		Op:   pipeline.OpRead,
 		TsMs: now,

@@ -43,6 +43,13 @@ type stream struct {
 	// backfill runs `replay snapshot` requests; its watermarks arrive
 	// here in WAL order (nil: no backfills).
 	backfill *backfiller
+	// relationChanged hears of every Relation message (the encoding may
+	// need the table's new column types).
+	relationChanged func(schema, table string)
+	// tx follows transactions for CDCSYNC_PROVIDE_TRANSACTION_METADATA
+	// (nil: off); txTable says which changes it numbers (table topics').
+	tx      *txMetadata
+	txTable func(Change) bool
 	// clock learns when the source was at which LSN, for the sinks'
 	// watermarks (nil: no watermarks). Status updates then ask for a
 	// keepalive, so an idle source is observed every status interval.
@@ -55,7 +62,11 @@ type stream struct {
 	rctxUntil time.Time
 	captured  map[tableKey]prometheus.Counter
 
-	ready        Readiness
+	ready Readiness
+	// onPoison is CDCSYNC_ON_POISON; gate clears a stop on a poison
+	// record once the confirmed LSN is past it.
+	onPoison     string
+	gate         *poisonGate
 	stallTimeout time.Duration
 	lastProgress time.Time // when acknowledgements last moved or nothing was in flight
 	lastAcked    uint64
@@ -233,6 +244,13 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		if _, err := s.decoder.Decode(msg, xld.WALStart); err != nil {
 			return err
 		}
+		if s.tx != nil {
+			if rec, ok := s.tx.end(s.txCommit); ok {
+				if err := s.prod.send(ctx, rec, s.keepAlive, s.interval); err != nil {
+					return err
+				}
+			}
+		}
 		s.inTx = false
 		if m.TransactionEndLSN > s.received {
 			s.received = m.TransactionEndLSN
@@ -244,6 +262,10 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
+	case *pglogrepl.RelationMessage:
+		if s.relationChanged != nil {
+			s.relationChanged(m.Namespace, m.RelationName)
+		}
 	case *pglogrepl.TypeMessage:
 		// A Type message only names the type; the catalog says how to
 		// encode it (a domain's base type, an array's element type).
@@ -289,7 +311,21 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 	if !ok || rec.Topic == "" {
 		return nil
 	}
-	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
+	return s.produce(ctx, rec, nil)
+}
+
+// produce sends rec, the record of change c (nil for a logical decoding
+// message), and deals with a poison record.
+func (s *stream) produce(ctx context.Context, rec Record, c *Change) error {
+	err := s.prod.send(ctx, rec, s.keepAlive, s.interval)
+	var pe *PoisonError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	if c != nil {
+		pe.Table, pe.KeyColumns = c.Schema+"."+c.Table, keyNames(c.Key)
+	}
+	return s.poison(ctx, pe, rec)
 }
 
 // emit routes and produces one change. The tracker may be at capacity
@@ -307,6 +343,13 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 			return err
 		}
 	}
+	if s.tx != nil && s.txTable(c) {
+		if begin, ok := s.tx.observe(c); ok {
+			if err := s.prod.send(ctx, begin, s.keepAlive, s.interval); err != nil {
+				return err
+			}
+		}
+	}
 	rec, ok, err := s.route(c)
 	if err != nil {
 		return err
@@ -317,7 +360,7 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 	if c.Event != nil {
 		s.capturedCounter(c.Schema, c.Table).Inc()
 	}
-	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
+	return s.produce(ctx, rec, &c)
 }
 
 type tableKey struct{ schema, table string }
@@ -356,6 +399,11 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 		s.log.Debug("confirmed", "lsn", confirmed)
 	}
 	s.checkStall()
+	if s.gate != nil && s.gate.passed(confirmed) {
+		s.log.Info("moved past the poison record capture had stopped at", "confirmed", confirmed)
+		s.metrics.stoppedOnPoison.Set(0)
+		s.ready.SetReady()
+	}
 	s.sentStatus = confirmed
 	s.metrics.confirmedLSN.Set(float64(confirmed))
 	if s.serverWALEnd > confirmed {

@@ -55,7 +55,8 @@ type Capture struct {
 	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
 	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
-	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced"`
+	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
+	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
 	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
 	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
@@ -68,6 +69,22 @@ type Capture struct {
 	Kafka
 	HTTP
 	Log
+	Encoding
+}
+
+// Encoding selects how capture writes keys and values: cdcsync's readable
+// encoding, or Debezium's PostgreSQL connector through Kafka Connect's
+// JsonConverter, with Debezium's options under their own names.
+type Encoding struct {
+	Encoding               string `envconfig:"ENCODING" default:"cdcsync" desc:"cdcsync (readable lossless JSON) or debezium (Debezium's PostgreSQL connector records through JsonConverter)"`
+	SchemasEnable          bool   `envconfig:"SCHEMAS_ENABLE" default:"true" desc:"debezium encoding: wrap key and value in {\"schema\":…,\"payload\":…} (JsonConverter schemas.enable)"`
+	DecimalHandling        string `envconfig:"DECIMAL_HANDLING_MODE" default:"precise" desc:"debezium encoding: numeric and money as precise (Connect Decimal), string or double (decimal.handling.mode)"`
+	TimePrecision          string `envconfig:"TIME_PRECISION_MODE" default:"adaptive" desc:"debezium encoding: adaptive, adaptive_time_microseconds or connect (time.precision.mode)"`
+	IntervalHandling       string `envconfig:"INTERVAL_HANDLING_MODE" default:"numeric" desc:"debezium encoding: interval as numeric (MicroDuration) or string (ISO 8601) (interval.handling.mode)"`
+	BinaryHandling         string `envconfig:"BINARY_HANDLING_MODE" default:"bytes" desc:"debezium encoding: bytea as bytes, base64, base64-url-safe or hex (binary.handling.mode)"`
+	HstoreHandling         string `envconfig:"HSTORE_HANDLING_MODE" default:"json" desc:"debezium encoding: hstore as json or map (hstore.handling.mode)"`
+	UnavailablePlaceholder string `envconfig:"UNAVAILABLE_VALUE_PLACEHOLDER" default:"__debezium_unavailable_value" desc:"debezium encoding: stands for an unchanged TOASTed value (unavailable.value.placeholder)"`
+	TransactionMetadata    bool   `envconfig:"PROVIDE_TRANSACTION_METADATA" default:"false" desc:"add the transaction block to every event and write BEGIN/END records to <prefix>.transaction (provide.transaction.metadata)"`
 }
 
 // Inventory names the order columns and statuses the inventory sink derives

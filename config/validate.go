@@ -60,10 +60,31 @@ func (c Capture) Validate() error {
 		func() error { return checkPositive("KAFKA_BATCH_MESSAGES", c.BatchMessages) },
 		func() error { return checkDuration("KAFKA_LINGER", c.Linger, true) },
 		func() error { return checkPositive("KAFKA_MAX_MESSAGE_BYTES", c.MaxMessageBytes) },
+		func() error { return checkOneOf("ON_POISON", c.OnPoison, "stop", "dlq") },
 		func() error { return checkDuration("SHUTDOWN_TIMEOUT", c.ShutdownTimeout, false) },
 		c.Kafka.Validate,
 		c.HTTP.Validate,
 		c.Log.Validate,
+		c.Encoding.Validate,
+	)
+}
+
+// Validate checks the encoding settings.
+func (e Encoding) Validate() error {
+	return first(
+		func() error { return checkOneOf("ENCODING", e.Encoding, "cdcsync", "debezium") },
+		func() error {
+			return checkOneOf("DECIMAL_HANDLING_MODE", e.DecimalHandling, "precise", "string", "double")
+		},
+		func() error {
+			return checkOneOf("TIME_PRECISION_MODE", e.TimePrecision, "adaptive", "adaptive_time_microseconds", "connect")
+		},
+		func() error { return checkOneOf("INTERVAL_HANDLING_MODE", e.IntervalHandling, "numeric", "string") },
+		func() error {
+			return checkOneOf("BINARY_HANDLING_MODE", e.BinaryHandling, "bytes", "base64", "base64-url-safe", "hex")
+		},
+		func() error { return checkOneOf("HSTORE_HANDLING_MODE", e.HstoreHandling, "json", "map") },
+		func() error { return checkNonEmpty("UNAVAILABLE_VALUE_PLACEHOLDER", e.UnavailablePlaceholder) },
 	)
 }
 

@@ -93,7 +93,15 @@ func captureCases(t *testing.T) []captureCase {
 		{"watermark interval", func(c *Capture) { c.WatermarkInterval = -time.Millisecond }, "CDCSYNC_WATERMARK_INTERVAL", "negative"},
 		{"in flight", func(c *Capture) { c.MaxInFlight = -1 }, "CDCSYNC_MAX_IN_FLIGHT", "positive"},
 		{"in flight bytes", func(c *Capture) { c.MaxInFlightBytes = 0 }, "CDCSYNC_MAX_IN_FLIGHT_BYTES", "positive"},
+		{"on poison", func(c *Capture) { c.OnPoison = "skip" }, "CDCSYNC_ON_POISON", "stop"},
 		{"compression", func(c *Capture) { c.Compression = "brotli" }, "CDCSYNC_KAFKA_COMPRESSION", `one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"`},
+		{"encoding", func(c *Capture) { c.Encoding.Encoding = "avro" }, "CDCSYNC_ENCODING", `must be "cdcsync" or "debezium", got "avro"`},
+		{"decimal mode", func(c *Capture) { c.DecimalHandling = "exact" }, "CDCSYNC_DECIMAL_HANDLING_MODE", `one of "precise", "string", "double"`},
+		{"time mode", func(c *Capture) { c.TimePrecision = "nanos" }, "CDCSYNC_TIME_PRECISION_MODE", `"adaptive_time_microseconds"`},
+		{"interval mode", func(c *Capture) { c.IntervalHandling = "iso" }, "CDCSYNC_INTERVAL_HANDLING_MODE", `must be "numeric" or "string", got "iso"`},
+		{"binary mode", func(c *Capture) { c.BinaryHandling = "base32" }, "CDCSYNC_BINARY_HANDLING_MODE", `"base64-url-safe"`},
+		{"hstore mode", func(c *Capture) { c.HstoreHandling = "text" }, "CDCSYNC_HSTORE_HANDLING_MODE", `must be "json" or "map", got "text"`},
+		{"placeholder", func(c *Capture) { c.UnavailablePlaceholder = "" }, "CDCSYNC_UNAVAILABLE_VALUE_PLACEHOLDER", "must not be empty"},
 		{"batch", func(c *Capture) { c.BatchMessages = 0 }, "CDCSYNC_KAFKA_BATCH_MESSAGES", "positive"},
 		{"linger", func(c *Capture) { c.Linger = -time.Millisecond }, "CDCSYNC_KAFKA_LINGER", "negative"},
 		{"max message", func(c *Capture) { c.MaxMessageBytes = 0 }, "CDCSYNC_KAFKA_MAX_MESSAGE_BYTES", "positive"},
@@ -270,9 +278,11 @@ func TestParseTopicSpec(t *testing.T) {
 // notValidated are variables with nothing to check: booleans (envconfig
 // already rejects anything else) and free-form strings.
 var notValidated = map[string]string{
-	"CDCSYNC_KAFKA_TLS":           "bool",
-	"CDCSYNC_KAFKA_TLS_CERT_FILE": "checked with the key file (mtls case)",
-	"CDCSYNC_OUTBOX_PREFIX":       "any logical decoding message prefix",
+	"CDCSYNC_KAFKA_TLS":                    "bool",
+	"CDCSYNC_KAFKA_TLS_CERT_FILE":          "checked with the key file (mtls case)",
+	"CDCSYNC_OUTBOX_PREFIX":                "any logical decoding message prefix",
+	"CDCSYNC_SCHEMAS_ENABLE":               "bool",
+	"CDCSYNC_PROVIDE_TRANSACTION_METADATA": "bool",
 }
 
 // Every variable of capture and sink either has a validation case above or

@@ -244,9 +244,34 @@ type Event struct {
 	Source    Source   `json:"source"`
 	Op        Op       `json:"op"`
 	TsMs      int64    `json:"ts_ms"`
+	// Transaction is Debezium's transaction block, set when capture
+	// provides transaction metadata; nil leaves it out.
+	Transaction *Transaction `json:"transaction,omitempty"`
 	// TsNs is when capture made the event, in nanoseconds (Debezium's
 	// envelope ts_us and ts_ns); 0 means TsMs is all that is known.
 	TsNs int64 `json:"-"`
+}
+
+// Transaction places an event in its transaction (Debezium's
+// provide.transaction.metadata).
+type Transaction struct {
+	ID                  string `json:"id"` // "<txId>:<commit LSN>"
+	TotalOrder          int64  `json:"total_order"`
+	DataCollectionOrder int64  `json:"data_collection_order"`
+}
+
+// AppendJSON appends the block as Debezium writes it.
+func (t *Transaction) AppendJSON(buf []byte) []byte {
+	if t == nil {
+		return append(buf, "null"...)
+	}
+	buf = append(buf, `{"id":`...)
+	buf = AppendString(buf, t.ID)
+	buf = append(buf, `,"total_order":`...)
+	buf = strconv.AppendInt(buf, t.TotalOrder, 10)
+	buf = append(buf, `,"data_collection_order":`...)
+	buf = strconv.AppendInt(buf, t.DataCollectionOrder, 10)
+	return append(buf, '}')
 }
 
 // Position returns the stream position the event carries.
@@ -310,7 +335,12 @@ func (e *Event) AppendJSON(buf []byte) []byte {
 	buf = append(buf, `,"sequence":`...)
 	var seq [64]byte
 	buf = AppendString(buf, string(AppendSequence(seq[:0], s)))
-	buf = append(buf, `,"xmin":null},"op":`...)
+	buf = append(buf, `,"xmin":null}`...)
+	if e.Transaction != nil {
+		buf = append(buf, `,"transaction":`...)
+		buf = e.Transaction.AppendJSON(buf)
+	}
+	buf = append(buf, `,"op":`...)
 	buf = AppendString(buf, string(e.Op))
 	buf = append(buf, `,"ts_ms":`...)
 	buf = strconv.AppendInt(buf, e.TsMs, 10)
@@ -324,23 +354,32 @@ func DecodeEvent(data []byte) (*Event, error) {
 	if err := json.Unmarshal(data, &e); err != nil {
 		return nil, fmt.Errorf("decode event: %w", err)
 	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Validate checks what every decoded envelope must have: a known op, the
+// table, and the row the op needs.
+func (e *Event) Validate() error {
 	if !e.Op.Valid() {
-		return nil, fmt.Errorf("decode event: unknown op %q", e.Op)
+		return fmt.Errorf("decode event: unknown op %q", e.Op)
 	}
 	if e.Source.Table == "" {
-		return nil, errors.New("decode event: source.table is missing")
+		return errors.New("decode event: source.table is missing")
 	}
 	switch e.Op {
 	case OpCreate, OpUpdate, OpRead:
 		if e.After == nil {
-			return nil, fmt.Errorf("decode event: op %q without after", e.Op)
+			return fmt.Errorf("decode event: op %q without after", e.Op)
 		}
 	case OpDelete:
 		if e.Before == nil {
-			return nil, errors.New(`decode event: op "d" without before`)
+			return errors.New(`decode event: op "d" without before`)
 		}
 	}
-	return &e, nil
+	return nil
 }
 
 // Topic names the Kafka topic of a table: <prefix>.<schema>.<table>.

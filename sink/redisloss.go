@@ -7,12 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/redis/go-redis/v9"
 
@@ -174,31 +171,13 @@ func (g *availabilityGuard) check(ctx context.Context) error {
 	return nil
 }
 
-// sqlAllAvailability reads every item's availability with a version drawn
-// while the item's row is locked (as a batch draws it), so that the
-// refresh and concurrent batches order their writes correctly.
-const sqlAllAvailability = `SELECT item_id, on_hand - reserved - shipped, nextval('cdcsync_available_version')
-	FROM inventory_items ORDER BY item_id FOR SHARE`
-
-// refreshAll writes every item's availability to the cache and returns how
-// many items it wrote.
-func (a *inventory) refreshAll(ctx context.Context) (int, error) {
-	rows, err := a.pool.Query(ctx, sqlAllAvailability)
+// refreshAll writes every item's availability to the cache, through the
+// refresh queue (which writes each item's current value with its current
+// version), and returns how many items it queued.
+func (a *inventory) refreshAll(ctx context.Context) (int64, error) {
+	tag, err := a.pool.Exec(ctx, sqlQueueAllItems)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("inventory queue every item for a refresh: %w", err)
 	}
-	var items []itemAvailability
-	var it itemAvailability
-	if _, err := pgx.ForEachRow(rows, []any{&it.item, &it.available, &it.version}, func() error {
-		items = append(items, it)
-		return nil
-	}); err != nil {
-		return 0, err
-	}
-	for chunk := range slices.Chunk(items, 1000) {
-		if err := a.avail.refresh(ctx, chunk); err != nil {
-			return 0, err
-		}
-	}
-	return len(items), nil
+	return tag.RowsAffected(), a.drainQueue(ctx, false)
 }

@@ -29,6 +29,10 @@ type store struct {
 	// epoch is the redis sink's Redis data epoch (see rebuildLost); nil
 	// for the inventory sink.
 	epoch *redisEpoch
+	// background runs beside the daemon's consumer until ctx ends (the
+	// availability refresh queue); nil when there is none. Replay does not
+	// run it.
+	background func(context.Context)
 }
 
 // stores are the stores of the sinks named in cfg.Sinks, with the
@@ -79,7 +83,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 		} else {
 			logger.Info("availability cache off (CDCSYNC_AVAILABILITY_CACHE=off): the inventory sink does not use Redis")
 		}
-		st, err := s.inventoryStore(ctx, cfg, cache, logger)
+		st, err := s.inventoryStore(ctx, cfg, cache, logger.With("sink", config.SinkInventory))
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +122,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 	return s, nil
 }
 
-func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.UniversalClient, logger *slog.Logger) (store, error) {
+func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.UniversalClient, log *slog.Logger) (store, error) {
 	orders, err := newOrderSchema(cfg.Inventory)
 	if err != nil {
 		return store{}, &config.Error{Var: config.Prefix + "_ORDERS_TABLE", Problem: err.Error()}
@@ -133,13 +137,16 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 	}
 	s.closers = append(s.closers, pool.Close)
 	topic := pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)
-	inv := &inventory{pool: pool, orders: orders, topic: topic}
+	inv := &inventory{pool: pool, orders: orders, topic: topic, log: log}
 	var guard *availabilityGuard
 	if rdb != nil {
 		inv.avail = newAvailability(rdb)
 		inv.availApplied = &redisApplied{rdb: rdb, sink: config.SinkInventory, topics: []string{topic}}
-		guard = &availabilityGuard{inv: inv, epoch: newRedisEpoch(rdb, config.SinkInventory), log: logger}
+		guard = &availabilityGuard{inv: inv, epoch: newRedisEpoch(rdb, config.SinkInventory), log: log}
 	}
+	// With the cache off the queue is still drained (emptied), so that it
+	// does not grow.
+	queue := &availabilityQueue{inv: inv, log: log, retryMax: cfg.RetryMax}
 	return store{
 		sink:    config.SinkInventory,
 		topics:  []string{topic},
@@ -149,7 +156,7 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 				return err
 			}
 			if inv.avail != nil {
-				if err := checkRedis(ctx, rdb, logger); err != nil {
+				if err := checkRedis(ctx, rdb, log); err != nil {
 					return err
 				}
 				_ = inv.avail.script.Load(ctx, rdb) // else loaded on first NOSCRIPT
@@ -157,6 +164,7 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 			}
 			return nil
 		},
+		background: queue.run,
 		probe: func(ctx context.Context) error {
 			var errs []error
 			if err := pool.Ping(ctx); err != nil {

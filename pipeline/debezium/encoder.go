@@ -43,13 +43,6 @@ func DefaultConfig() Config {
 		IntervalHandling: "numeric", BinaryHandling: "bytes", HstoreHandling: "json", Placeholder: DefaultPlaceholder}
 }
 
-// Tx is an event's transaction block (provide.transaction.metadata).
-type Tx struct {
-	ID                  string // "<txId>:<LSN>"
-	TotalOrder          int64  // 1-based position of the event in its transaction
-	DataCollectionOrder int64  // 1-based position among the events of its table
-}
-
 // Encoder turns events of known tables into Debezium's key and value bytes.
 // It is safe for concurrent use.
 type Encoder struct {
@@ -179,8 +172,8 @@ func (e *Encoder) Key(schemaName, table string, key pipeline.Row) ([]byte, error
 	return buf, nil
 }
 
-// Value encodes an event's envelope; tx may be nil.
-func (e *Encoder) Value(ev *pipeline.Event, tx *Tx) ([]byte, error) {
+// Value encodes an event's envelope.
+func (e *Encoder) Value(ev *pipeline.Event) ([]byte, error) {
 	s := &ev.Source
 	tc, ok := e.table(s.Schema, s.Table)
 	if !ok {
@@ -199,17 +192,7 @@ func (e *Encoder) Value(ev *pipeline.Event, tx *Tx) ([]byte, error) {
 	buf = append(buf, `,"source":`...)
 	buf = AppendSource(buf, s)
 	buf = append(buf, `,"transaction":`...)
-	if tx == nil {
-		buf = append(buf, "null"...)
-	} else {
-		buf = append(buf, `{"id":`...)
-		buf = appendJacksonString(buf, tx.ID)
-		buf = append(buf, `,"total_order":`...)
-		buf = strconv.AppendInt(buf, tx.TotalOrder, 10)
-		buf = append(buf, `,"data_collection_order":`...)
-		buf = strconv.AppendInt(buf, tx.DataCollectionOrder, 10)
-		buf = append(buf, '}')
-	}
+	buf = ev.Transaction.AppendJSON(buf)
 	buf = append(buf, `,"op":`...)
 	buf = appendJacksonString(buf, string(ev.Op))
 	ns := ev.TsNs

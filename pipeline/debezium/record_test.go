@@ -43,7 +43,7 @@ func TestRecordMatchesDebezium313(t *testing.T) {
 			TxID: 779, LSN: 34389336, LastCommitLSN: 34389280, TsMs: 1766925059528, TsUs: 1766925059528750, Snapshot: "false"},
 		Op: pipeline.OpUpdate, TsMs: 1766925059873, TsNs: 1766925059873428925,
 	}
-	got, err := enc.Value(ev, nil)
+	got, err := enc.Value(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestRecordMatchesDebezium313(t *testing.T) {
 	cfg.SchemasEnable = false
 	bare := NewEncoder(cfg)
 	bare.SetTable("dbserver1", customersTable())
-	got, err = bare.Value(ev, nil)
+	got, err = bare.Value(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestUnchangedToastPlaceholder(t *testing.T) {
 	enc.SetTable("cdc", tbl)
 	ev := &pipeline.Event{After: row("id", "1"), Unchanged: []string{"body", "blob", "tags", "nums"},
 		Source: pipeline.Source{Schema: "public", Table: "docs"}, Op: pipeline.OpUpdate}
-	got, err := enc.Value(ev, nil)
+	got, err := enc.Value(ev)
 	if err != nil {
 		t.Fatal(err)
 	}

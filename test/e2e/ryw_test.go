@@ -2,7 +2,11 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -25,6 +29,13 @@ type rywStores struct {
 
 func startRYW(t *testing.T, redisDB int, adjust ...func(*config.Capture, *config.Sink)) *rywStores {
 	t.Helper()
+	return startRYWWith(t, redisDB, pipelineSetup{adjust: adjust})
+}
+
+// startRYWWith is startRYW with a pipeline set-up. Items 1..1000 are the
+// writers', the probe's come after; every item has plenty of stock.
+func startRYWWith(t *testing.T, redisDB int, setup pipelineSetup) *rywStores {
+	t.Helper()
 	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
 	srcDB, invDB := e.PG.CreateDB(t), e.PG.CreateDB(t)
@@ -34,7 +45,7 @@ func startRYW(t *testing.T, redisDB int, adjust ...func(*config.Capture, *config
 	mustExec(t, e, invDB,
 		`CREATE TABLE inventory_items (item_id bigint PRIMARY KEY, on_hand bigint NOT NULL DEFAULT 0,
 			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
-		`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 1000000 FROM generate_series(1, 1000) g`)
+		fmt.Sprintf(`INSERT INTO inventory_items (item_id, on_hand) SELECT g, %d FROM generate_series(1, %d) g`, probeOnHand, probeItemBase+probers))
 	redisURL := fmt.Sprintf("redis://%s/%d", e.Redis.Addr(), redisDB)
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
@@ -45,8 +56,8 @@ func startRYW(t *testing.T, redisDB int, adjust ...func(*config.Capture, *config
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	adjust = append([]func(*config.Capture, *config.Sink){func(_ *config.Capture, sc *config.Sink) { sc.RedisURL = redisURL }}, adjust...)
-	p := startPipeline(t, e, srcDB, invDB, adjust...)
+	setup.adjust = append([]func(*config.Capture, *config.Sink){func(_ *config.Capture, sc *config.Sink) { sc.RedisURL = redisURL }}, setup.adjust...)
+	p := startPipelineWith(t, e, srcDB, invDB, setup)
 	src, err := pgxpool.New(ctx, e.PG.URL(srcDB))
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +109,82 @@ func TestAppliedReachesIdleSourceWAL(t *testing.T) {
 		t.Logf("round %d: every store applied the idle source's WAL position %s after %v", round, tok, time.Since(start).Round(time.Millisecond))
 		if err := s.p.positions.Wait(ctx, 0); err != nil {
 			t.Fatal(err)
+		}
+	}
+}
+
+// TestAppliedHTTP: the sink's GET /applied reports each sink's
+// applied-through position and lag, answers ?lsn= with 200 once both
+// sinks applied it (and the change is then visible), 504 on timeout, and
+// 400 for a bad LSN; consistency.WaitHTTP turns those into nil and
+// ErrTimeout.
+func TestAppliedHTTP(t *testing.T) {
+	s := startRYW(t, 13)
+	ctx := context.Background()
+	srv := httptest.NewServer(s.p.positions.Handler())
+	defer srv.Close()
+	s.p.waitCaughtUp(t, 60*time.Second)
+
+	var id int64
+	if err := s.src.QueryRow(ctx, `INSERT INTO orders (item_id, quantity, status) VALUES (5, 2, 'created') RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := consistency.TakeToken(ctx, s.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := consistency.WaitHTTP(ctx, srv.Client(), srv.URL, tok, 30*time.Second); err != nil {
+		t.Fatalf("WaitHTTP(%s): %v", tok, err)
+	}
+	// Both sinks of the process applied it: the row and the stock show it.
+	if n := s.rdb.Exists(ctx, fmt.Sprintf("cdc:public.orders:%d", id)).Val(); n != 1 {
+		t.Errorf("after /applied?lsn=%s answered 200 the order's row is not in the row cache", tok)
+	}
+	var reserved int64
+	if err := s.inv.QueryRow(ctx, `SELECT reserved FROM inventory_items WHERE item_id = 5`).Scan(&reserved); err != nil || reserved != 2 {
+		t.Errorf("after /applied?lsn=%s answered 200 item 5 has reserved %d (%v), want 2", tok, reserved, err)
+	}
+
+	resp, err := srv.Client().Get(srv.URL + "/applied")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body consistency.Applied
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /applied: %d, %v", resp.StatusCode, err)
+	}
+	if len(body.Sinks) != 2 || body.LSN == "" {
+		t.Fatalf("GET /applied: %+v, want both sinks with positions", body)
+	}
+	for _, sa := range body.Sinks {
+		lsn, err := consistency.ParseToken(sa.LSN)
+		if err != nil || lsn < tok || sa.LagSeconds == nil || *sa.LagSeconds < 0 || *sa.LagSeconds > 30 || sa.SourceTime == nil {
+			t.Errorf("GET /applied: sink %+v (%v): want an LSN at or after %s and a lag", sa, err, tok)
+		}
+	}
+	t.Logf("GET /applied: lsn %s, sinks %s %s, %s %s", body.LSN, body.Sinks[0].Sink, body.Sinks[0].LSN, body.Sinks[1].Sink, body.Sinks[1].LSN)
+
+	// A position far ahead of the source: 504 after the timeout.
+	far := tok + 1<<40
+	start := time.Now()
+	err = consistency.WaitHTTP(ctx, srv.Client(), srv.URL, far, 300*time.Millisecond)
+	var te *consistency.TimeoutError
+	if !errors.Is(err, consistency.ErrTimeout) || !errors.As(err, &te) || te.Applied < tok {
+		t.Errorf("WaitHTTP(%s) = %v, want ErrTimeout with the applied position", far, err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("WaitHTTP timed out after %v, before its 300ms", d)
+	}
+	for _, bad := range []string{"lsn=x", "lsn=0/1&timeout=forever", "lsn=0/1&timeout=1h"} {
+		resp, err := srv.Client().Get(srv.URL + "/applied?" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET /applied?%s: %d, want 400", bad, resp.StatusCode)
 		}
 	}
 }
