@@ -208,7 +208,7 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// pin WAL while captured tables are idle.
 		s.serverWALEnd = ka.ServerWALEnd
 		if !s.inTx {
-			s.clock.observe(ka.ServerWALEnd, ka.ServerTime)
+			s.clock.observe(ka.ServerWALEnd, ka.ServerTime, false)
 		}
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
@@ -256,7 +256,7 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 			s.received = m.TransactionEndLSN
 		}
 		s.tracker.Commit(m.TransactionEndLSN)
-		s.clock.observe(m.TransactionEndLSN, m.CommitTime)
+		s.clock.observe(m.TransactionEndLSN, m.CommitTime, true)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
 		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 		return nil

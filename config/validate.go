@@ -622,6 +622,18 @@ func (s Status) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", s.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", s.GroupPrefix) },
 		func() error { return checkSinks("SINKS", s.Sinks) },
+		func() error {
+			if s.InventoryURL == "" {
+				return nil
+			}
+			return checkPostgresURL("INVENTORY_URL", s.InventoryURL)
+		},
+		func() error {
+			if p := RedisURLProblem(s.RedisURL); s.RedisURL != "" && p != "" {
+				return errorf("REDIS_URL", "%s", p)
+			}
+			return nil
+		},
 		s.Kafka.Validate,
 	)
 }
@@ -661,6 +673,7 @@ func (v Verify) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", v.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", v.GroupPrefix) },
 		func() error { return checkPositive("VERIFY_MAX_REPORT", v.MaxReport) },
+		func() error { return checkDuration("VERIFY_CUT_WAIT", v.CutWait, true) },
 		v.Inventory.Validate,
 		v.Kafka.Validate,
 	)
