@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -26,6 +27,8 @@ type producer struct {
 	tracker  *pipeline.Tracker
 	metrics  *metrics
 	topicCfg sarama.TopicDetail
+	// cleanupPolicy is the cleanup.policy of table topics.
+	cleanupPolicy string
 
 	mu     sync.Mutex
 	topics map[string]*topicState // topics known to exist
@@ -163,10 +166,11 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 	}
 	return &producer{
 		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
-		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
-		topics:   map[string]*topicState{},
-		failed:   make(chan error, 1),
-		done:     make(chan struct{}),
+		topicCfg:      sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
+		cleanupPolicy: cmp.Or(cfg.TopicCleanupPolicy, "compact"),
+		topics:        map[string]*topicState{},
+		failed:        make(chan error, 1),
+		done:          make(chan struct{}),
 	}, nil
 }
 
@@ -176,15 +180,32 @@ func (p *producer) ensureTopic(topic string) error {
 	return err
 }
 
+// ensureTableTopic creates a table's topic if it does not exist yet, with
+// the table topics' cleanup.policy (compact by default: the latest event per
+// key and the tombstones are what a rebuild needs, see README "Topics and
+// retention"). Other topics (outbox events, transaction metadata) are
+// event streams and keep the broker's default.
+func (p *producer) ensureTableTopic(topic string) error {
+	detail := p.topicCfg
+	policy := p.cleanupPolicy
+	detail.ConfigEntries = map[string]*string{"cleanup.policy": &policy}
+	_, err := p.create(topic, detail)
+	return err
+}
+
 // topic returns the state of topic, creating the topic on first use.
 func (p *producer) topic(topic string) (*topicState, error) {
+	return p.create(topic, p.topicCfg)
+}
+
+// create returns the state of topic, creating it with detail on first use.
+func (p *producer) create(topic string, detail sarama.TopicDetail) (*topicState, error) {
 	p.mu.Lock()
 	st := p.topics[topic]
 	p.mu.Unlock()
 	if st != nil {
 		return st, nil
 	}
-	detail := p.topicCfg
 	err := p.admin.CreateTopic(topic, &detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return nil, fmt.Errorf("create topic %s: %w", topic, err)
