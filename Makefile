@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test test-big soak demo bench lint deps clean readme
+.PHONY: all build test test-big soak live-verify demo bench lint deps clean readme
 
 all: build
 
@@ -25,6 +25,10 @@ test: deps
 # sequence. `make test` runs a short one.
 soak: deps
 	CDCSYNC_SOAK_DURATION=$${SOAK_DURATION:-$${CDCSYNC_SOAK_DURATION:-30m}} $(GO) test ./test/soak -run TestSoak -count=1 -v -timeout 0
+
+# Live verify under load, full length (make test runs it for 10s).
+live-verify: deps
+	CDCSYNC_LIVE_VERIFY_DURATION=$${LIVE_VERIFY_DURATION:-30s} $(GO) test ./internal/verify -run TestLiveVerifyUnderLoad -count=1 -v -timeout 10m
 
 # The full-size variants of tests that run short in `make test`.
 test-big: deps

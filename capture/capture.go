@@ -37,7 +37,9 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	}
 	tracker := pipeline.NewTracker(cfg.MaxInFlight)
 	tracker.LimitBytes(cfg.MaxInFlightBytes)
-	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o}
+	gate := &poisonGate{Readiness: o.ready}
+	o.ready = gate
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o, gate: gate}
 	defer o.ready.SetNotReady("stopped")
 
 	var wg sync.WaitGroup
@@ -65,6 +67,22 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 				return err
 			}
 			return nil
+		}
+		var poison *PoisonError
+		if errors.As(err, &poison) {
+			// The same change fails however often the session restarts:
+			// stop there, say so once, and retry seldom.
+			c.metrics.poisonRecords.WithLabelValues(poison.Topic, "stopped").Inc()
+			c.metrics.stoppedOnPoison.Set(1)
+			if prev := gate.stuck.Load(); prev == nil || prev.Position != poison.Position {
+				logger.Error("capture stopped on a poison record; the slot keeps the WAL from here until it is resolved",
+					append(poison.logAttrs(), "err", poison.Error(), "fix", poison.Fix())...)
+			}
+			gate.stop(poison)
+			if !sleep(ctx, poisonRetry) {
+				return nil
+			}
+			continue
 		}
 		switch {
 		case permanent(err):
@@ -116,6 +134,7 @@ type capturer struct {
 	metrics *metrics
 	tracker *pipeline.Tracker
 	opts    options
+	gate    *poisonGate
 }
 
 // connConfig parses the source URL with capture's session parameters.
@@ -224,6 +243,14 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	}
 	defer repl.Close(context.Background())
 
+	// A slot lost to a failover, a restore or invalidation, or another
+	// source cluster: refused before anything is created or confirmed.
+	sources := sourceStore{schema: c.cfg.StateSchema}
+	identity, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
+	if err != nil {
+		return err
+	}
+
 	if slot.Exists && c.cfg.Snapshot == "initial" {
 		pending, err := state.snapshotPending(ctx, conn, c.cfg.Slot)
 		if err != nil {
@@ -277,7 +304,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
-		ready: c.opts.ready, stallTimeout: c.opts.stallTimeout,
+		ready: c.opts.ready, stallTimeout: c.opts.stallTimeout, onPoison: c.cfg.OnPoison, gate: c.gate,
 		loadTypes: func(ctx context.Context) error {
 			tc, err := c.connect(ctx)
 			if err != nil {
@@ -330,6 +357,10 @@ func (c *capturer) session(ctx context.Context) (err error) {
 				return err
 			}
 		}
+	}
+	// The slot exists now: from here on, its absence means it was lost.
+	if err := sources.record(ctx, conn, c.cfg.Slot, identity); err != nil {
+		return err
 	}
 	conn.Close(ctx) // not needed while streaming
 

@@ -46,6 +46,8 @@ func testConfig(e *testenv.Env, db string, tables ...string) config.Capture {
 		BatchMessages:     1000,
 		Linger:            5 * time.Millisecond,
 		MaxMessageBytes:   1000000,
+		OnPoison:          "stop",
+		MaxInFlightBytes:  64 << 20,
 		ShutdownTimeout:   8 * time.Second,
 		Kafka:             config.Kafka{Brokers: e.Kafka.Brokers(), Version: "3.6.0", ClientID: "cdcsync-test"},
 	}

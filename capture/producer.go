@@ -1,10 +1,14 @@
 package capture
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +31,10 @@ type producer struct {
 	tracker  *pipeline.Tracker
 	metrics  *metrics
 	topicCfg sarama.TopicDetail
+	dlqCfg   sarama.TopicDetail // dead-letter topics: never compacted
+	// maxMessageBytes is the producer's limit: a larger message is a
+	// poison record, refused before it enters the producer.
+	maxMessageBytes int
 	// cleanupPolicy is the cleanup.policy of table topics.
 	cleanupPolicy string
 
@@ -164,9 +172,18 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 		admin.Close()
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	// The broker measures a record batch (header included) against the
+	// topic's max.message.bytes, the producer a record: with the margin a
+	// message the producer accepts is never refused by the broker.
+	maxBytes := strconv.Itoa(cfg.MaxMessageBytes + batchOverhead)
+	topicCfg := sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication,
+		ConfigEntries: map[string]*string{"max.message.bytes": &maxBytes}}
+	dlqCfg := topicCfg
+	deletePolicy := "delete"
+	dlqCfg.ConfigEntries = map[string]*string{"max.message.bytes": &maxBytes, "cleanup.policy": &deletePolicy}
 	return &producer{
 		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
-		topicCfg:      sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
+		topicCfg: topicCfg, dlqCfg: dlqCfg, maxMessageBytes: cfg.MaxMessageBytes,
 		cleanupPolicy: cmp.Or(cfg.TopicCleanupPolicy, "compact"),
 		topics:        map[string]*topicState{},
 		failed:        make(chan error, 1),
@@ -188,14 +205,22 @@ func (p *producer) ensureTopic(topic string) error {
 func (p *producer) ensureTableTopic(topic string) error {
 	detail := p.topicCfg
 	policy := p.cleanupPolicy
-	detail.ConfigEntries = map[string]*string{"cleanup.policy": &policy}
+	detail.ConfigEntries = maps.Clone(detail.ConfigEntries)
+	if detail.ConfigEntries == nil {
+		detail.ConfigEntries = map[string]*string{}
+	}
+	detail.ConfigEntries["cleanup.policy"] = &policy
 	_, err := p.create(topic, detail)
 	return err
 }
 
 // topic returns the state of topic, creating the topic on first use.
 func (p *producer) topic(topic string) (*topicState, error) {
-	return p.create(topic, p.topicCfg)
+	detail := p.topicCfg
+	if strings.HasSuffix(topic, deadLetterSuffix) {
+		detail = p.dlqCfg
+	}
+	return p.create(topic, detail)
 }
 
 // create returns the state of topic, creating it with detail on first use.
@@ -254,8 +279,18 @@ func (p *producer) ackLoop() {
 				// acknowledged changes, and the next one follows.
 				continue
 			}
+			err := fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err)
+			if errors.Is(perr.Err, sarama.ErrMessageSizeTooLarge) {
+				// The broker refused a batch the producer deemed small
+				// enough: the topic's limit is lower than ours. Every
+				// message of the batch failed, the innocent ones too, so
+				// none is dead-lettered: capture stops and says why.
+				pe := &PoisonError{Topic: perr.Msg.Topic, Limit: p.maxMessageBytes, Broker: true, Size: perr.Msg.ByteSize(2)}
+				pe.Position, _ = pipeline.ParsePosition(headerValue(perr.Msg.Headers, headerPosition))
+				err = pe
+			}
 			select {
-			case p.failed <- fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err):
+			case p.failed <- err:
 			default:
 			}
 		}
@@ -279,6 +314,11 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 	}
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
+	}
+	if size := msg.ByteSize(2); size > p.maxMessageBytes {
+		// sarama would fail it asynchronously, after later messages
+		// were sent; refuse it here, where the stream can deal with it.
+		return &PoisonError{Topic: rec.Topic, Position: rec.Position, Op: pipeline.Op(headerValue(rec.Headers, headerOp)), Size: size, Limit: p.maxMessageBytes}
 	}
 	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
@@ -304,6 +344,20 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 			return ctx.Err()
 		}
 	}
+}
+
+// batchOverhead is what a record batch adds to its records (61 bytes of
+// header), with room to spare.
+const batchOverhead = 1024
+
+// headerValue returns the value of header key, or "".
+func headerValue(headers []sarama.RecordHeader, key []byte) string {
+	for _, h := range headers {
+		if bytes.Equal(h.Key, key) {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // err returns the first delivery failure, if any, without consuming it.

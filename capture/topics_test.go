@@ -40,7 +40,7 @@ func TestTableTopicsAreCompactedAndKeyed(t *testing.T) {
 		}
 		truncates := 0
 		consumeTopic(t, e.Kafka.Brokers(), topic, func(m *sarama.ConsumerMessage) {
-			if string(headerValue(m, pipeline.HeaderOp)) != string(pipeline.OpTruncate) {
+			if op := headerValue(recordHeaders(m), []byte(pipeline.HeaderOp)); op != string(pipeline.OpTruncate) {
 				return
 			}
 			truncates++
@@ -74,11 +74,11 @@ func topicConfig(t *testing.T, brokers []string, topic, name string) string {
 	return ""
 }
 
-func headerValue(m *sarama.ConsumerMessage, key string) []byte {
+// recordHeaders turns a consumed record's headers into a producer's.
+func recordHeaders(m *sarama.ConsumerMessage) []sarama.RecordHeader {
+	out := make([]sarama.RecordHeader, 0, len(m.Headers))
 	for _, h := range m.Headers {
-		if string(h.Key) == key {
-			return h.Value
-		}
+		out = append(out, *h)
 	}
-	return nil
+	return out
 }

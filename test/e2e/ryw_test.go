@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/consistency"
+	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 )
 
@@ -186,5 +188,72 @@ func TestAppliedHTTP(t *testing.T) {
 		if resp.StatusCode != http.StatusBadRequest {
 			t.Errorf("GET /applied?%s: %d, want 400", bad, resp.StatusCode)
 		}
+	}
+}
+
+// TestStatusShowsApplied: `cdcsync status` (the collector behind it)
+// reports each sink's stores' applied-through positions with their lag in
+// time, small once the idle source's position is applied.
+func TestStatusShowsApplied(t *testing.T) {
+	s := startRYW(t, 14)
+	ctx := context.Background()
+	if _, err := s.src.Exec(ctx, `INSERT INTO orders (item_id, quantity, status) VALUES (3, 1, 'created')`); err != nil {
+		t.Fatal(err)
+	}
+	s.p.waitCaughtUp(t, 60*time.Second)
+	tok, err := consistency.TakeToken(ctx, s.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitAll(ctx, tok, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.p.statusCfg
+	cfg.InventoryURL, cfg.RedisURL = s.p.sinkCfg.InventoryURL, s.p.sinkCfg.RedisURL
+	c, err := status.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The source stays idle, so every store reaches its current position
+	// within a heartbeat: then the lag is small.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := c.Collect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stores []string
+		done := true
+		for _, sk := range r.Sinks {
+			for _, a := range sk.Applied {
+				stores = append(stores, sk.Name+"/"+a.Store)
+				lsn, err := consistency.ParseToken(a.LSN)
+				if a.Error != "" || err != nil || lsn < tok || a.LagSeconds == nil || a.SourceTime == nil {
+					t.Fatalf("sink %s store %+v: want a position at or after %s with a lag", sk.Name, a, tok)
+				}
+				// The stores share the source's Postgres server here, so
+				// their own writes keep moving its WAL a little.
+				done = done && *a.LagSeconds < 2
+			}
+		}
+		if len(stores) != 3 {
+			t.Fatalf("applied positions of %v, want inventory store, availability cache and row cache", stores)
+		}
+		if done {
+			var b strings.Builder
+			if err := status.WriteText(&b, r); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), "APPLIED THROUGH") || !strings.Contains(b.String(), "availability cache") {
+				t.Errorf("status text lacks the applied positions:\n%s", b.String())
+			}
+			t.Logf("status:\n%s", b.String())
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle pipeline's stores still lag: %+v", r.Sinks)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
