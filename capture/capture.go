@@ -275,7 +275,11 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	producerClosed := false
 	defer func() {
 		if !producerClosed {
-			_ = prod.close(2 * time.Second)
+			// The next session starts only when this producer can
+			// write nothing more (see close).
+			if err := prod.close(2*time.Second, prod.answerWait); err != nil {
+				c.log.Warn("closing the session's producer", "err", err)
+			}
 		}
 	}()
 	for _, t := range tables {
@@ -387,7 +391,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()
-	closeErr := prod.close(c.cfg.ShutdownTimeout)
+	closeErr := prod.close(c.cfg.ShutdownTimeout, c.cfg.ShutdownTimeout)
 	producerClosed = true
 	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -424,8 +428,7 @@ func (c *capturer) createSlot(ctx context.Context, repl *pgconn.PgConn, conn *pg
 	if c.cfg.Snapshot == "initial" {
 		action = "EXPORT_SNAPSHOT"
 	}
-	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action, Mode: pglogrepl.LogicalReplication})
+	res, err := createLogicalSlot(ctx, repl, c.cfg.Slot, action)
 	if err != nil {
 		return createdSlot{}, fmt.Errorf("create slot %s: %w", c.cfg.Slot, slotErr(err))
 	}

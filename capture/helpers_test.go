@@ -249,3 +249,15 @@ func slowBroker(t *testing.T, cluster *kfake.Cluster, delay time.Duration) (rest
 	t.Cleanup(restore)
 	return restore
 }
+
+// ownBroker returns e with a broker of the test's own, for tests that break
+// or hold the broker (the shared one serves the other tests).
+func ownBroker(t *testing.T, e *testenv.Env) *testenv.Env {
+	t.Helper()
+	kafka, err := testenv.StartKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	return &testenv.Env{PG: e.PG, Redis: e.Redis, Kafka: kafka}
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	gometrics "github.com/rcrowley/go-metrics"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
@@ -27,11 +28,15 @@ import (
 type producer struct {
 	ap       sarama.AsyncProducer
 	admin    sarama.ClusterAdmin
-	client   sarama.Client // partition metadata for watermarks
-	tracker  *pipeline.Tracker
-	metrics  *metrics
-	topicCfg sarama.TopicDetail
-	dlqCfg   sarama.TopicDetail // dead-letter topics: never compacted
+	client   sarama.Client      // partition metadata for watermarks
+	registry gometrics.Registry // sarama's metrics: requests on the wire
+	// answerWait bounds the wait for a request's answer: sarama gives
+	// up on it after Net.ReadTimeout.
+	answerWait time.Duration
+	tracker    *pipeline.Tracker
+	metrics    *metrics
+	topicCfg   sarama.TopicDetail
+	dlqCfg     sarama.TopicDetail // dead-letter topics: never compacted
 	// maxMessageBytes is the producer's limit: a larger message is a
 	// poison record, refused before it enters the producer.
 	maxMessageBytes int
@@ -182,7 +187,7 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 	deletePolicy := "delete"
 	dlqCfg.ConfigEntries = map[string]*string{"max.message.bytes": &maxBytes, "cleanup.policy": &deletePolicy}
 	return &producer{
-		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
+		ap: ap, admin: admin, client: client, registry: sc.MetricRegistry, answerWait: sc.Net.ReadTimeout + time.Second, tracker: tracker, metrics: m,
 		topicCfg: topicCfg, dlqCfg: dlqCfg, maxMessageBytes: cfg.MaxMessageBytes,
 		cleanupPolicy: cmp.Or(cfg.TopicCleanupPolicy, "compact"),
 		topics:        map[string]*topicState{},
@@ -371,15 +376,50 @@ func (p *producer) err() error {
 	}
 }
 
-// close flushes what is in flight (bounded by timeout) and stops.
-func (p *producer) close(timeout time.Duration) error {
+// close flushes what is in flight for up to drain, then abandons the rest,
+// and returns only once this producer can write nothing more.
+//
+// The messages it abandons are re-sent by the next session (or a standby)
+// from the confirmed LSN; if this producer could still deliver its copy
+// afterwards (sarama retries in the background, a broker applies a request
+// it held), the stale copy would land after newer changes of the same key.
+// So: a request already sent is waited for (up to answer) because the
+// broker may still apply it, and then closing the client makes sarama's
+// retries fail at once.
+func (p *producer) close(drain, answer time.Duration) error {
 	p.ap.AsyncClose()
-	var errs []error
 	select {
 	case <-p.done:
-	case <-time.After(timeout):
-		errs = append(errs, errors.New("producer flush timed out"))
+		return errors.Join(p.err(), p.admin.Close())
+	case <-time.After(drain):
 	}
-	errs = append(errs, p.err(), p.admin.Close())
-	return errors.Join(errs...)
+	errs := []error{errors.New("producer flush timed out; abandoning what was not acknowledged")}
+	deadline := time.Now().Add(answer)
+	for p.requestsOnTheWire() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return errors.Join(append(errs, p.err(), p.admin.Close())...)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	errs = append(errs, p.admin.Close()) // closes the client too
+	select {
+	case <-p.done:
+	case <-time.After(answer):
+		errs = append(errs, errors.New("producer did not stop after its client was closed"))
+	}
+	return errors.Join(append(errs, p.err())...)
+}
+
+// requestsOnTheWire counts the produce (and other) requests sent to a
+// broker and not answered yet, from sarama's per-broker gauges (a broker's
+// series goes when its connection closes, with its requests).
+func (p *producer) requestsOnTheWire() int64 {
+	var n int64
+	p.registry.Each(func(name string, m any) {
+		if c, ok := m.(gometrics.Counter); ok && strings.HasPrefix(name, "requests-in-flight-for-broker-") {
+			n += c.Count()
+		}
+	})
+	return n
 }

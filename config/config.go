@@ -36,32 +36,35 @@ type HTTP struct {
 
 // Capture is the configuration of `cdcsync capture`.
 type Capture struct {
-	SourceURL          string        `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
-	Tables             []string      `envconfig:"TABLES" default:"public.orders" desc:"tables to capture, comma-separated schema.table"`
-	Slot               string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
-	Publication        string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
-	SlotBusy           string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
-	Snapshot           string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never"`
-	SnapshotChunkSize  int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
-	StateSchema        string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
-	TopicPrefix        string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
-	TopicPartitions    int32         `envconfig:"TOPIC_PARTITIONS" default:"4" desc:"partitions of topics created at start-up"`
-	TopicReplication   int16         `envconfig:"TOPIC_REPLICATION_FACTOR" default:"-1" desc:"replication factor of topics created at start-up; -1 uses the broker default"`
-	TopicCleanupPolicy string        `envconfig:"TOPIC_CLEANUP_POLICY" default:"compact" desc:"cleanup.policy of table topics created at start-up: compact (the latest event per key and the tombstones stay, so replay topic --from beginning can rebuild a store) or delete (the broker's retention)"`
-	HeartbeatInterval  time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s" desc:"how often a heartbeat message is written so an idle slot advances; 0 disables"`
-	StatusInterval     time.Duration `envconfig:"STATUS_INTERVAL" default:"1s" desc:"how often the confirmed LSN is sent to Postgres"`
-	WatermarkInterval  time.Duration `envconfig:"WATERMARK_INTERVAL" default:"10ms" desc:"how often, at most, capture writes watermarks telling the sinks how far each partition of the table topics is complete (read-your-writes); 0 disables"`
-	MaxInFlight        int           `envconfig:"MAX_IN_FLIGHT" default:"20000" desc:"messages produced but not yet acknowledged before reading pauses (backpressure)"`
-	MaxInFlightBytes   int64         `envconfig:"MAX_IN_FLIGHT_BYTES" default:"67108864" desc:"bytes of messages produced but not yet acknowledged before reading pauses (64 MiB; whichever of this and MAX_IN_FLIGHT is reached first; one larger message still passes); capture's memory follows it"`
-	Compression        string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
-	BatchMessages      int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
-	Linger             time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
-	MaxMessageBytes    int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
-	OnPoison           string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
-	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
-	OutboxPrefix       string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
-	OutboxTable        string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
-	OutboxTopicPrefix  string        `envconfig:"OUTBOX_TOPIC_PREFIX" desc:"outbox event topic is <prefix>.<aggregate>; empty means <TOPIC_PREFIX>.events"`
+	SourceURL         string        `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
+	Tables            []string      `envconfig:"TABLES" default:"public.orders" desc:"tables to capture, comma-separated schema.table"`
+	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
+	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
+	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
+	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never; both refuse to continue over a lost slot (README: When the order database fails over)"`
+	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
+	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
+	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	TopicPartitions   int32         `envconfig:"TOPIC_PARTITIONS" default:"4" desc:"partitions of topics created at start-up"`
+	TopicReplication  int16         `envconfig:"TOPIC_REPLICATION_FACTOR" default:"-1" desc:"replication factor of topics created at start-up; -1 uses the broker default"`
+	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s" desc:"how often a heartbeat message is written so an idle slot advances; 0 disables"`
+	StatusInterval    time.Duration `envconfig:"STATUS_INTERVAL" default:"1s" desc:"how often the confirmed LSN is sent to Postgres"`
+	WatermarkInterval time.Duration `envconfig:"WATERMARK_INTERVAL" default:"10ms" desc:"how often, at most, capture writes watermarks telling the sinks how far each partition of the table topics is complete (read-your-writes); 0 disables"`
+	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"20000" desc:"messages produced but not yet acknowledged before reading pauses (backpressure)"`
+	MaxInFlightBytes  int64         `envconfig:"MAX_IN_FLIGHT_BYTES" default:"67108864" desc:"bytes of messages produced but not yet acknowledged before reading pauses (64 MiB; whichever of this and MAX_IN_FLIGHT is reached first; one larger message still passes); capture's memory follows it"`
+	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
+	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
+	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
+	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
+	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
+	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
+	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
+	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
+	OutboxTopicPrefix string        `envconfig:"OUTBOX_TOPIC_PREFIX" desc:"outbox event topic is <prefix>.<aggregate>; empty means <TOPIC_PREFIX>.events"`
+
+	// TopicCleanupPolicy applies to table topics only (README, Topics and
+	// retention).
+	TopicCleanupPolicy string `envconfig:"TOPIC_CLEANUP_POLICY" default:"compact" desc:"cleanup.policy of table topics created at start-up: compact (the latest event per key and the tombstones stay, so replay topic --from beginning can rebuild a store) or delete (the broker's retention)"`
 	// The nested structs are embedded because envconfig prefixes the
 	// variables of a named (non-embedded) struct field with the field name:
 	// a field `Kafka Kafka` would read CDCSYNC_KAFKA_KAFKA_BROKERS. Embedded,
@@ -150,6 +153,7 @@ type Status struct {
 	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
 	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL: its applied-through position is reported; empty leaves it out" secret:"url"`
 	RedisURL     string   `envconfig:"REDIS_URL" desc:"Redis URL: the caches' applied-through positions are reported; empty leaves them out" secret:"url"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: tells a lost slot (capture recorded it) from one never created"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }
@@ -180,7 +184,8 @@ func (v Verify) StatusConfig() Status {
 	return Status{
 		SourceURL: v.SourceURL, Slot: v.Slot, Tables: v.Tables, OrdersTable: v.OrdersTable,
 		TopicPrefix: v.TopicPrefix, GroupPrefix: v.GroupPrefix, Sinks: v.Sinks,
-		Kafka: v.Kafka,
+		StateSchema: "cdcsync", // verify --wait only waits; it judges no slot
+		Kafka:       v.Kafka,
 	}
 }
 
