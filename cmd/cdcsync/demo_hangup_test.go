@@ -175,3 +175,59 @@ func TestBinaryDoesNotLinkTesting(t *testing.T) {
 		}
 	}
 }
+
+// SIGTERM (a service manager stopping it) ends the demo like Ctrl-C: the
+// pipeline catches up, and the services and temp dirs go.
+func TestDemoTerminateStopsServices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the demo's services")
+	}
+	tmp := demoTempDir(t)
+	cmd, r, _, out, done := demoUntilGenerating(t, tmp)
+	pgPort, redisPort := demoServerPorts(t, out)
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	demoServersGone(t, done, "SIGTERM", tmp, pgPort, redisPort)
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0", code)
+	}
+}
+
+// An error ends the demo too (here its order database dies under the
+// order generator): it exits 1, and Redis and every temp dir still go.
+func TestDemoErrorStopsServices(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the demo's services")
+	}
+	tmp := demoTempDir(t)
+	cmd, r, _, out, done := demoUntilGenerating(t, tmp)
+	pgPort, redisPort := demoServerPorts(t, out)
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	pid, err := os.ReadFile(filepath.Join(postgresDataDir(t, tmp), "postmaster.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	postmaster, err := strconv.Atoi(strings.SplitN(string(pid), "\n", 2)[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(postmaster, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	demoServersGone(t, done, "its Postgres was killed", tmp, pgPort, redisPort)
+	if code := cmd.ProcessState.ExitCode(); code != 1 {
+		t.Errorf("exit %d after its database died, want 1", code)
+	}
+}
+
+// postgresDataDir finds the demo's cluster's data directory under tmp.
+func postgresDataDir(t *testing.T, tmp string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(tmp, "cdcsync-pg-*", "data"))
+	if len(m) != 1 {
+		t.Fatalf("demo's Postgres data dir under %s: %v", tmp, m)
+	}
+	return m[0]
+}
