@@ -428,8 +428,7 @@ func (c *capturer) createSlot(ctx context.Context, repl *pgconn.PgConn, conn *pg
 	if c.cfg.Snapshot == "initial" {
 		action = "EXPORT_SNAPSHOT"
 	}
-	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: action, Mode: pglogrepl.LogicalReplication})
+	res, err := createLogicalSlot(ctx, repl, c.cfg.Slot, action)
 	if err != nil {
 		return createdSlot{}, fmt.Errorf("create slot %s: %w", c.cfg.Slot, slotErr(err))
 	}

@@ -41,7 +41,7 @@ type Capture struct {
 	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
 	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
 	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
-	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never"`
+	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never; both refuse to continue over a lost slot (README: When the order database fails over)"`
 	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
 	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
 	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
@@ -149,6 +149,7 @@ type Status struct {
 	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
 	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL: its applied-through position is reported; empty leaves it out" secret:"url"`
 	RedisURL     string   `envconfig:"REDIS_URL" desc:"Redis URL: the caches' applied-through positions are reported; empty leaves them out" secret:"url"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: tells a lost slot (capture recorded it) from one never created"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }
@@ -179,7 +180,8 @@ func (v Verify) StatusConfig() Status {
 	return Status{
 		SourceURL: v.SourceURL, Slot: v.Slot, Tables: v.Tables, OrdersTable: v.OrdersTable,
 		TopicPrefix: v.TopicPrefix, GroupPrefix: v.GroupPrefix, Sinks: v.Sinks,
-		Kafka: v.Kafka,
+		StateSchema: "cdcsync", // verify --wait only waits; it judges no slot
+		Kafka:       v.Kafka,
 	}
 }
 

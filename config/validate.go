@@ -622,6 +622,7 @@ func (s Status) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", s.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", s.GroupPrefix) },
 		func() error { return checkSinks("SINKS", s.Sinks) },
+		func() error { return checkIdentifier("STATE_SCHEMA", s.StateSchema) },
 		func() error {
 			if s.InventoryURL == "" {
 				return nil
