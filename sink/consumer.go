@@ -42,6 +42,9 @@ type consumer struct {
 	// fail stops the sink with a fatal error (a configuration problem the
 	// events revealed); nil retries such errors like any other.
 	fail func(error)
+	// gaps checks each claim for records lost before it (gap.go); set by
+	// run.
+	gaps *gapGuard
 	// epoch is the redis sink's Redis data epoch, committed with its
 	// offsets so that a Redis that lost its data is rebuilt (see
 	// rebuildLost); nil for the inventory sink and replay.
@@ -119,9 +122,13 @@ func (c *consumer) run(ctx context.Context) error {
 	if err != nil || group == nil {
 		return err
 	}
+	c.gaps = &gapGuard{brokers: c.cfg.Kafka.Brokers, sc: sc, group: c.group}
+	defer c.gaps.close()
 	wg.Go(func() {
 		for err := range group.Errors() {
-			c.log.Warn("consumer group error", "group", c.group, "err", err)
+			if !c.reportOutOfRange(err) {
+				c.log.Warn("consumer group error", "group", c.group, "err", err)
+			}
 		}
 	})
 	defer func() {
@@ -257,6 +264,9 @@ func (c *consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
 // ConsumeClaim applies one partition batch by batch until the session ends
 // (a rebalance or shutdown) or the claim's messages close.
 func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	if !c.mayConsume(sess, claim) {
+		return nil
+	}
 	defer c.metrics.dropLag(claim.Topic(), claim.Partition())
 	ctx := c.claimContext()
 	for {

@@ -233,6 +233,11 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 	if err != nil {
 		return stats, err
 	}
+	if from.kind == boundBeginning {
+		if err := checkBeginning(client, stats.Partitions); err != nil {
+			return stats, err
+		}
+	}
 	total := stats.Total()
 	progress(0, total)
 	if total == 0 {
