@@ -19,6 +19,10 @@ type metrics struct {
 	snapshotRows  *prometheus.CounterVec
 	slotLagBytes  prometheus.Gauge
 	produceTime   prometheus.Histogram
+	// Backfills (the initial snapshot's too), per table.
+	backfillRowsDone     *prometheus.GaugeVec
+	backfillRowsExpected *prometheus.GaugeVec
+	backfillETA          *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -57,12 +61,22 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cdcsync_capture_produce_seconds", Help: "Time from handing a message to the producer until Kafka acknowledged it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		backfillRowsDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_backfill_rows_done", Help: "Rows of the running or last backfill (initial snapshot or replay snapshot) read and on Kafka, per table.",
+		}, []string{"table"}),
+		backfillRowsExpected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_backfill_rows_expected", Help: "Rows the running or last backfill expects to read (an estimate until it is done), per table.",
+		}, []string{"table"}),
+		backfillETA: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_backfill_eta_seconds", Help: "Estimated time left of the running backfill at its current rate (0 when done or unknown), per table.",
+		}, []string{"table"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime} {
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime,
+		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

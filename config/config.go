@@ -43,6 +43,7 @@ type Capture struct {
 	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
 	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never"`
 	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
+	SnapshotMaxBytes  int           `envconfig:"SNAPSHOT_MAX_CHUNK_BYTES" default:"33554432" desc:"bytes of row data in one snapshot chunk (it ends early at this size) and of the keys changed while it is read (more: the chunk is read again); bounds snapshot memory"`
 	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
 	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
 	TopicPartitions   int32         `envconfig:"TOPIC_PARTITIONS" default:"4" desc:"partitions of topics created at start-up"`
@@ -122,6 +123,7 @@ type Status struct {
 	TopicPrefix string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
 	GroupPrefix string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink>"`
 	Sinks       []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
+	StateSchema string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema: backfills and the initial snapshot's progress are reported from it"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }
@@ -138,6 +140,7 @@ type Verify struct {
 	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
 	TopicPrefix  string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
 	GroupPrefix  string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema (for --wait: an unfinished initial snapshot is waited for)"`
 	MaxReport    int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
 	// Embedded for the variable names; see Capture.
 	Inventory
@@ -150,7 +153,7 @@ func (v Verify) StatusConfig() Status {
 	return Status{
 		SourceURL: v.SourceURL, Slot: v.Slot, Tables: v.Tables, OrdersTable: v.OrdersTable,
 		TopicPrefix: v.TopicPrefix, GroupPrefix: v.GroupPrefix, Sinks: v.Sinks,
-		Kafka: v.Kafka,
+		StateSchema: v.StateSchema, Kafka: v.Kafka,
 	}
 }
 
