@@ -73,17 +73,30 @@ type backfiller struct {
 
 	mu      sync.Mutex
 	windows map[string]*window // by tag, registered before the low watermark
+	// initial holds the initial snapshot's unfinished backfills; firstID
+	// is the one whose first row starts the snapshot, lastID the one
+	// whose last row ends it (Debezium's "first" and "last" marks).
+	initial         initialBackfills
+	firstID, lastID int64
 
 	open   *window // window between its low and high watermark in the stream
 	keyBuf []byte
 }
 
-func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo) *backfiller {
+func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo, initial initialBackfills) *backfiller {
 	captured := make(map[string]bool, len(tables))
 	for _, t := range tables {
 		captured[t.String()] = true
 	}
+	var firstID, lastID int64
+	for id := range initial {
+		if firstID == 0 || id < firstID {
+			firstID = id
+		}
+		lastID = max(lastID, id)
+	}
 	return &backfiller{
+		initial: initial, firstID: firstID, lastID: lastID,
 		cfg: c.cfg, log: c.log.With("component", "backfill"), metrics: c.metrics, tracker: c.tracker,
 		types: types, source: src, captured: captured,
 		connect: func(ctx context.Context) (*pgx.Conn, error) {
@@ -102,6 +115,38 @@ func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo
 		wake:    make(chan struct{}, 1),
 		windows: map[string]*window{},
 	}
+}
+
+// snapshotting reports whether table ("schema.table") has its initial
+// snapshot still to finish: its topic is not complete up to any LSN yet.
+func (b *backfiller) snapshotting(table string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, t := range b.initial {
+		if t == table {
+			return true
+		}
+	}
+	return false
+}
+
+// initialMarks returns source.snapshot for backfill id's rows and, for
+// the initial snapshot, the marks of its first and last rows.
+func (b *backfiller) initialMarks(id int64) (mark, first, last string) {
+	b.mu.Lock()
+	_, initial := b.initial[id]
+	b.mu.Unlock()
+	if !initial {
+		return "incremental", "", ""
+	}
+	first, last = "first_in_data_collection", "last_in_data_collection"
+	if id == b.firstID {
+		first = "first"
+	}
+	if id == b.lastID {
+		last = "last"
+	}
+	return "true", first, last
 }
 
 // signal wakes the backfiller: a request was written.
@@ -215,6 +260,9 @@ func (b *backfiller) runOne(ctx context.Context, conn *pgx.Conn, bf Backfill) er
 		log.Info("backfill cancelled", "rows_done", bf.RowsDone)
 		return nil
 	}
+	b.mu.Lock()
+	delete(b.initial, bf.ID)
+	b.mu.Unlock()
 	elapsed := time.Since(started)
 	log.Info("backfill done", "rows", bf.RowsDone, "skipped_newer_in_stream", bf.RowsSkipped,
 		"elapsed", elapsed.Round(time.Millisecond), "rows_per_s", int64(float64(bf.RowsDone-startRows)/max(elapsed.Seconds(), 1e-3)))
@@ -467,12 +515,19 @@ func (b *backfiller) readChunk(ctx context.Context, conn *pgx.Conn, bf *Backfill
 	}
 
 	// 2. The chunk.
-	rows, key, more, err := b.read(ctx, conn, bf, target, lastKey)
+	mark, first, last := b.initialMarks(bf.ID)
+	rows, key, more, err := b.read(ctx, conn, bf, target, lastKey, mark)
 	if err != nil {
 		return nil, fmt.Errorf("backfill %d chunk %d: read %s: %w", bf.ID, n, target.table, err)
 	}
 	b.mu.Lock()
 	w.rows = rows
+	if n == 0 {
+		w.firstMark = first
+	}
+	if !more {
+		w.lastMark = last
+	}
 	b.mu.Unlock()
 	ok = true
 	return &pendingChunk{w: w, n: n, lastKey: key, rows: len(rows), more: more}, nil
@@ -552,7 +607,7 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // the text form of the last row's key, and more false when the table has
 // no rows after them. A chunk ends early once its rows hold
 // CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES.
-func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, target *backfillTarget, lastKey []string) (rows []Change, key []string, more bool, err error) {
+func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, target *backfillTarget, lastKey []string, mark string) (rows []Change, key []string, more bool, err error) {
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, nil, false, err
@@ -573,7 +628,7 @@ func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, tar
 	params = append(params, []byte(fmt.Sprint(bf.ChunkSize)))
 	oids = append(oids, 20) // int8 LIMIT
 
-	enc := &rowEncoder{types: b.types, source: b.source}
+	enc := &rowEncoder{types: b.types, source: b.source, mark: mark}
 	rows = make([]Change, 0, min(bf.ChunkSize, 16384))
 	var keyBuf []byte
 	var keyEnds []int

@@ -27,6 +27,9 @@ type window struct {
 	cancelled atomic.Bool
 
 	rows []Change // set (under backfiller.mu) before the high watermark
+	// source.snapshot of the first and last rows emitted (the initial
+	// snapshot's first and last chunks); "" keeps the rows' mark.
+	firstMark, lastMark string
 
 	// Owned by the stream goroutine between the watermarks.
 	changed   map[string]*keyChange // keys of the table changed in the window
@@ -223,6 +226,9 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	// watermark's own record: after every commit before it, before every
 	// commit after it.
 	pos := pipeline.Position{Commit: at - 1, Change: at - 1}
+	// Which rows go out, first: the first and last of them may carry
+	// the initial snapshot's marks.
+	out := rows[:0]
 	for _, ch := range rows {
 		if w.truncated {
 			w.skipped++
@@ -238,6 +244,15 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 				w.repaired++
 			}
 		}
+		out = append(out, ch)
+	}
+	if len(out) > 0 && w.firstMark != "" {
+		out[0].Event.Source.Snapshot = w.firstMark
+	}
+	if len(out) > 0 && w.lastMark != "" {
+		out[len(out)-1].Event.Source.Snapshot = w.lastMark
+	}
+	for _, ch := range out {
 		ch.Position = pos
 		ch.Event.SetPosition(pos)
 		if err := s.emit(ctx, ch); err != nil {

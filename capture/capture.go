@@ -35,7 +35,9 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	if err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
-	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: pipeline.NewTracker(cfg.MaxInFlight), opts: o}
+	tracker := pipeline.NewTracker(cfg.MaxInFlight)
+	tracker.LimitBytes(cfg.MaxInFlightBytes)
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o}
 	defer o.ready.SetNotReady("stopped")
 
 	var wg sync.WaitGroup
@@ -54,7 +56,15 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 		started := time.Now()
 		err := c.session(ctx)
 		if ctx.Err() != nil {
-			return err // nil after a clean shutdown
+			// A stop asked for (SIGTERM) is a clean exit whatever the
+			// session was doing (set-up, snapshot: its error is then
+			// just the cancellation); only a failed final flush or
+			// confirmation is reported.
+			var sd *shutdownError
+			if errors.As(err, &sd) {
+				return err
+			}
+			return nil
 		}
 		switch {
 		case permanent(err):
@@ -198,6 +208,11 @@ func (c *capturer) session(parent context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	// Before tables are added to it: adding a partitioned table to a
+	// publication that lists its partitions fails with "already member".
+	if err := validatePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
+		return err
+	}
 	publishedBefore, err := publishedTables(ctx, conn, c.cfg.Publication)
 	if err != nil {
 		return err
@@ -241,7 +256,8 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// drop every one, so they are not read at all.
 	snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })
 	// Before the slot exists: a stop between the two still snapshots.
-	if err := c.planSnapshot(ctx, conn, snapTables, slot.Exists, publishedBefore); err != nil {
+	initial, err := c.planSnapshot(ctx, conn, snapTables, slot.Exists, publishedBefore)
+	if err != nil {
 		return err
 	}
 
@@ -271,7 +287,20 @@ func (c *capturer) session(parent context.Context) (err error) {
 		}
 	}
 
+	records, err := newRecordEncoder(c.cfg, c.connect, tables)
+	if err != nil {
+		return err
+	}
+	txm := newTxMetadata(c.cfg)
+	if txm != nil {
+		if err := prod.ensureTopic(txm.topic); err != nil {
+			return err
+		}
+	}
 	decoder := NewDecoder(src, types)
+	moved := &movedRows{connect: c.connect}
+	defer moved.close()
+	decoder.SetMovedRowFetcher(moved.fetcher(ctx))
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
@@ -288,8 +317,12 @@ func (c *capturer) session(parent context.Context) (err error) {
 			if rec, ok, err := router.Change(ch); ok {
 				return c.deadLetterInvalid(rec, err)
 			}
-			return tableRecord(c.cfg.TopicPrefix, ch), true, nil
+			rec, err := records.record(ch)
+			return rec, err == nil, err
 		},
+		relationChanged: records.relationChanged,
+		tx:              txm,
+		txTable:         func(ch Change) bool { return !router.IsOutboxTable(ch.Schema, ch.Table) },
 		message: func(m *pglogrepl.LogicalDecodingMessage, pos pipeline.Position) (Record, bool, error) {
 			rec, ok, err := router.Message(m, pos)
 			if !ok {
@@ -299,7 +332,10 @@ func (c *capturer) session(parent context.Context) (err error) {
 		},
 	}
 
-	st.backfill = newBackfiller(c, src, types, tables)
+	st.backfill = newBackfiller(c, src, types, tables, initial)
+	if c.cfg.WatermarkInterval > 0 {
+		st.clock = &sourceClock{}
+	}
 
 	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
 	c.tracker.Reset(slot.ConfirmedFlush)
@@ -328,6 +364,10 @@ func (c *capturer) session(parent context.Context) (err error) {
 	backfillDone := make(chan struct{})
 	go func() { defer close(backfillDone); st.backfill.run(backfillCtx) }()
 	defer func() { stopBackfill(); <-backfillDone }()
+	// Watermarks skip a table until its initial snapshot is done: until
+	// then the confirmed LSN does not cover its existing rows.
+	stopWatermarks := c.startWatermarks(ctx, st, prod, tables, router)
+	defer stopWatermarks() // before the producer closes (defers run last first)
 	c.opts.ready.SetReady()
 	runErr := st.run(ctx)
 	if parent.Err() == nil {
@@ -336,13 +376,14 @@ func (c *capturer) session(parent context.Context) (err error) {
 	c.opts.ready.SetNotReady("shutting down")
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
+	stopWatermarks()
 	closeErr := prod.close(c.cfg.ShutdownTimeout)
 	producerClosed = true
 	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelStatus()
 	statusErr := st.sendStatus(fctx, false)
 	if err := errors.Join(closeErr, statusErr); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+		return &shutdownError{err: err}
 	}
 	c.log.Info("stopped", "confirmed", c.tracker.Confirmed())
 	return nil
@@ -393,6 +434,7 @@ func slotErr(err error) error {
 func (c *capturer) heartbeat(ctx context.Context) {
 	ticker := time.NewTicker(c.cfg.HeartbeatInterval)
 	defer ticker.Stop()
+	warn := newWarnLimiter(time.Minute)
 	var conn *pgx.Conn
 	defer func() {
 		if conn != nil {
@@ -408,17 +450,54 @@ func (c *capturer) heartbeat(ctx context.Context) {
 		if conn == nil {
 			var err error
 			if conn, err = c.connect(ctx); err != nil {
-				c.log.Debug("heartbeat: connect failed", "err", err)
+				if ctx.Err() == nil {
+					c.metrics.heartbeatFailures.Inc()
+					warn.log(c.log, "heartbeat: cannot connect; an idle slot does not advance until it can", "err", err)
+				}
 				continue
 			}
 		}
 		_, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", heartbeatPrefix, time.Now().UTC().Format(time.RFC3339Nano))
 		if err != nil {
 			if ctx.Err() == nil {
-				c.log.Warn("heartbeat failed", "err", err)
+				c.metrics.heartbeatFailures.Inc()
+				warn.log(c.log, "heartbeat failed", "err", err)
 			}
 			conn.Close(context.Background())
 			conn = nil
 		}
 	}
+}
+
+// shutdownError is a failure of the final flush or confirmation after a
+// stop was asked for: the one error a stopping capture reports.
+type shutdownError struct{ err error }
+
+func (e *shutdownError) Error() string { return "shutdown: " + e.err.Error() }
+func (e *shutdownError) Unwrap() error { return e.err }
+
+// warnLimiter logs each distinct warning at most once per interval, with
+// the number of repeats it held back, so a failure that repeats every few
+// seconds for hours is visible without flooding the log.
+type warnLimiter struct {
+	interval time.Duration
+	last     map[string]time.Time
+	held     map[string]int
+}
+
+func newWarnLimiter(interval time.Duration) *warnLimiter {
+	return &warnLimiter{interval: interval, last: map[string]time.Time{}, held: map[string]int{}}
+}
+
+func (w *warnLimiter) log(l *slog.Logger, msg string, args ...any) {
+	now := time.Now()
+	if last, ok := w.last[msg]; ok && now.Sub(last) < w.interval {
+		w.held[msg]++
+		return
+	}
+	if n := w.held[msg]; n > 0 {
+		args = append(args, "repeated", n)
+	}
+	w.last[msg], w.held[msg] = now, 0
+	l.Warn(msg, args...)
 }

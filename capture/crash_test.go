@@ -6,14 +6,12 @@ import (
 	"math/rand/v2"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
@@ -214,6 +212,47 @@ func TestCaptureSurvivesSIGKILL(t *testing.T) {
 // TestCaptureMemoryIsBoundedForHugeTransaction streams one 200,000-row
 // transaction and checks the capture process's peak RSS.
 func TestCaptureMemoryIsBoundedForHugeTransaction(t *testing.T) {
+	const rows = 200000
+	rss := peakRSSUnderSlowBroker(t, 5*time.Millisecond, nil, rows,
+		fmt.Sprintf(`INSERT INTO orders SELECT g, g %% 1000, 1, 'created', repeat('n', 100) FROM generate_series(1, %d) g`, rows))
+	// The transaction is ~70 MB of JSON on Kafka; capture holds at most
+	// MAX_IN_FLIGHT (20,000) messages of it, so its peak stays far below.
+	const bound = 128 << 20
+	t.Logf("peak RSS %.1f MiB for a %d-row transaction (bound %d MiB)", float64(rss)/(1<<20), rows, bound>>20)
+	if rss > bound {
+		t.Fatalf("peak RSS %d MiB exceeds %d MiB", rss>>20, bound>>20)
+	}
+}
+
+// TestCaptureMemoryIsBoundedByBytes streams 1 MB rows under a slow broker:
+// a count of in-flight messages alone would let hundreds of them (hundreds
+// of MB) wait for Kafka; CDCSYNC_MAX_IN_FLIGHT_BYTES bounds them by size
+// (issue 10 item 12).
+func TestCaptureMemoryIsBoundedByBytes(t *testing.T) {
+	const rows = 300 // 300 MB of row values
+	const maxInFlightBytes = 16 << 20
+	rss := peakRSSUnderSlowBroker(t, 20*time.Millisecond, []string{
+		fmt.Sprintf("CDCSYNC_MAX_IN_FLIGHT_BYTES=%d", maxInFlightBytes),
+		fmt.Sprintf("CDCSYNC_KAFKA_MAX_MESSAGE_BYTES=%d", 2<<20),
+	}, rows, fmt.Sprintf(`INSERT INTO orders SELECT g, g %% 10, 1, 'created', repeat('n', 1000000) FROM generate_series(1, %d) g`, rows))
+	// In flight: at most 16 MiB plus one message. The rest is the
+	// process's base, the row being decoded and encoded, the producer's
+	// request buffers and the GC's headroom.
+	const bound = 160 << 20
+	t.Logf("peak RSS %.1f MiB for %d rows of 1 MB with CDCSYNC_MAX_IN_FLIGHT_BYTES=%d MiB (bound %d MiB)",
+		float64(rss)/(1<<20), rows, maxInFlightBytes>>20, bound>>20)
+	if rss > bound {
+		t.Fatalf("peak RSS %d MiB exceeds %d MiB", rss>>20, bound>>20)
+	}
+}
+
+// peakRSSUnderSlowBroker runs capture as a process with the default
+// CDCSYNC_MAX_IN_FLIGHT (20,000) and extra variables vars, writes rows with
+// insert while every produce request is delayed by delay (so the in-flight
+// window stays full: the bound is measured under backpressure, not while
+// Kafka keeps up), and returns capture's peak RSS once all are on Kafka.
+func peakRSSUnderSlowBroker(t *testing.T, delay time.Duration, vars []string, rows int64, insert string) int64 {
+	t.Helper()
 	e := testenv.RequireEnv(t, env)
 	bin := buildBinary(t)
 	db := e.PG.CreateDB(t)
@@ -223,25 +262,18 @@ func TestCaptureMemoryIsBoundedForHugeTransaction(t *testing.T) {
 	cfg.Snapshot = "never"
 	cfg.MaxInFlight = 20000
 	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
-	proc := testenv.StartProcess(t, "capture", bin, captureEnv(cfg), "capture")
+	proc := testenv.StartProcess(t, "capture", bin, append(captureEnv(cfg), vars...), "capture")
 	waitSlotActive(t, conn, cfg.Slot)
-	// A slow broker keeps the in-flight window full, so the bound is
-	// measured under backpressure, not while Kafka keeps up.
-	cluster := e.Kafka.Cluster()
-	var slow atomic.Bool
-	slow.Store(true)
-	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
-		if !slow.Load() {
-			cluster.DropControl()
-			return nil, nil, false
-		}
-		time.Sleep(5 * time.Millisecond)
-		return nil, nil, false
-	})
-	t.Cleanup(func() { slow.Store(false) })
-	const rows = 200000
-	mustExec(t, conn, fmt.Sprintf(`INSERT INTO orders SELECT g, g %% 1000, 1, 'created', repeat('n', 100) FROM generate_series(1, %d) g`, rows))
-	waitFor(t, 120*time.Second, "all rows on kafka", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= rows })
+	slowBroker(t, e.Kafka.Cluster(), delay)
+	mustExec(t, conn, insert)
+	waitFor(t, 180*time.Second, "all rows on kafka", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= rows })
+	return peakRSSThenStop(t, proc)
+}
+
+// peakRSSThenStop reads the capture process's peak RSS while it still runs,
+// then stops it with SIGTERM, which must be a clean exit.
+func peakRSSThenStop(t *testing.T, proc *testenv.Process) int64 {
+	t.Helper()
 	rss, err := proc.PeakRSS()
 	if err != nil {
 		t.Fatal(err)
@@ -252,11 +284,5 @@ func TestCaptureMemoryIsBoundedForHugeTransaction(t *testing.T) {
 	if code, err := proc.Wait(15 * time.Second); err != nil || code != 0 {
 		t.Fatalf("exit %d, %v", code, err)
 	}
-	// The transaction is ~70 MB of JSON on Kafka; capture holds at most
-	// MAX_IN_FLIGHT (20,000) messages of it, so its peak stays far below.
-	const bound = 128 << 20
-	t.Logf("peak RSS %.1f MiB for a %d-row transaction (bound %d MiB)", float64(rss)/(1<<20), rows, bound>>20)
-	if rss > bound {
-		t.Fatalf("peak RSS %d MiB exceeds %d MiB", rss>>20, bound>>20)
-	}
+	return rss
 }

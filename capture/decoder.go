@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcsync/cdcsync/pipeline"
 )
@@ -44,6 +45,10 @@ type Decoder struct {
 	last  *relation // the relation of the previous change: most rows hit it
 	tx    txState
 	now   func() time.Time
+	moved MovedRowFetcher // nil: key moves keep unchanged TOAST columns as unchanged
+	// lastCommit is the commit LSN of the previous transaction on the
+	// stream (Debezium's source.sequence starts with it); 0 until one ends.
+	lastCommit pglogrepl.LSN
 
 	// Per-call scratch, reused across calls: values are encoded here and
 	// copied into one exact-size buffer per call, which is what the
@@ -57,6 +62,7 @@ type txState struct {
 	xid       uint32
 	commitLSN pglogrepl.LSN
 	commitMs  int64
+	commitUs  int64
 }
 
 // relation is a table as the last Relation message for its id described it.
@@ -64,8 +70,11 @@ type relation struct {
 	id            uint32
 	schema, table string
 	cols          []relColumn
-	key           []int  // indexes into cols of the key columns, in key order
-	gen           uint64 // Types generation the column encodings are from
+	key           []int // indexes into cols of the key columns, in key order
+	// identity marks the columns a key-only old tuple ('K') carries; the
+	// others arrive as nulls that say nothing about the row.
+	identity []bool
+	gen      uint64 // Types generation the column encodings are from
 }
 
 type relColumn struct {
@@ -98,9 +107,13 @@ func NewDecoder(src SourceInfo, types *Types) *Decoder {
 func (d *Decoder) Decode(msg pglogrepl.Message, walStart pglogrepl.LSN) ([]Change, error) {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
-		d.tx = txState{active: true, xid: m.Xid, commitLSN: m.FinalLSN, commitMs: m.CommitTime.UnixMilli()}
+		d.tx = txState{active: true, xid: m.Xid, commitLSN: m.FinalLSN,
+			commitMs: m.CommitTime.UnixMilli(), commitUs: m.CommitTime.UnixMicro()}
 		return nil, nil
 	case *pglogrepl.CommitMessage:
+		if d.tx.active {
+			d.lastCommit = d.tx.commitLSN
+		}
 		d.tx = txState{}
 		return nil, nil
 	case *pglogrepl.RelationMessage:
@@ -126,14 +139,23 @@ func (d *Decoder) Decode(msg pglogrepl.Message, walStart pglogrepl.LSN) ([]Chang
 	}
 }
 
+// SetMovedRowFetcher makes the decoder complete the create of an update
+// that moves a row to a new key: TOASTed columns the stream left out as
+// unchanged are read from the source with f, since no row exists under the
+// new key for consumers to keep them from. The values are the row's
+// current ones, which may be newer than the change; any newer value has
+// its own later event on the key, so every consumer ends with the row.
+func (d *Decoder) SetMovedRowFetcher(f MovedRowFetcher) { d.moved = f }
+
 // defineRelation (re)defines a relation. pgoutput sends a Relation message
 // before the first change of a relation on a stream and again after its
 // schema changed, so a new definition applies to every following tuple.
 func (d *Decoder) defineRelation(m *pglogrepl.RelationMessage) {
 	rel := &relation{id: m.RelationID, schema: m.Namespace, table: m.RelationName,
-		cols: make([]relColumn, len(m.Columns))}
+		cols: make([]relColumn, len(m.Columns)), identity: make([]bool, len(m.Columns))}
 	for i, c := range m.Columns {
 		rel.cols[i] = relColumn{name: c.Name, oid: c.DataType}
+		rel.identity[i] = c.Flags&1 != 0
 	}
 	rel.resolveTypes(d.types)
 	if pk := d.src.PrimaryKeys[m.Namespace+"."+m.RelationName]; len(pk) > 0 {
@@ -146,7 +168,7 @@ func (d *Decoder) defineRelation(m *pglogrepl.RelationMessage) {
 				}
 			}
 		}
-		if len(rel.key) != len(pk) {
+		if len(rel.key) != len(pk) || !rel.carriesKey(m.ReplicaIdentity) {
 			rel.key = nil // the catalog and the stream disagree: trust the stream
 		}
 	}
@@ -161,6 +183,24 @@ func (d *Decoder) defineRelation(m *pglogrepl.RelationMessage) {
 	if d.last != nil && d.last.id == m.RelationID {
 		d.last = rel
 	}
+}
+
+// carriesKey reports whether the old tuple of a delete carries every key
+// column: always with REPLICA IDENTITY FULL ('f'), otherwise when each key
+// column is flagged as part of the identity. NOTHING ('n') flags nothing:
+// inserts and updates keep the catalog key and deletes fail (see delete). The replica identity can change
+// while capture runs (ALTER TABLE ... REPLICA IDENTITY sends a new Relation
+// message); keying by columns deletes do not carry would key them null.
+func (r *relation) carriesKey(replIdent uint8) bool {
+	if replIdent == 'f' || replIdent == 'n' {
+		return true
+	}
+	for _, k := range r.key {
+		if !r.identity[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func (r *relation) resolveTypes(types *Types) {
@@ -223,8 +263,12 @@ func (d *Decoder) update(m *pglogrepl.UpdateMessage, walStart pglogrepl.LSN) ([]
 		// Debezium's form of a key change: the old key is deleted (and
 		// tombstoned) and the row is created under the new key, so that
 		// per-key consumers and compacted topics stay right.
+		if err := d.fillMoved(rel, m.NewTuple); err != nil {
+			return nil, fmt.Errorf("decode update of %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
+		}
 		return d.build(rel, walStart,
-			buildSpec{op: pipeline.OpDelete, after: -1, before: n, key: n, tombstone: true},
+			buildSpec{op: pipeline.OpDelete, after: -1, before: n, key: n, tombstone: true,
+				keyOnly: m.OldTupleType == pglogrepl.UpdateMessageTupleTypeKey},
 			buildSpec{op: pipeline.OpCreate, after: 0, before: -1, key: 0})
 	}
 	before := -1
@@ -240,26 +284,28 @@ func (d *Decoder) delete(m *pglogrepl.DeleteMessage, walStart pglogrepl.LSN) ([]
 		return nil, err
 	}
 	if m.OldTuple == nil {
-		return nil, fmt.Errorf("decode delete from %s.%s: no old tuple (replica identity nothing?)", rel.schema, rel.table)
+		return nil, fmt.Errorf("decode delete from %s.%s at %s: %w: no old tuple; run ALTER TABLE %s REPLICA IDENTITY DEFAULT (with a primary key) or FULL",
+			rel.schema, rel.table, walStart, ErrReplicaIdentity, pgx.Identifier{rel.schema, rel.table}.Sanitize())
 	}
 	d.reset()
 	if err := d.encodeTuple(rel, m.OldTuple, nil); err != nil {
 		return nil, fmt.Errorf("decode delete from %s.%s at %s: %w", rel.schema, rel.table, walStart, err)
 	}
-	return d.build(rel, walStart, buildSpec{op: pipeline.OpDelete, after: -1, before: 0, key: 0, tombstone: true})
+	return d.build(rel, walStart, buildSpec{op: pipeline.OpDelete, after: -1, before: 0, key: 0, tombstone: true,
+		keyOnly: m.OldTupleType == pglogrepl.DeleteMessageTupleTypeKey})
 }
 
 func (d *Decoder) truncate(m *pglogrepl.TruncateMessage, walStart pglogrepl.LSN) ([]Change, error) {
 	changes := make([]Change, 0, len(m.RelationIDs))
 	events := make([]pipeline.Event, len(m.RelationIDs))
-	tsMs := d.now().UnixMilli()
+	now := d.now()
 	for i, id := range m.RelationIDs {
 		rel, err := d.relation("truncate", id)
 		if err != nil {
 			return nil, err
 		}
 		ev := &events[i]
-		ev.Op, ev.TsMs = pipeline.OpTruncate, tsMs
+		ev.Op, ev.TsMs, ev.TsNs = pipeline.OpTruncate, now.UnixMilli(), now.UnixNano()
 		d.fillSource(&ev.Source, rel, walStart)
 		changes = append(changes, Change{Schema: rel.schema, Table: rel.table, Event: ev, Position: d.position(walStart)})
 	}
@@ -291,9 +337,7 @@ func (d *Decoder) encodeTuple(rel *relation, tup, fill *pglogrepl.TupleData) err
 		case pglogrepl.TupleDataTypeText:
 			var err error
 			if d.scratch, err = appendValue(d.scratch, rel.cols[i].info, c.Data); err != nil {
-				// Name where the value is, never the value: it may be
-				// personal data, and errors end up in logs.
-				return fmt.Errorf("column %q (type %s, position %d): %w", rel.cols[i].name, d.types.TypeName(rel.cols[i].oid), i+1, err)
+				return d.columnErr(rel, i, err)
 			}
 		case pglogrepl.TupleDataTypeNull:
 			d.scratch = append(d.scratch, "null"...)
@@ -307,6 +351,55 @@ func (d *Decoder) encodeTuple(rel *relation, tup, fill *pglogrepl.TupleData) err
 		d.spans = append(d.spans, sp)
 	}
 	return nil
+}
+
+// fillMoved replaces the unchanged TOAST columns of the new tuple (spans
+// from 0) by the values the source holds under the new key now. When no
+// row exists there any more, a later change of the stream deletes or moves
+// the key, and the columns stay unchanged.
+func (d *Decoder) fillMoved(rel *relation, tup *pglogrepl.TupleData) error {
+	var missing []int
+	var names []string
+	for i := range rel.cols {
+		if d.spans[i].state == pglogrepl.TupleDataTypeToast {
+			missing = append(missing, i)
+			names = append(names, rel.cols[i].name)
+		}
+	}
+	if len(missing) == 0 || d.moved == nil {
+		return nil
+	}
+	keyCols := make([]string, len(rel.key))
+	keyOIDs := make([]uint32, len(rel.key))
+	keyVals := make([][]byte, len(rel.key))
+	for j, k := range rel.key {
+		if tup.Columns[k].DataType != pglogrepl.TupleDataTypeText {
+			return nil // a key that is NULL or itself unchanged TOAST: nothing to look it up by
+		}
+		keyCols[j], keyOIDs[j], keyVals[j] = rel.cols[k].name, rel.cols[k].oid, tup.Columns[k].Data
+	}
+	vals, found, err := d.moved(rel.schema, rel.table, keyCols, keyOIDs, keyVals, names)
+	if err != nil || !found {
+		return err
+	}
+	for j, i := range missing {
+		sp := span{start: len(d.scratch), state: pglogrepl.TupleDataTypeText}
+		if vals[j] == nil {
+			sp.state = pglogrepl.TupleDataTypeNull
+			d.scratch = append(d.scratch, "null"...)
+		} else if d.scratch, err = appendValue(d.scratch, rel.cols[i].info, vals[j]); err != nil {
+			return d.columnErr(rel, i, err)
+		}
+		sp.end = len(d.scratch)
+		d.spans[i] = sp
+	}
+	return nil
+}
+
+// columnErr says which value of rel failed: column, type and position, never
+// the value itself, which may be personal data and ends up in logs.
+func (d *Decoder) columnErr(rel *relation, i int, err error) error {
+	return fmt.Errorf("column %q (type %s, position %d): %w", rel.cols[i].name, d.types.TypeName(rel.cols[i].oid), i+1, err)
 }
 
 // keyChanged compares the key columns of the new tuple (spans from newAt)
@@ -336,6 +429,9 @@ type buildSpec struct {
 	op                 pipeline.Op
 	after, before, key int
 	tombstone          bool
+	// keyOnly: the before tuple is a key-only old tuple, whose columns
+	// outside the replica identity are left out of before.
+	keyOnly bool
 }
 
 // build turns the encoded spans into Changes. All values of the call are
@@ -364,17 +460,17 @@ func (d *Decoder) build(rel *relation, walStart pglogrepl.LSN, specs ...buildSpe
 	events := make([]pipeline.Event, len(specs))
 	cols := make([]pipeline.Column, 0, ncols)
 	pos := d.position(walStart)
-	tsMs := d.now().UnixMilli()
+	now := d.now()
 
 	for i, s := range specs {
 		ev := &events[i]
-		ev.Op, ev.TsMs = s.op, tsMs
+		ev.Op, ev.TsMs, ev.TsNs = s.op, now.UnixMilli(), now.UnixNano()
 		d.fillSource(&ev.Source, rel, walStart)
 		if s.before >= 0 {
-			ev.Before, _, cols = d.row(rel, vals, s.before, cols)
+			ev.Before, _, cols = d.row(rel, vals, s.before, s.keyOnly, cols)
 		}
 		if s.after >= 0 {
-			ev.After, ev.Unchanged, cols = d.row(rel, vals, s.after, cols)
+			ev.After, ev.Unchanged, cols = d.row(rel, vals, s.after, false, cols)
 		}
 		var key pipeline.Row
 		if len(rel.key) > 0 {
@@ -399,11 +495,14 @@ func (d *Decoder) build(rel *relation, walStart pglogrepl.LSN, specs ...buildSpe
 
 // row makes the Row of the tuple whose spans start at at, appending its
 // columns to cols. Unchanged TOAST columns are left out and named in
-// unchanged.
-func (d *Decoder) row(rel *relation, vals []byte, at int, cols []pipeline.Column) (pipeline.Row, []string, []pipeline.Column) {
+// unchanged. keyOnly leaves out the columns outside the replica identity.
+func (d *Decoder) row(rel *relation, vals []byte, at int, keyOnly bool, cols []pipeline.Column) (pipeline.Row, []string, []pipeline.Column) {
 	start := len(cols)
 	var unchanged []string
 	for i, c := range rel.cols {
+		if keyOnly && !rel.identity[i] {
+			continue
+		}
 		sp := d.spans[at+i]
 		if sp.state == pglogrepl.TupleDataTypeToast {
 			unchanged = append(unchanged, c.name)
@@ -430,5 +529,8 @@ func (d *Decoder) fillSource(s *pipeline.Source, rel *relation, walStart pglogre
 		CommitLSN: uint64(d.tx.commitLSN),
 		TsMs:      d.tx.commitMs,
 		Snapshot:  "false",
+		TsUs:      d.tx.commitUs,
+
+		LastCommitLSN: uint64(d.lastCommit),
 	}
 }

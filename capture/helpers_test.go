@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/testenv"
@@ -64,6 +67,7 @@ func captureEnv(cfg config.Capture) []string {
 		"CDCSYNC_HTTP_ADDR=",
 		"CDCSYNC_LOG_LEVEL=info",
 		"CDCSYNC_KAFKA_COMPRESSION=" + cfg.Compression,
+		"CDCSYNC_KAFKA_MAX_MESSAGE_BYTES=" + fmt.Sprint(cfg.MaxMessageBytes),
 	}
 }
 
@@ -119,50 +123,17 @@ func readTopic(t *testing.T, brokers []string, topic string) []message {
 	return out
 }
 
-// consumeTopic hands every record of topic present now to fn, partition by
-// partition, in offset order.
+// consumeTopic hands every record of topic present now, except
+// watermarks, to fn, partition by partition, in offset order.
 func consumeTopic(t *testing.T, brokers []string, topic string, fn func(*sarama.ConsumerMessage)) {
 	t.Helper()
-	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
-	if err != nil {
-		t.Fatalf("kafka client: %v", err)
-	}
-	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer consumer.Close()
-	for _, p := range parts {
-		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for {
-			var m *sarama.ConsumerMessage
-			select {
-			case m = <-pc.Messages():
-			case <-time.After(30 * time.Second):
-				t.Fatalf("timed out reading %s/%d", topic, p)
-			}
+	testenv.ConsumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) {
+		// Watermarks are the sinks' business (watermark_test.go reads
+		// them); the tests here read the changes.
+		if !pipeline.IsWatermark(m.Headers) {
 			fn(m)
-			if m.Offset+1 >= end {
-				break
-			}
 		}
-		pc.Close()
-	}
+	})
 }
 
 func decodeMessage(t *testing.T, m *sarama.ConsumerMessage) message {
@@ -254,4 +225,25 @@ func waitSlotActive(t *testing.T, conn *pgx.Conn, slot string) {
 		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
 		return active
 	})
+}
+
+// slowBroker delays every produce request by delay until the test ends or
+// the returned restore is called, so that capture runs under
+// backpressure. The delay holds the whole kfake cluster, like a broker
+// whose disk stalls.
+func slowBroker(t *testing.T, cluster *kfake.Cluster, delay time.Duration) (restore func()) {
+	t.Helper()
+	var slow atomic.Bool
+	slow.Store(true)
+	cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if !slow.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		time.Sleep(delay)
+		return nil, nil, false
+	})
+	restore = func() { slow.Store(false) }
+	t.Cleanup(restore)
+	return restore
 }

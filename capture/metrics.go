@@ -15,10 +15,14 @@ type metrics struct {
 	confirmedLSN  prometheus.Gauge
 	receivedLSN   prometheus.Gauge
 	inFlight      prometheus.Gauge
+	inFlightBytes prometheus.Gauge
 	reconnects    prometheus.Counter
 	snapshotRows  *prometheus.CounterVec
 	slotLagBytes  prometheus.Gauge
 	produceTime   prometheus.Histogram
+	// heartbeatFailures counts heartbeats that could not be written: an
+	// idle slot does not advance while they fail.
+	heartbeatFailures prometheus.Counter
 	// Backfills (the initial snapshot's too), per table.
 	backfillRowsDone     *prometheus.GaugeVec
 	backfillRowsExpected *prometheus.GaugeVec
@@ -48,6 +52,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_in_flight_messages", Help: "Messages produced but not yet acknowledged.",
 		}),
+		inFlightBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_in_flight_bytes", Help: "Bytes of the messages produced but not yet acknowledged.",
+		}),
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_session_restarts_total", Help: "Replication sessions restarted after an error.",
 		}),
@@ -60,6 +67,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		produceTime: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "cdcsync_capture_produce_seconds", Help: "Time from handing a message to the producer until Kafka acknowledged it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
 		}),
 		backfillRowsDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_backfill_rows_done", Help: "Rows of the running or last backfill (initial snapshot or replay snapshot) read and on Kafka, per table.",
@@ -75,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
-		m.confirmedLSN, m.receivedLSN, m.inFlight, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime,
+		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
 		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

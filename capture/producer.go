@@ -22,6 +22,7 @@ import (
 type producer struct {
 	ap       sarama.AsyncProducer
 	admin    sarama.ClusterAdmin
+	client   sarama.Client // partition metadata for watermarks
 	tracker  *pipeline.Tracker
 	metrics  *metrics
 	topicCfg sarama.TopicDetail
@@ -73,7 +74,7 @@ func producerConfig(cfg config.Capture) (*sarama.Config, error) {
 	sc.Metadata.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
 		return min(retryBackoff(retries, maxRetries), time.Second)
 	}
-	sc.Producer.Partitioner = sarama.NewHashPartitioner // per-key order: same key, same partition
+	sc.Producer.Partitioner = newPartitioner // per-key order: same key, same partition (watermarks: the partition they name)
 	sc.Producer.Flush.Messages = cfg.BatchMessages
 	sc.Producer.Flush.Frequency = cfg.Linger
 	sc.Producer.Flush.MaxMessages = 0
@@ -161,7 +162,7 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
 	return &producer{
-		ap: ap, admin: admin, tracker: tracker, metrics: m,
+		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
 		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
 		topics:   map[string]*topicState{},
 		failed:   make(chan error, 1),
@@ -209,7 +210,10 @@ func (p *producer) ackLoop() {
 				successes = nil
 				continue
 			}
-			meta := msg.Metadata.(*messageMeta)
+			meta, ok := msg.Metadata.(*messageMeta)
+			if !ok {
+				continue // a watermark: nothing tracked
+			}
 			p.tracker.Ack(meta.seq)
 			p.metrics.produceTime.Observe(time.Since(meta.sent).Seconds())
 			p.mu.Lock()
@@ -224,6 +228,11 @@ func (p *producer) ackLoop() {
 				continue
 			}
 			p.metrics.produceErrors.Inc()
+			if _, ok := perr.Msg.Metadata.(*watermarkMeta); ok {
+				// A lost watermark loses nothing: it covers only
+				// acknowledged changes, and the next one follows.
+				continue
+			}
 			select {
 			case p.failed <- fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err):
 			default:
@@ -233,7 +242,12 @@ func (p *producer) ackLoop() {
 }
 
 // send produces rec. The caller has checked that the tracker is not full.
-func (p *producer) send(ctx context.Context, rec Record) error {
+//
+// The producer's buffers can fill before the tracker does (a broker that
+// stalls takes nothing): while send waits for the producer to take the
+// message it calls keepAlive every interval, so the caller keeps answering
+// Postgres and reports the stall instead of going silent.
+func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.Context) error, interval time.Duration) error {
 	st, err := p.topic(rec.Topic)
 	if err != nil {
 		return err
@@ -245,16 +259,29 @@ func (p *producer) send(ctx context.Context, rec Record) error {
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
 	}
-	msg.Metadata = &messageMeta{seq: p.tracker.Add(), sent: time.Now()}
+	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
 	select {
 	case p.ap.Input() <- msg:
-		return nil
-	case err := <-p.failed:
-		p.failed <- err
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
+		return nil // the usual case: no timer needed
+	default:
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case p.ap.Input() <- msg:
+			return nil
+		case err := <-p.failed:
+			p.failed <- err
+			return err
+		case <-tick.C:
+			if err := keepAlive(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 

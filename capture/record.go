@@ -28,3 +28,13 @@ type Record struct {
 	Headers  []sarama.RecordHeader
 	Position pipeline.Position
 }
+
+// size is the record's bytes as the producer holds them until Kafka
+// acknowledges it: what CDCSYNC_MAX_IN_FLIGHT_BYTES counts.
+func (r Record) size() int {
+	n := len(r.Topic) + len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
+}

@@ -26,7 +26,7 @@ var (
 
 // permanent reports whether err is one of the configuration errors above.
 func permanent(err error) bool {
-	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrSlotWrongSetup, ErrSlotBeforePub} {
+	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrReplicaIdentity, ErrPublication, ErrSlotWrongSetup, ErrSlotBeforePub} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -95,23 +95,8 @@ func lookupTable(ctx context.Context, conn *pgx.Conn, schema, table string) (tab
 	if err != nil {
 		return info, fmt.Errorf("look up table %s: %w", info, err)
 	}
-	// The primary key is the Kafka key; without one, the replica identity
-	// index identifies rows the same way.
-	rows, err := conn.Query(ctx, `
-		SELECT a.attname FROM pg_index i
-		CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-		JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-		WHERE i.indrelid = $1 AND (i.indisprimary OR (NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = $1 AND p.indisprimary) AND i.indisreplident))
-		ORDER BY k.ord`, relid)
-	if err != nil {
-		return info, fmt.Errorf("look up key of %s: %w", info, err)
-	}
-	info.Key, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return info, fmt.Errorf("look up key of %s: %w", info, err)
-	}
-	if len(info.Key) == 0 {
-		return info, fmt.Errorf("%w: %s; add a primary key or run ALTER TABLE %s REPLICA IDENTITY USING INDEX <unique index>", ErrNoKey, info, info.ident())
+	if info.Key, err = identityKey(ctx, conn, info, relid, replident); err != nil {
+		return info, err
 	}
 	return info, nil
 }

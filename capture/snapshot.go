@@ -1,6 +1,7 @@
 package capture
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -17,6 +18,10 @@ type rowEncoder struct {
 	types  *Types
 	source SourceInfo
 	pos    pipeline.Position
+	// mark is source.snapshot of the rows: "true" (empty) for the initial
+	// snapshot, "incremental" for other backfills, as Debezium marks
+	// them (the window marks an initial snapshot's first and last rows).
+	mark string
 }
 
 // publishedColumnsSQL lists the columns pgoutput sends for a table, in
@@ -61,7 +66,7 @@ func (s *rowEncoder) change(t tableInfo, fields []pgconn.FieldDescription, value
 		After: row,
 		Source: pipeline.Source{
 			Connector: "postgresql", Name: s.source.Name, DB: s.source.DB,
-			Schema: t.Schema, Table: t.Name, TsMs: now, Snapshot: "true",
+			Schema: t.Schema, Table: t.Name, TsMs: now, Snapshot: cmp.Or(s.mark, "true"),
 		},
 		Op:   pipeline.OpRead,
 		TsMs: now,
@@ -130,15 +135,21 @@ func (s snapshotTables) list(ctx context.Context, conn *pgx.Conn, backfills back
 	return out, nil
 }
 
+// initialBackfills are the unfinished backfills of the initial snapshot,
+// by id: the table each reads.
+type initialBackfills map[int64]string
+
 // planSnapshot records the backfills of the initial snapshot that are due:
 // every table when the slot is new (except those whose backfill from an
 // interrupted start is still pending), and tables added to CDCSYNC_TABLES
 // since. publishedBefore lists the tables that were in the publication
 // before this start added any; it tells, for a slot an older capture
-// snapshotted, which tables are already on Kafka.
-func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []tableInfo, slotExists bool, publishedBefore map[string]bool) error {
+// snapshotted, which tables are already on Kafka. It returns the initial
+// snapshot's unfinished backfills.
+func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []tableInfo, slotExists bool, publishedBefore map[string]bool) (initialBackfills, error) {
+	unfinished := initialBackfills{}
 	if c.cfg.Snapshot == "never" {
-		return nil
+		return unfinished, nil
 	}
 	slot := c.cfg.Slot
 	state := stateStore{schema: c.cfg.StateSchema}
@@ -146,28 +157,29 @@ func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []ta
 	registry := snapshotTables{schema: c.cfg.StateSchema}
 	for _, ensure := range []func(context.Context, *pgx.Conn) error{backfills.ensure, registry.ensure} {
 		if err := ensure(ctx, conn); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	st, err := state.get(ctx, conn, slot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	done, err := registry.list(ctx, conn, backfills, slot)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var todo, baseline []tableInfo
-	outstanding := false // an initial backfill has still to run
 	for _, t := range tables {
 		e, known := done[t.String()]
-		unfinished := e.status == BackfillPending || e.status == BackfillRunning
-		outstanding = outstanding || unfinished
+		running := e.status == BackfillPending || e.status == BackfillRunning
+		if running {
+			unfinished[*e.backfillID] = t.String()
+		}
 		switch {
 		case !slotExists:
 			// A new slot: read every table, but an interrupted start's
 			// backfill that has not run is reused, not doubled.
-			if !unfinished {
+			if !running {
 				todo = append(todo, t)
 			}
 		case known:
@@ -186,7 +198,7 @@ func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []ta
 		}
 	}
 	if len(todo) == 0 && len(baseline) == 0 && st.exists {
-		return nil
+		return unfinished, nil
 	}
 	targets := make([]backfillTableRequest, 0, len(todo))
 	if len(todo) > 0 {
@@ -195,18 +207,18 @@ func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []ta
 			names[i] = t.String()
 		}
 		if targets, err = checkBackfillTables(ctx, conn, c.cfg, names, ""); err != nil {
-			return fmt.Errorf("initial snapshot: %w", err)
+			return nil, fmt.Errorf("initial snapshot: %w", err)
 		}
 	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
-		return fmt.Errorf("record initial snapshot: %w", err)
+		return nil, fmt.Errorf("record initial snapshot: %w", err)
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
 	var ids []int64
 	if len(targets) > 0 {
 		if ids, err = backfills.insert(ctx, tx, slot, targets, "", c.cfg.SnapshotChunkSize); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	record := func(t tableInfo, id *int64) error {
@@ -220,23 +232,24 @@ func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []ta
 	}
 	for i, t := range todo {
 		if err := record(t, &ids[i]); err != nil {
-			return err
+			return nil, err
 		}
+		unfinished[ids[i]] = t.String()
 	}
 	for _, t := range baseline {
 		if err := record(t, nil); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	if err := state.setSnapshot(ctx, tx, slot, !outstanding && len(todo) == 0); err != nil {
-		return err
+	if err := state.setSnapshot(ctx, tx, slot, len(unfinished) == 0); err != nil {
+		return nil, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("record initial snapshot: %w", err)
+		return nil, fmt.Errorf("record initial snapshot: %w", err)
 	}
 	for i, tg := range targets {
 		c.log.Info("initial snapshot requested", "table", tg.t.String(), "backfill", ids[i], "rows_estimate", tg.total,
 			"chunk_size", c.cfg.SnapshotChunkSize, "new_slot", !slotExists)
 	}
-	return nil
+	return unfinished, nil
 }

@@ -43,6 +43,17 @@ type stream struct {
 	// backfill runs `replay snapshot` requests; its watermarks arrive
 	// here in WAL order (nil: no backfills).
 	backfill *backfiller
+	// relationChanged hears of every Relation message (the encoding may
+	// need the table's new column types).
+	relationChanged func(schema, table string)
+	// tx follows transactions for CDCSYNC_PROVIDE_TRANSACTION_METADATA
+	// (nil: off); txTable says which changes it numbers (table topics').
+	tx      *txMetadata
+	txTable func(Change) bool
+	// clock learns when the source was at which LSN, for the sinks'
+	// watermarks (nil: no watermarks). Status updates then ask for a
+	// keepalive, so an idle source is observed every status interval.
+	clock *sourceClock
 
 	// rctx bounds one receive by the next status update; it is reused
 	// until that deadline moves, since a context per message is costly.
@@ -57,6 +68,7 @@ type stream struct {
 	lastAcked    uint64
 	stalled      bool
 
+	started      bool // START_REPLICATION was issued: status updates may be sent
 	inTx         bool
 	txCommit     pglogrepl.LSN // commit LSN of the open transaction
 	received     pglogrepl.LSN // highest WAL position received
@@ -78,6 +90,7 @@ func (s *stream) start(ctx context.Context, slot, publication string, lsn pglogr
 		return fmt.Errorf("start replication on slot %s: %w", slot, err)
 	}
 	s.received = lsn
+	s.started = true
 	return nil
 }
 
@@ -95,10 +108,8 @@ func (s *stream) run(ctx context.Context) error {
 		if err := s.prod.err(); err != nil {
 			return err
 		}
-		if time.Now().After(s.nextStatus) {
-			if err := s.sendStatus(ctx, false); err != nil {
-				return err
-			}
+		if err := s.keepAlive(ctx); err != nil {
+			return err
 		}
 		if s.tracker.Full() {
 			// Backpressure: stop reading until Kafka catches up. The
@@ -112,6 +123,21 @@ func (s *stream) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// keepAlive sends the standby status when it is due, also while the stream
+// waits for Kafka (tracker full, producer not taking messages): the
+// walsender ends a session that stays silent for wal_sender_timeout, and
+// the status update is also where a stall is noticed and reported.
+func (s *stream) keepAlive(ctx context.Context) error {
+	// The initial snapshot runs before START_REPLICATION: there is no
+	// stream to answer yet.
+	if !s.started || time.Now().Before(s.nextStatus) {
+		return nil
+	}
+	// With watermarks, ask for a keepalive in return: it tells when the
+	// source was at which WAL position while it is idle.
+	return s.sendStatus(ctx, s.clock != nil)
 }
 
 func (s *stream) waitForRoom(ctx context.Context) error {
@@ -177,6 +203,9 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// the server's WAL end is on Kafka: confirm it so the slot does not
 		// pin WAL while captured tables are idle.
 		s.serverWALEnd = ka.ServerWALEnd
+		if !s.inTx {
+			s.clock.observe(ka.ServerWALEnd, ka.ServerTime)
+		}
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
 			s.tracker.AdvanceIdle(ka.ServerWALEnd)
@@ -211,15 +240,28 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		if _, err := s.decoder.Decode(msg, xld.WALStart); err != nil {
 			return err
 		}
+		if s.tx != nil {
+			if rec, ok := s.tx.end(s.txCommit); ok {
+				if err := s.prod.send(ctx, rec, s.keepAlive, s.interval); err != nil {
+					return err
+				}
+			}
+		}
 		s.inTx = false
 		if m.TransactionEndLSN > s.received {
 			s.received = m.TransactionEndLSN
 		}
 		s.tracker.Commit(m.TransactionEndLSN)
+		s.clock.observe(m.TransactionEndLSN, m.CommitTime)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
+	case *pglogrepl.RelationMessage:
+		if s.relationChanged != nil {
+			s.relationChanged(m.Namespace, m.RelationName)
+		}
 	case *pglogrepl.TypeMessage:
 		// A Type message only names the type; the catalog says how to
 		// encode it (a domain's base type, an array's element type).
@@ -265,7 +307,7 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 	if !ok || rec.Topic == "" {
 		return nil
 	}
-	return s.prod.send(ctx, rec)
+	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
 }
 
 // emit routes and produces one change. The tracker may be at capacity
@@ -276,13 +318,18 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 		if err := s.prod.err(); err != nil {
 			return err
 		}
-		if time.Now().After(s.nextStatus) {
-			if err := s.sendStatus(ctx, false); err != nil {
-				return err
-			}
+		if err := s.keepAlive(ctx); err != nil {
+			return err
 		}
 		if err := s.waitForRoom(ctx); err != nil {
 			return err
+		}
+	}
+	if s.tx != nil && s.txTable(c) {
+		if begin, ok := s.tx.observe(c); ok {
+			if err := s.prod.send(ctx, begin, s.keepAlive, s.interval); err != nil {
+				return err
+			}
 		}
 	}
 	rec, ok, err := s.route(c)
@@ -295,7 +342,7 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 	if c.Event != nil {
 		s.capturedCounter(c.Schema, c.Table).Inc()
 	}
-	return s.prod.send(ctx, rec)
+	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
 }
 
 type tableKey struct{ schema, table string }
@@ -342,6 +389,7 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 		s.metrics.slotLagBytes.Set(0)
 	}
 	s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
+	s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 	s.nextStatus = time.Now().Add(s.interval)
 	return nil
 }

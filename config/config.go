@@ -50,7 +50,9 @@ type Capture struct {
 	TopicReplication  int16         `envconfig:"TOPIC_REPLICATION_FACTOR" default:"-1" desc:"replication factor of topics created at start-up; -1 uses the broker default"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s" desc:"how often a heartbeat message is written so an idle slot advances; 0 disables"`
 	StatusInterval    time.Duration `envconfig:"STATUS_INTERVAL" default:"1s" desc:"how often the confirmed LSN is sent to Postgres"`
+	WatermarkInterval time.Duration `envconfig:"WATERMARK_INTERVAL" default:"10ms" desc:"how often, at most, capture writes watermarks telling the sinks how far each partition of the table topics is complete (read-your-writes); 0 disables"`
 	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"20000" desc:"messages produced but not yet acknowledged before reading pauses (backpressure)"`
+	MaxInFlightBytes  int64         `envconfig:"MAX_IN_FLIGHT_BYTES" default:"67108864" desc:"bytes of messages produced but not yet acknowledged before reading pauses (64 MiB; whichever of this and MAX_IN_FLIGHT is reached first; one larger message still passes); capture's memory follows it"`
 	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
 	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
@@ -67,13 +69,29 @@ type Capture struct {
 	Kafka
 	HTTP
 	Log
+	Encoding
+}
+
+// Encoding selects how capture writes keys and values: cdcsync's readable
+// encoding, or Debezium's PostgreSQL connector through Kafka Connect's
+// JsonConverter, with Debezium's options under their own names.
+type Encoding struct {
+	Encoding               string `envconfig:"ENCODING" default:"cdcsync" desc:"cdcsync (readable lossless JSON) or debezium (Debezium's PostgreSQL connector records through JsonConverter)"`
+	SchemasEnable          bool   `envconfig:"SCHEMAS_ENABLE" default:"true" desc:"debezium encoding: wrap key and value in {\"schema\":…,\"payload\":…} (JsonConverter schemas.enable)"`
+	DecimalHandling        string `envconfig:"DECIMAL_HANDLING_MODE" default:"precise" desc:"debezium encoding: numeric and money as precise (Connect Decimal), string or double (decimal.handling.mode)"`
+	TimePrecision          string `envconfig:"TIME_PRECISION_MODE" default:"adaptive" desc:"debezium encoding: adaptive, adaptive_time_microseconds or connect (time.precision.mode)"`
+	IntervalHandling       string `envconfig:"INTERVAL_HANDLING_MODE" default:"numeric" desc:"debezium encoding: interval as numeric (MicroDuration) or string (ISO 8601) (interval.handling.mode)"`
+	BinaryHandling         string `envconfig:"BINARY_HANDLING_MODE" default:"bytes" desc:"debezium encoding: bytea as bytes, base64, base64-url-safe or hex (binary.handling.mode)"`
+	HstoreHandling         string `envconfig:"HSTORE_HANDLING_MODE" default:"json" desc:"debezium encoding: hstore as json or map (hstore.handling.mode)"`
+	UnavailablePlaceholder string `envconfig:"UNAVAILABLE_VALUE_PLACEHOLDER" default:"__debezium_unavailable_value" desc:"debezium encoding: stands for an unchanged TOASTed value (unavailable.value.placeholder)"`
+	TransactionMetadata    bool   `envconfig:"PROVIDE_TRANSACTION_METADATA" default:"false" desc:"add the transaction block to every event and write BEGIN/END records to <prefix>.transaction (provide.transaction.metadata)"`
 }
 
 // Inventory names the order columns and statuses the inventory sink derives
 // reserved and shipped stock from.
 type Inventory struct {
 	OrdersTable      string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"source table holding orders"`
-	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column"`
+	OrderIDColumn    string   `envconfig:"ORDER_ID_COLUMN" default:"id" desc:"order primary-key column: the key of the orders events, alone (the sink stops with exit 2 if the events are keyed otherwise)"`
 	ItemColumn       string   `envconfig:"ORDER_ITEM_COLUMN" default:"item_id" desc:"order column naming the item"`
 	QuantityColumn   string   `envconfig:"ORDER_QUANTITY_COLUMN" default:"quantity" desc:"order column with the quantity"`
 	StatusColumn     string   `envconfig:"ORDER_STATUS_COLUMN" default:"status" desc:"order column with the status"`
@@ -83,18 +101,24 @@ type Inventory struct {
 
 // Sink is the configuration of `cdcsync sink`.
 type Sink struct {
-	Sinks        []string      `envconfig:"SINKS" default:"inventory,redis" desc:"sinks this process runs: inventory, redis or both"`
-	InventoryURL string        `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required with the inventory sink)" secret:"url"`
-	RedisURL     string        `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://)" secret:"url"`
-	Tables       []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose topics the redis sink caches"`
-	TopicPrefix  string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
-	GroupPrefix  string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id is <prefix>-<sink>"`
-	BatchSize    int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
-	BatchTimeout time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
-	DLQSuffix    string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
-	RetryMax     time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
+	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks this process runs: inventory, redis or both"`
+	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required with the inventory sink)" secret:"url"`
+	RedisURL     string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://)" secret:"url"`
+	// AvailabilityCache lets an inventory-only deployment run without Redis.
+	AvailabilityCache string        `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: the inventory sink keeps inventory:available:<item> in Redis at CDCSYNC_REDIS_URL; off: it does not use Redis at all (inventory-only deployments without Redis)"`
+	Tables            []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose topics the redis sink caches"`
+	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	GroupPrefix       string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id is <prefix>-<sink>"`
+	BatchSize         int           `envconfig:"SINK_BATCH_SIZE" default:"2000" desc:"events applied per database transaction / Redis pipeline"`
+	BatchTimeout      time.Duration `envconfig:"SINK_BATCH_TIMEOUT" default:"20ms" desc:"longest wait to fill a batch"`
+	DLQSuffix         string        `envconfig:"DLQ_SUFFIX" default:".dlq" desc:"dead-letter topic is <topic><suffix>"`
+	// DLQMaxMessageBytes is the dead-letter producer's limit: the
+	// original message plus the reason headers must fit under the brokers'
+	// message.max.bytes (1048588 by default in Kafka).
+	DLQMaxMessageBytes int           `envconfig:"DLQ_MAX_MESSAGE_BYTES" default:"1048576" desc:"largest dead letter written (the original message plus the reason headers); one that would not fit goes without its value (header cdcsync.dlq.omitted)"`
+	RetryMax           time.Duration `envconfig:"RETRY_MAX_BACKOFF" default:"10s" desc:"longest backoff between retries of a transient failure"`
 	// GroupInstanceID turns on static group membership (Kafka 2.3+).
-	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process (e.g. the pod name): a restarted sink gets its partitions back without waiting for a rebalance; empty uses dynamic membership"`
+	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process: a restarted sink replaces its dead self and gets its partitions back without a rebalance; empty derives it from the host name and the port of CDCSYNC_HTTP_ADDR; - for dynamic membership"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to finish the batch being applied on SIGTERM or a rebalance"`
 	// Embedded for the variable names; see Capture.
 	Inventory
@@ -132,16 +156,17 @@ type Status struct {
 // group settings are only used by --wait, which waits for the pipeline
 // to catch up first (see Status).
 type Verify struct {
-	SourceURL    string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
-	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
-	RedisURL     string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
-	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
-	Tables       []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
-	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
-	TopicPrefix  string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
-	GroupPrefix  string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
-	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema (for --wait: an unfinished initial snapshot is waited for)"`
-	MaxReport    int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
+	SourceURL         string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
+	InventoryURL      string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
+	RedisURL          string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
+	AvailabilityCache string   `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: compare the availability cache too (with the inventory sink); off: the deployment runs without it"`
+	Sinks             []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
+	Tables            []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
+	Slot              string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
+	TopicPrefix       string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
+	GroupPrefix       string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
+	StateSchema       string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema (for --wait: an unfinished initial snapshot is waited for)"`
+	MaxReport         int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
 	// Embedded for the variable names; see Capture.
 	Inventory
 	Kafka

@@ -52,7 +52,9 @@ func (c Capture) Validate() error {
 		},
 		func() error { return checkDuration("HEARTBEAT_INTERVAL", c.HeartbeatInterval, true) },
 		func() error { return checkDuration("STATUS_INTERVAL", c.StatusInterval, false) },
+		func() error { return checkDuration("WATERMARK_INTERVAL", c.WatermarkInterval, true) },
 		func() error { return checkPositive("MAX_IN_FLIGHT", c.MaxInFlight) },
+		func() error { return checkPositive("MAX_IN_FLIGHT_BYTES", c.MaxInFlightBytes) },
 		func() error {
 			return checkOneOf("KAFKA_COMPRESSION", c.Compression, "none", "gzip", "snappy", "lz4", "zstd")
 		},
@@ -63,6 +65,26 @@ func (c Capture) Validate() error {
 		c.Kafka.Validate,
 		c.HTTP.Validate,
 		c.Log.Validate,
+		c.Encoding.Validate,
+	)
+}
+
+// Validate checks the encoding settings.
+func (e Encoding) Validate() error {
+	return first(
+		func() error { return checkOneOf("ENCODING", e.Encoding, "cdcsync", "debezium") },
+		func() error {
+			return checkOneOf("DECIMAL_HANDLING_MODE", e.DecimalHandling, "precise", "string", "double")
+		},
+		func() error {
+			return checkOneOf("TIME_PRECISION_MODE", e.TimePrecision, "adaptive", "adaptive_time_microseconds", "connect")
+		},
+		func() error { return checkOneOf("INTERVAL_HANDLING_MODE", e.IntervalHandling, "numeric", "string") },
+		func() error {
+			return checkOneOf("BINARY_HANDLING_MODE", e.BinaryHandling, "bytes", "base64", "base64-url-safe", "hex")
+		},
+		func() error { return checkOneOf("HSTORE_HANDLING_MODE", e.HstoreHandling, "json", "map") },
+		func() error { return checkNonEmpty("UNAVAILABLE_VALUE_PLACEHOLDER", e.UnavailablePlaceholder) },
 	)
 }
 
@@ -96,9 +118,16 @@ func (s Sink) Validate() error {
 			}
 			return checkPostgresURL("INVENTORY_URL", s.InventoryURL)
 		},
+		func() error { return checkSwitch("AVAILABILITY_CACHE", s.AvailabilityCache) },
 		func() error {
-			if !s.Has(SinkRedis) {
+			if s.Has(SinkRedis) {
+				return checkRedisURL("REDIS_URL", s.RedisURL)
+			}
+			if !s.AvailabilityCacheOn() {
 				return nil
+			}
+			if strings.TrimSpace(s.RedisURL) == "" {
+				return errorf("REDIS_URL", "required for the inventory sink's availability cache, but not set; CDCSYNC_AVAILABILITY_CACHE=off runs the inventory sink without Redis")
 			}
 			return checkRedisURL("REDIS_URL", s.RedisURL)
 		},
@@ -108,6 +137,12 @@ func (s Sink) Validate() error {
 		func() error { return checkPositive("SINK_BATCH_SIZE", s.BatchSize) },
 		func() error { return checkDuration("SINK_BATCH_TIMEOUT", s.BatchTimeout, false) },
 		func() error { return checkTopicPart("DLQ_SUFFIX", s.DLQSuffix) },
+		func() error {
+			if s.DLQMaxMessageBytes == 0 {
+				return nil // a configuration built in code: the default
+			}
+			return checkPositive("DLQ_MAX_MESSAGE_BYTES", s.DLQMaxMessageBytes)
+		},
 		func() error { return checkDuration("RETRY_MAX_BACKOFF", s.RetryMax, false) },
 		func() error {
 			if s.GroupInstanceID == "" || (len(s.GroupInstanceID) <= 249 && topicChars.MatchString(s.GroupInstanceID)) {
@@ -532,21 +567,49 @@ func checkRedisURL(name, s string) error {
 	if strings.TrimSpace(s) == "" {
 		return errorf(name, "required when CDCSYNC_SINKS includes redis, but not set")
 	}
+	if p := RedisURLProblem(s); p != "" {
+		return errorf(name, "%s", p)
+	}
+	return nil
+}
+
+// RedisURLProblem says why s is not a usable Redis URL, or "" when it is.
+// The answer never holds the password: the url package's errors quote the
+// URL, cut wherever a '#' or '/' in the password ends what it could parse,
+// so they are described rather than shown, and go-redis's own errors
+// (which may quote a query value) have the password replaced.
+func RedisURLProblem(s string) string {
 	u, err := url.Parse(s)
 	if err != nil {
-		return errorf(name, "is not a valid URL; percent-encode special characters in the password")
+		return "is not a valid URL; percent-encode special characters in the password"
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return errorf(name, "must be a redis:// or rediss:// URL, got scheme %q", u.Scheme)
+		return fmt.Sprintf("must be a redis:// or rediss:// URL, got scheme %q", u.Scheme)
 	}
 	if _, err := redis.ParseURL(s); err != nil {
 		msg := strings.TrimPrefix(err.Error(), "redis: ")
-		if pw, ok := u.User.Password(); ok && len(pw) >= 4 {
+		if pw, ok := u.User.Password(); ok && pw != "" {
 			msg = strings.ReplaceAll(msg, pw, redacted)
+			msg = strings.ReplaceAll(msg, url.QueryEscape(pw), redacted)
 		}
-		return errorf(name, "%s", msg)
+		return msg
 	}
-	return nil
+	return ""
+}
+
+// checkSwitch checks an on/off variable; empty (a configuration built in
+// code) means the default.
+func checkSwitch(name, v string) error {
+	if v == "" {
+		return nil
+	}
+	return checkOneOf(name, v, "on", "off")
+}
+
+// AvailabilityCacheOn reports whether the inventory sink keeps the
+// availability cache in Redis.
+func (s Sink) AvailabilityCacheOn() bool {
+	return s.Has(SinkInventory) && s.AvailabilityCache != "off"
 }
 
 // Validate reports the first problem with the status configuration.
@@ -584,10 +647,12 @@ func (v Verify) Validate() error {
 			}
 			return checkPostgresURL("INVENTORY_URL", v.InventoryURL)
 		},
+		func() error { return checkSwitch("AVAILABILITY_CACHE", v.AvailabilityCache) },
 		func() error {
-			// Without the redis sink an empty URL only skips the
-			// availability cache; a URL that is set must be usable.
-			if !v.Has(SinkRedis) && v.RedisURL == "" {
+			// Without the redis sink an empty URL, or the availability
+			// cache switched off, skips the availability cache; a URL
+			// that is used must be usable.
+			if !v.Has(SinkRedis) && (v.RedisURL == "" || v.AvailabilityCache == "off") {
 				return nil
 			}
 			return checkRedisURL("REDIS_URL", v.RedisURL)

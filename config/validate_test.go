@@ -91,8 +91,17 @@ func captureCases(t *testing.T) []captureCase {
 		{"replication", func(c *Capture) { c.TopicReplication = 0 }, "CDCSYNC_TOPIC_REPLICATION_FACTOR", "-1"},
 		{"heartbeat", func(c *Capture) { c.HeartbeatInterval = -time.Second }, "CDCSYNC_HEARTBEAT_INTERVAL", "negative"},
 		{"status interval", func(c *Capture) { c.StatusInterval = 0 }, "CDCSYNC_STATUS_INTERVAL", "longer than 0"},
+		{"watermark interval", func(c *Capture) { c.WatermarkInterval = -time.Millisecond }, "CDCSYNC_WATERMARK_INTERVAL", "negative"},
 		{"in flight", func(c *Capture) { c.MaxInFlight = -1 }, "CDCSYNC_MAX_IN_FLIGHT", "positive"},
+		{"in flight bytes", func(c *Capture) { c.MaxInFlightBytes = 0 }, "CDCSYNC_MAX_IN_FLIGHT_BYTES", "positive"},
 		{"compression", func(c *Capture) { c.Compression = "brotli" }, "CDCSYNC_KAFKA_COMPRESSION", `one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"`},
+		{"encoding", func(c *Capture) { c.Encoding.Encoding = "avro" }, "CDCSYNC_ENCODING", `must be "cdcsync" or "debezium", got "avro"`},
+		{"decimal mode", func(c *Capture) { c.DecimalHandling = "exact" }, "CDCSYNC_DECIMAL_HANDLING_MODE", `one of "precise", "string", "double"`},
+		{"time mode", func(c *Capture) { c.TimePrecision = "nanos" }, "CDCSYNC_TIME_PRECISION_MODE", `"adaptive_time_microseconds"`},
+		{"interval mode", func(c *Capture) { c.IntervalHandling = "iso" }, "CDCSYNC_INTERVAL_HANDLING_MODE", `must be "numeric" or "string", got "iso"`},
+		{"binary mode", func(c *Capture) { c.BinaryHandling = "base32" }, "CDCSYNC_BINARY_HANDLING_MODE", `"base64-url-safe"`},
+		{"hstore mode", func(c *Capture) { c.HstoreHandling = "text" }, "CDCSYNC_HSTORE_HANDLING_MODE", `must be "json" or "map", got "text"`},
+		{"placeholder", func(c *Capture) { c.UnavailablePlaceholder = "" }, "CDCSYNC_UNAVAILABLE_VALUE_PLACEHOLDER", "must not be empty"},
 		{"batch", func(c *Capture) { c.BatchMessages = 0 }, "CDCSYNC_KAFKA_BATCH_MESSAGES", "positive"},
 		{"linger", func(c *Capture) { c.Linger = -time.Millisecond }, "CDCSYNC_KAFKA_LINGER", "negative"},
 		{"max message", func(c *Capture) { c.MaxMessageBytes = 0 }, "CDCSYNC_KAFKA_MAX_MESSAGE_BYTES", "positive"},
@@ -141,6 +150,7 @@ func TestCaptureValidateAccepts(t *testing.T) {
 		{"dsn", func(c *Capture) { c.SourceURL = "host=db user=cdc password='a b' dbname=orders" }},
 		{"postgresql scheme", func(c *Capture) { c.SourceURL = "postgresql:///orders?host=/var/run/postgresql" }},
 		{"zero heartbeat disables", func(c *Capture) { c.HeartbeatInterval = 0 }},
+		{"zero watermark interval disables", func(c *Capture) { c.WatermarkInterval = 0 }},
 		{"upper-case level", func(c *Capture) { c.Log.Level = "DEBUG" }},
 		{"http disabled", func(c *Capture) { c.HTTP.Addr = "" }},
 		{"mtls", func(c *Capture) {
@@ -180,11 +190,14 @@ func sinkCases() []sinkCase {
 		{"redis db", func(s *Sink) { s.RedisURL = "redis://:hunter2@cache:6379/zero" }, "CDCSYNC_REDIS_URL", "invalid database number"},
 		{"redis unescaped", func(s *Sink) { s.RedisURL = "redis://:hun#ter2@cache:6379/0" }, "CDCSYNC_REDIS_URL", "percent-encode"},
 		{"redis empty", func(s *Sink) { s.RedisURL = "" }, "CDCSYNC_REDIS_URL", "required when CDCSYNC_SINKS includes redis"},
+		{"redis empty, cache on", func(s *Sink) { s.Sinks, s.RedisURL = []string{"inventory"}, "" }, "CDCSYNC_REDIS_URL", "CDCSYNC_AVAILABILITY_CACHE=off runs the inventory sink without Redis"},
+		{"availability cache", func(s *Sink) { s.AvailabilityCache = "no" }, "CDCSYNC_AVAILABILITY_CACHE", `must be "on" or "off", got "no"`},
 		{"tables", func(s *Sink) { s.Tables = []string{"orders"} }, "CDCSYNC_TABLES", "schema.table"},
 		{"group prefix", func(s *Sink) { s.GroupPrefix = "" }, "CDCSYNC_GROUP_PREFIX", "a-z A-Z 0-9"},
 		{"batch size", func(s *Sink) { s.BatchSize = 0 }, "CDCSYNC_SINK_BATCH_SIZE", "positive"},
 		{"batch timeout", func(s *Sink) { s.BatchTimeout = 0 }, "CDCSYNC_SINK_BATCH_TIMEOUT", "longer than 0"},
 		{"dlq suffix", func(s *Sink) { s.DLQSuffix = "" }, "CDCSYNC_DLQ_SUFFIX", "a-z A-Z 0-9"},
+		{"dlq max message bytes", func(s *Sink) { s.DLQMaxMessageBytes = -1 }, "CDCSYNC_DLQ_MAX_MESSAGE_BYTES", "positive"},
 		{"retry", func(s *Sink) { s.RetryMax = -time.Second }, "CDCSYNC_RETRY_MAX_BACKOFF", "negative"},
 		{"instance id", func(s *Sink) { s.GroupInstanceID = "pod/1" }, "CDCSYNC_GROUP_INSTANCE_ID", `got "pod/1"`},
 		{"sink shutdown", func(s *Sink) { s.ShutdownTimeout = 0 }, "CDCSYNC_SHUTDOWN_TIMEOUT", "longer than 0"},
@@ -218,8 +231,13 @@ func TestSinkValidateOnlyChecksSelectedSinks(t *testing.T) {
 	s = validSink(t)
 	s.Sinks = []string{"inventory"}
 	s.RedisURL = ""
+	s.AvailabilityCache = "off"
 	if err := s.Validate(); err != nil {
-		t.Errorf("inventory only, no redis URL: %v", err)
+		t.Errorf("inventory only, no redis URL, availability cache off: %v", err)
+	}
+	s.RedisURL = "http://:hunter2@unused"
+	if err := s.Validate(); err != nil {
+		t.Errorf("inventory only, availability cache off: the redis URL is not used, yet: %v", err)
 	}
 	s = validSink(t)
 	s.RedisURL = "rediss://default:pw@cache.example:6380/2"
@@ -260,9 +278,11 @@ func TestParseTopicSpec(t *testing.T) {
 // notValidated are variables with nothing to check: booleans (envconfig
 // already rejects anything else) and free-form strings.
 var notValidated = map[string]string{
-	"CDCSYNC_KAFKA_TLS":           "bool",
-	"CDCSYNC_KAFKA_TLS_CERT_FILE": "checked with the key file (mtls case)",
-	"CDCSYNC_OUTBOX_PREFIX":       "any logical decoding message prefix",
+	"CDCSYNC_KAFKA_TLS":                    "bool",
+	"CDCSYNC_KAFKA_TLS_CERT_FILE":          "checked with the key file (mtls case)",
+	"CDCSYNC_OUTBOX_PREFIX":                "any logical decoding message prefix",
+	"CDCSYNC_SCHEMAS_ENABLE":               "bool",
+	"CDCSYNC_PROVIDE_TRANSACTION_METADATA": "bool",
 }
 
 // Every variable of capture and sink either has a validation case above or

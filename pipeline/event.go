@@ -207,6 +207,31 @@ type Source struct {
 	// Snapshot is "true" for snapshot/backfill rows, "last" for the final row
 	// of an initial snapshot, and "false" for streamed changes.
 	Snapshot string `json:"snapshot"`
+	// TsUs is the commit time in microseconds (ts_us; ts_ns is derived).
+	TsUs int64 `json:"ts_us"`
+	// LastCommitLSN is the commit LSN of the transaction before this one
+	// on the stream (0: unknown), the first half of Debezium's sequence.
+	LastCommitLSN uint64 `json:"-"`
+}
+
+// DebeziumVersion is the Debezium release whose record format cdcsync
+// follows; both encodings write it as source.version.
+const DebeziumVersion = "3.1.3.Final"
+
+// AppendSequence appends Debezium's source.sequence for s, the JSON text
+// ["<last commit LSN>","<LSN>"] (null when the last commit is unknown).
+func AppendSequence(buf []byte, s *Source) []byte {
+	buf = append(buf, '[')
+	if s.LastCommitLSN == 0 {
+		buf = append(buf, "null"...)
+	} else {
+		buf = append(buf, '"')
+		buf = strconv.AppendUint(buf, s.LastCommitLSN, 10)
+		buf = append(buf, '"')
+	}
+	buf = append(buf, ',', '"')
+	buf = strconv.AppendUint(buf, s.LSN, 10)
+	return append(buf, '"', ']')
 }
 
 // Event is one change: the value written to Kafka.
@@ -219,6 +244,34 @@ type Event struct {
 	Source    Source   `json:"source"`
 	Op        Op       `json:"op"`
 	TsMs      int64    `json:"ts_ms"`
+	// Transaction is Debezium's transaction block, set when capture
+	// provides transaction metadata; nil leaves it out.
+	Transaction *Transaction `json:"transaction,omitempty"`
+	// TsNs is when capture made the event, in nanoseconds (Debezium's
+	// envelope ts_us and ts_ns); 0 means TsMs is all that is known.
+	TsNs int64 `json:"-"`
+}
+
+// Transaction places an event in its transaction (Debezium's
+// provide.transaction.metadata).
+type Transaction struct {
+	ID                  string `json:"id"` // "<txId>:<commit LSN>"
+	TotalOrder          int64  `json:"total_order"`
+	DataCollectionOrder int64  `json:"data_collection_order"`
+}
+
+// AppendJSON appends the block as Debezium writes it.
+func (t *Transaction) AppendJSON(buf []byte) []byte {
+	if t == nil {
+		return append(buf, "null"...)
+	}
+	buf = append(buf, `{"id":`...)
+	buf = AppendString(buf, t.ID)
+	buf = append(buf, `,"total_order":`...)
+	buf = strconv.AppendInt(buf, t.TotalOrder, 10)
+	buf = append(buf, `,"data_collection_order":`...)
+	buf = strconv.AppendInt(buf, t.DataCollectionOrder, 10)
+	return append(buf, '}')
 }
 
 // Position returns the stream position the event carries.
@@ -270,7 +323,24 @@ func (e *Event) AppendJSON(buf []byte) []byte {
 	buf = strconv.AppendInt(buf, s.TsMs, 10)
 	buf = append(buf, `,"snapshot":`...)
 	buf = AppendString(buf, s.Snapshot)
-	buf = append(buf, `},"op":`...)
+	// Debezium's remaining source fields.
+	buf = append(buf, `,"version":"`+DebeziumVersion+`","ts_us":`...)
+	us := s.TsUs
+	if us == 0 {
+		us = s.TsMs * 1000
+	}
+	buf = strconv.AppendInt(buf, us, 10)
+	buf = append(buf, `,"ts_ns":`...)
+	buf = strconv.AppendInt(buf, us*1000, 10)
+	buf = append(buf, `,"sequence":`...)
+	var seq [64]byte
+	buf = AppendString(buf, string(AppendSequence(seq[:0], s)))
+	buf = append(buf, `,"xmin":null}`...)
+	if e.Transaction != nil {
+		buf = append(buf, `,"transaction":`...)
+		buf = e.Transaction.AppendJSON(buf)
+	}
+	buf = append(buf, `,"op":`...)
 	buf = AppendString(buf, string(e.Op))
 	buf = append(buf, `,"ts_ms":`...)
 	buf = strconv.AppendInt(buf, e.TsMs, 10)
@@ -321,6 +391,9 @@ const (
 	HeaderDLQPartition = "cdcsync.dlq.partition"
 	HeaderDLQOffset    = "cdcsync.dlq.offset"
 	HeaderDLQSink      = "cdcsync.dlq.sink"
+	// HeaderDLQOmitted says what a dead letter left out to fit the
+	// dead-letter producer's size limit, e.g. "value (1048000 bytes)".
+	HeaderDLQOmitted = "cdcsync.dlq.omitted"
 )
 
 // KeyString joins primary-key values with ':' the way the Redis row cache

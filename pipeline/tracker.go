@@ -14,11 +14,15 @@ import (
 //
 // The reader calls Add for each message and Commit at each transaction end;
 // the producer's acknowledgement loop calls Ack. Capacity bounds the messages
-// in flight: the reader must wait (Full, Changed) before adding more, which is
-// how a slow broker pushes back on the replication stream.
+// in flight, and LimitBytes their total size: the reader must wait (Full,
+// Changed) before adding more, which is how a slow broker pushes back on the
+// replication stream.
 type Tracker struct {
 	mu        sync.Mutex
 	acked     []bool // ring indexed by seq % len
+	sizes     []int  // ring like acked: bytes of each unacknowledged message
+	bytes     int64  // sum of sizes: bytes in flight
+	maxBytes  int64  // 0: no byte limit
 	head      uint64 // lowest unacknowledged sequence number
 	next      uint64 // sequence number the next Add returns
 	marks     []commitMark
@@ -36,19 +40,35 @@ func NewTracker(capacity int) *Tracker {
 	if capacity < 1 {
 		capacity = 1
 	}
-	return &Tracker{acked: make([]bool, capacity), changed: make(chan struct{}, 1)}
+	return &Tracker{acked: make([]bool, capacity), sizes: make([]int, capacity), changed: make(chan struct{}, 1)}
+}
+
+// LimitBytes bounds the bytes in flight (0: no bound). The tracker is full
+// once they reach max; a message is only refused when the tracker is
+// already full, so in-flight bytes stay below max plus one message, and a
+// single message larger than max still goes through. Call before use.
+func (t *Tracker) LimitBytes(max int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.maxBytes = max
 }
 
 // Add registers a message about to be produced and returns its sequence
 // number. It panics when the tracker is full: callers check Full first.
-func (t *Tracker) Add() uint64 {
+func (t *Tracker) Add() uint64 { return t.AddSized(0) }
+
+// AddSized is Add for a message of size bytes, counted against LimitBytes
+// until it is acknowledged.
+func (t *Tracker) AddSized(size int) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.next-t.head >= uint64(len(t.acked)) {
+	if t.fullLocked() {
 		panic("pipeline: Tracker.Add on a full tracker")
 	}
 	seq := t.next
 	t.next++
+	t.sizes[seq%uint64(len(t.sizes))] = size
+	t.bytes += int64(size)
 	return seq
 }
 
@@ -56,7 +76,20 @@ func (t *Tracker) Add() uint64 {
 func (t *Tracker) Full() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.next-t.head >= uint64(len(t.acked))
+	return t.fullLocked()
+}
+
+func (t *Tracker) fullLocked() bool {
+	return t.next-t.head >= uint64(len(t.acked)) || (t.maxBytes > 0 && t.bytes >= t.maxBytes)
+}
+
+// InFlightBytes returns the bytes of the messages added and not yet
+// acknowledged (an acknowledged message counts no more even while one
+// before it waits: the producer no longer holds it).
+func (t *Tracker) InFlightBytes() int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.bytes
 }
 
 // InFlight returns the number of messages added but not yet in the
@@ -91,7 +124,13 @@ func (t *Tracker) Ack(seq uint64) {
 	if seq < t.head || seq >= t.next {
 		return // duplicate or unknown: nothing to do
 	}
-	t.acked[seq%uint64(len(t.acked))] = true
+	i := seq % uint64(len(t.acked))
+	if t.acked[i] {
+		return // duplicate
+	}
+	t.acked[i] = true
+	t.bytes -= int64(t.sizes[i])
+	t.sizes[i] = 0
 	for t.head < t.next {
 		i := t.head % uint64(len(t.acked))
 		if !t.acked[i] {
@@ -144,6 +183,8 @@ func (t *Tracker) Reset(confirmed pglogrepl.LSN) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	clear(t.acked)
+	clear(t.sizes)
+	t.bytes = 0
 	t.head = t.next
 	t.marks = t.marks[:0]
 	t.confirmed = confirmed

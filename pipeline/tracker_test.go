@@ -146,3 +146,30 @@ func TestTrackerResetTakesServerValue(t *testing.T) {
 		t.Fatal("AdvanceIdle moved below the reset position")
 	}
 }
+
+// TestTrackerBoundsBytes: the tracker is full once the bytes in flight
+// reach the limit, an out-of-order acknowledgement frees its bytes at
+// once, duplicates free nothing, and Reset forgets them.
+func TestTrackerBoundsBytes(t *testing.T) {
+	tr := NewTracker(100)
+	tr.LimitBytes(1000)
+	a := tr.AddSized(600)
+	if tr.Full() {
+		t.Fatal("full at 600 of 1000 bytes")
+	}
+	b := tr.AddSized(600) // one message may cross the limit
+	if !tr.Full() || tr.InFlightBytes() != 1200 {
+		t.Fatalf("full=%v with %d bytes in flight, want full at 1200", tr.Full(), tr.InFlightBytes())
+	}
+	tr.Ack(b) // out of order: a still holds the prefix, but b's bytes are gone
+	tr.Ack(b)
+	if tr.Full() || tr.InFlightBytes() != 600 {
+		t.Fatalf("full=%v with %d bytes after acknowledging b (twice), want 600", tr.Full(), tr.InFlightBytes())
+	}
+	tr.AddSized(5000) // larger than the limit on its own: still accepted when not full
+	tr.Reset(0)
+	tr.Ack(a) // late, from before the reset
+	if tr.Full() || tr.InFlightBytes() != 0 {
+		t.Fatalf("full=%v with %d bytes after Reset", tr.Full(), tr.InFlightBytes())
+	}
+}

@@ -70,27 +70,31 @@ end
 if op == 'd' then
   redis.call('DEL', KEYS[1])
 else
+  -- Write first, remove after: a write the server refuses (out of
+  -- memory, permissions) then fails before anything changed, instead of
+  -- leaving the row deleted. Once a script has written, Redis lets it
+  -- finish, so the rest cannot fail for memory.
   local n = tonumber(ARGV[3])
-  local kept = {}
-  if n > 0 then
-    local names = {}
-    for i = 1, n do
-      names[i] = ARGV[3 + i]
-    end
-    local vals = redis.call('HMGET', KEYS[1], unpack(names))
-    for i = 1, n do
-      if vals[i] then
-        kept[#kept + 1] = names[i]
-        kept[#kept + 1] = vals[i]
-      end
-    end
-  end
-  redis.call('DEL', KEYS[1])
   if #ARGV >= 4 + n then
     redis.call('HSET', KEYS[1], unpack(ARGV, 4 + n))
   end
-  if #kept > 0 then
-    redis.call('HSET', KEYS[1], unpack(kept))
+  -- Columns the new image does not have are NULL now (or gone), except
+  -- the unchanged TOASTed ones, which keep their cached value.
+  local keep = {}
+  for i = 1, n do
+    keep[ARGV[3 + i]] = true
+  end
+  for i = 4 + n, #ARGV, 2 do
+    keep[ARGV[i]] = true
+  end
+  local stale = {}
+  for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if not keep[f] then
+      stale[#stale + 1] = f
+    end
+  end
+  if #stale > 0 then
+    redis.call('HDEL', KEYS[1], unpack(stale))
   end
 end
 redis.call('SET', KEYS[2], pos)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // consumer runs one sink: a consumer group over the sink's topics whose
@@ -35,6 +36,12 @@ type consumer struct {
 	storeCheck time.Duration
 	// health receives the sink's state for /readyz; nil reports nothing.
 	health *sinkHealth
+	// positions receives the store's applied-through position after each
+	// batch with a watermark; nil keeps none.
+	positions *AppliedPositions
+	// fail stops the sink with a fatal error (a configuration problem the
+	// events revealed); nil retries such errors like any other.
+	fail func(error)
 }
 
 var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
@@ -74,10 +81,34 @@ func (c *consumer) saramaConfig() (*sarama.Config, error) {
 	sc.ChannelBufferSize = min(max(c.cfg.BatchSize, 256), 8192)
 	sc.Consumer.Fetch.Default = 4 << 20
 	sc.Metadata.AllowAutoTopicCreation = false
-	if c.cfg.GroupInstanceID != "" {
-		sc.Consumer.Group.InstanceId = c.cfg.GroupInstanceID
+	if id := groupInstanceID(c.cfg); id != "" && (c.cfg.GroupInstanceID != "" || sc.Version.IsAtLeast(sarama.V2_3_0_0)) {
+		// A derived id only where the brokers support static membership;
+		// one set explicitly is validated by sarama.
+		sc.Consumer.Group.InstanceId = id
 	}
+	setGroupTimeouts(sc, c.cfg.ShutdownTimeout)
 	return sc, nil
+}
+
+// setGroupTimeouts bounds how long a rebalance may wait for members, and
+// makes the client wait for a JoinGroup at least that long.
+//
+// The coordinator holds every JoinGroup until all known members rejoined
+// or the rebalance timeout passed, and a member that died while it was
+// joining counts as known until then. sarama's defaults (rebalance timeout
+// 60 s, read timeout 30 s) let a sink restarted in such a group give up
+// its JoinGroup before the coordinator answers, retry, and never rejoin
+// (issue 14). Kafka's Java client waits rebalance timeout + 5 s for a
+// join; so do we. The rebalance timeout itself only has to cover a live
+// member's way back into the group: noticing the rebalance (a heartbeat
+// interval) and finishing the batch in hand (the shutdown timeout, see
+// applyBatch); beyond that, a slower member is left out of the generation
+// and rejoins in the next one, which is harmless. Keeping it short keeps
+// a restarted sink's rejoin within about the session timeout.
+func setGroupTimeouts(sc *sarama.Config, shutdown time.Duration) {
+	g := &sc.Consumer.Group
+	g.Rebalance.Timeout = max(g.Session.Timeout, shutdown+g.Heartbeat.Interval+2*time.Second)
+	sc.Net.ReadTimeout = max(sc.Net.ReadTimeout, g.Rebalance.Timeout+5*time.Second)
 }
 
 // run consumes until ctx is cancelled. Outages of the store and the
@@ -220,10 +251,14 @@ func (c *consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
 // ConsumeClaim applies one partition batch by batch until the session ends
 // (a rebalance or shutdown) or the claim's messages close.
 func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	defer c.metrics.dropLag(claim.Topic(), claim.Partition())
 	for {
 		batch, more := c.collect(sess.Context(), claim.Messages())
 		if len(batch) > 0 && !c.process(sess, batch) {
 			return nil
+		}
+		if len(batch) > 0 {
+			c.metrics.setLag(claim.Topic(), claim.Partition(), claim.HighWaterMarkOffset()-batch[len(batch)-1].Offset-1)
 		}
 		if !more {
 			return nil
@@ -311,6 +346,7 @@ func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.Cons
 type batchResult struct {
 	msgs       []*Message
 	tombstones int
+	watermarks int // records saying how far the partition is complete
 }
 
 // applyBatch decodes and applies a batch, retrying failures until it
@@ -325,7 +361,13 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 
 	msgs := make([]*Message, 0, len(raws))
 	tombstones := 0
+	mark := c.watermark(raws)
+	watermarks := 0
 	for _, raw := range raws {
+		if pipeline.IsWatermark(raw.Headers) {
+			watermarks++
+			continue
+		}
 		if m := decodeMessage(raw); m != nil {
 			msgs = append(msgs, m)
 		} else {
@@ -341,13 +383,16 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 
 	err := retry(stop, run, c.cfg.RetryMax, func(ctx context.Context) error {
 		todo := pending(msgs)
-		if len(todo) == 0 {
+		if len(todo) == 0 && mark == nil {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		defer cancel()
-		return c.applier.Apply(ctx, todo)
+		return c.apply(ctx, todo, mark)
 	}, func(attempt int, err error) {
+		if c.fail != nil && fatal(err) {
+			c.fail(err)
+		}
 		c.metrics.applyRetries.Inc()
 		c.health.applyFailed(err)
 		log.Warn("apply failed; retrying", "attempt", attempt, "err", err)
@@ -383,7 +428,7 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 	// Counted before the offset is marked, so that whoever sees it
 	// committed also sees the batch in the metrics.
 	c.record(msgs, tombstones, start)
-	return batchResult{msgs: msgs, tombstones: tombstones}, true
+	return batchResult{msgs: msgs, tombstones: tombstones, watermarks: watermarks}, true
 }
 
 // record updates the metrics of an applied batch.

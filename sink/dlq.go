@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/IBM/sarama"
 
@@ -22,10 +24,11 @@ const maxDLQErrorLen = 1000
 // with the reason and the origin in headers. It connects on first use:
 // most runs never dead-letter anything.
 type deadLetters struct {
-	kafka  config.Kafka
-	suffix string
-	sink   string
-	log    *slog.Logger
+	kafka    config.Kafka
+	suffix   string
+	sink     string
+	maxBytes int // the producer's Producer.MaxMessageBytes
+	log      *slog.Logger
 
 	mu       sync.Mutex
 	client   sarama.Client
@@ -33,8 +36,17 @@ type deadLetters struct {
 	created  map[string]bool // dead-letter topics known to exist
 }
 
-func newDeadLetters(k config.Kafka, suffix, sink string, log *slog.Logger) *deadLetters {
-	return &deadLetters{kafka: k, suffix: suffix, sink: sink, log: log, created: map[string]bool{}}
+// defaultDLQMaxBytes applies when the configuration sets no limit (one
+// built in code): Kafka's default message.max.bytes less the batch
+// overhead, so that a message of capture's default 1,000,000 bytes plus the
+// reason headers fits.
+const defaultDLQMaxBytes = 1 << 20
+
+func newDeadLetters(k config.Kafka, suffix, sink string, maxBytes int, log *slog.Logger) *deadLetters {
+	if maxBytes <= 0 {
+		maxBytes = defaultDLQMaxBytes
+	}
+	return &deadLetters{kafka: k, suffix: suffix, sink: sink, maxBytes: maxBytes, log: log, created: map[string]bool{}}
 }
 
 // send writes msgs (all with Err set) and returns once the brokers have
@@ -52,7 +64,18 @@ func (d *deadLetters) send(msgs []*Message) error {
 		d.ensureTopic(topic)
 		out = append(out, d.record(topic, m))
 	}
-	if err := d.producer.SendMessages(out); err != nil {
+	err := d.producer.SendMessages(out)
+	if tooLarge := refusedAsTooLarge(err); len(tooLarge) > 0 {
+		// The broker's limit for the topic is below ours: send those
+		// without their payload, which is what a dead letter can do
+		// without. The rest of the batch was written or failed on its
+		// own; resending it is harmless (a duplicate dead letter).
+		for _, pm := range tooLarge {
+			omitPayload(pm, "refused by the broker as too large")
+		}
+		err = d.producer.SendMessages(tooLarge)
+	}
+	if err != nil {
 		// A failed producer may hold broken connections; start afresh.
 		d.closeLocked()
 		return fmt.Errorf("write dead letters: %w", err)
@@ -60,11 +83,59 @@ func (d *deadLetters) send(msgs []*Message) error {
 	return nil
 }
 
-func (d *deadLetters) record(topic string, m *Message) *sarama.ProducerMessage {
-	reason := m.Err.Error()
-	if len(reason) > maxDLQErrorLen {
-		reason = reason[:maxDLQErrorLen]
+// refusedAsTooLarge returns the messages of a SendMessages error that the
+// broker refused as too large, when those are its only failures.
+func refusedAsTooLarge(err error) []*sarama.ProducerMessage {
+	var perrs sarama.ProducerErrors
+	if !errors.As(err, &perrs) {
+		return nil
 	}
+	out := make([]*sarama.ProducerMessage, 0, len(perrs))
+	for _, pe := range perrs {
+		if !errors.Is(pe.Err, sarama.ErrMessageSizeTooLarge) {
+			return nil
+		}
+		out = append(out, pe.Msg)
+	}
+	return out
+}
+
+// omitPayload drops a dead letter's value, key and copied headers (what
+// the reason and origin headers do not need), saying so in a header: the
+// origin headers still locate the message on its topic.
+func omitPayload(pm *sarama.ProducerMessage, why string) {
+	var omitted []string
+	if pm.Value != nil {
+		omitted = append(omitted, fmt.Sprintf("value (%d bytes)", pm.Value.Length()))
+		pm.Value = nil
+	}
+	if pm.Key != nil {
+		omitted = append(omitted, fmt.Sprintf("key (%d bytes)", pm.Key.Length()))
+		pm.Key = nil
+	}
+	kept := pm.Headers[:0]
+	dropped := 0
+	for _, h := range pm.Headers {
+		if strings.HasPrefix(string(h.Key), dlqHeaderPrefix) {
+			kept = append(kept, h)
+		} else {
+			dropped++
+		}
+	}
+	if dropped > 0 {
+		omitted = append(omitted, fmt.Sprintf("%d original headers", dropped))
+	}
+	pm.Headers = append(kept, sarama.RecordHeader{
+		Key:   []byte(pipeline.HeaderDLQOmitted),
+		Value: []byte(strings.Join(omitted, ", ") + ": " + why),
+	})
+}
+
+// dlqHeaderPrefix starts the headers a dead letter adds.
+const dlqHeaderPrefix = "cdcsync.dlq."
+
+func (d *deadLetters) record(topic string, m *Message) *sarama.ProducerMessage {
+	reason := cutUTF8(m.Err.Error(), maxDLQErrorLen)
 	headers := make([]sarama.RecordHeader, 0, len(m.Raw.Headers)+5)
 	for _, h := range m.Raw.Headers {
 		if h != nil {
@@ -85,6 +156,9 @@ func (d *deadLetters) record(topic string, m *Message) *sarama.ProducerMessage {
 	if m.Raw.Value != nil {
 		pm.Value = sarama.ByteEncoder(m.Raw.Value)
 	}
+	if pm.ByteSize(2) > d.maxBytes {
+		omitPayload(pm, "larger than CDCSYNC_DLQ_MAX_MESSAGE_BYTES")
+	}
 	return pm
 }
 
@@ -96,6 +170,7 @@ func (d *deadLetters) connect() error {
 	if err != nil {
 		return err
 	}
+	sc.Producer.MaxMessageBytes = d.maxBytes
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
@@ -156,4 +231,17 @@ func (d *deadLetters) closeLocked() error {
 	err := errors.Join(d.producer.Close(), d.client.Close())
 	d.producer, d.client = nil, nil
 	return err
+}
+
+// cutUTF8 returns at most n bytes of s, cut before a character rather
+// than inside one, so that the header stays valid UTF-8 (errors quote
+// input, which may be any text).
+func cutUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
@@ -25,9 +26,13 @@ type inventory struct {
 	// avail refreshes the Redis availability cache after each commit; nil
 	// when no Redis is configured.
 	avail *availability
+	// topic is the orders topic; availApplied keeps the availability
+	// cache's applied-through position (nil without Redis).
+	topic        string
+	availApplied *redisApplied
 }
 
-var _ Applier = (*inventory)(nil)
+var _ throughApplier = (*inventory)(nil)
 
 // itemDelta is the change of one item's counters within a batch.
 type itemDelta struct{ reserved, shipped int64 }
@@ -70,6 +75,9 @@ func (a *inventory) ensureSchema(ctx context.Context) error {
 	if _, err := tx.Exec(ctx, sqlEnsureState, a.stateKey()); err != nil {
 		return fmt.Errorf("inventory state row: %w", err)
 	}
+	if _, err := tx.Exec(ctx, sqlEnsureApplied, config.SinkInventory); err != nil {
+		return fmt.Errorf("inventory applied row: %w", err)
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("inventory schema commit: %w", err)
 	}
@@ -80,21 +88,43 @@ func (a *inventory) stateKey() string { return a.orders.schema + "." + a.orders.
 
 // Apply implements Applier.
 func (a *inventory) Apply(ctx context.Context, batch []*Message) error {
-	segments, hasTruncate := a.plan(batch)
-	if len(segments) == 0 {
-		return nil
+	_, err := a.ApplyThrough(ctx, batch, nil)
+	return err
+}
+
+// ApplyThrough implements throughApplier: mark (when not nil) is recorded
+// in the batch's transaction, and in the availability cache after the
+// batch's refresh. The position returned is the lower of the two.
+func (a *inventory) ApplyThrough(ctx context.Context, batch []*Message, mark *partitionMark) (Applied, error) {
+	segments, hasTruncate, err := a.plan(batch)
+	if err != nil || (len(segments) == 0 && mark == nil) {
+		return Applied{}, err
 	}
-	avail, err := a.applyTx(ctx, segments, hasTruncate)
+	var applied Applied
+	avail, err := a.applyTx(ctx, segments, hasTruncate, mark, &applied)
 	if err != nil && refusedData(err) {
 		// Some message holds a value the store refuses (text with a NUL
 		// byte, a counter overflowing bigint): find it by applying the
 		// messages one by one, instead of retrying the batch forever.
-		return a.applyEach(ctx, batch)
+		if err := a.applyEach(ctx, batch); err != nil || mark == nil {
+			return Applied{}, err
+		}
+		avail, err = a.applyTx(ctx, nil, false, mark, &applied)
 	}
 	if err != nil {
-		return err
+		return Applied{}, err
 	}
-	return a.refresh(ctx, avail)
+	if err := a.refresh(ctx, avail); err != nil {
+		return Applied{}, err
+	}
+	if mark == nil || a.availApplied == nil {
+		return applied, nil
+	}
+	cached, err := a.availApplied.record(ctx, mark)
+	if err != nil {
+		return Applied{}, err
+	}
+	return lowest(applied, cached), nil
 }
 
 // refresh updates the availability cache after a commit. A failure here
@@ -114,11 +144,14 @@ func (a *inventory) applyEach(ctx context.Context, batch []*Message) error {
 		if m.Err != nil {
 			continue
 		}
-		segments, hasTruncate := a.plan([]*Message{m})
+		segments, hasTruncate, err := a.plan([]*Message{m})
+		if err != nil {
+			return err
+		}
 		if len(segments) == 0 {
 			continue
 		}
-		avail, err := a.applyTx(ctx, segments, hasTruncate)
+		avail, err := a.applyTx(ctx, segments, hasTruncate, nil, nil)
 		if err != nil && refusedData(err) {
 			m.Err = permanentf("inventory store refused it: %v", err)
 			continue
@@ -145,8 +178,9 @@ func refusedData(err error) bool {
 }
 
 // plan parses the batch into segments, setting Err on messages that can
-// never be applied.
-func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool) {
+// never be applied. An error is a configuration problem (fatal): nothing
+// of the batch may be applied.
+func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool, err error) {
 	var cur []orderChange
 	for _, m := range batch {
 		m.Skip = ""
@@ -164,6 +198,9 @@ func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool
 			continue
 		}
 		chs, err := a.orders.changes(m)
+		if fatal(err) {
+			return nil, false, err
+		}
 		if err != nil {
 			m.Err = err
 			continue
@@ -173,12 +210,13 @@ func (a *inventory) plan(batch []*Message) (segments []segment, hasTruncate bool
 	if len(cur) > 0 {
 		segments = append(segments, segment{changes: cur})
 	}
-	return segments, hasTruncate
+	return segments, hasTruncate, nil
 }
 
 // applyTx runs the batch's transaction and returns the availability of
-// every item it touched.
-func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate bool) ([]itemAvailability, error) {
+// every item it touched. With a mark, it records the mark in the same
+// transaction and sets *applied to the store's applied-through position.
+func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate bool, mark *partitionMark, applied *Applied) ([]itemAvailability, error) {
 	tx, err := a.pool.Begin(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("inventory begin: %w", err)
@@ -225,6 +263,13 @@ func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate
 	avail, err := a.writeItems(ctx, tx, deltas)
 	if err != nil {
 		return nil, err
+	}
+	if mark != nil {
+		// Last, after the item rows: every transaction takes this lock
+		// in the same place, so it adds no deadlock.
+		if *applied, err = recordApplied(ctx, tx, config.SinkInventory, []string{a.topic}, mark); err != nil {
+			return nil, err
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("inventory commit: %w", err)

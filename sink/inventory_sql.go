@@ -37,6 +37,22 @@ var inventorySchema = []string{
 		truncate_commit_lsn bigint NOT NULL DEFAULT 0,
 		truncate_change_lsn bigint NOT NULL DEFAULT 0)`,
 	`CREATE SEQUENCE IF NOT EXISTS cdcsync_available_version`,
+	// Read-your-writes: the sink's applied-through position (DESIGN.md)
+	// and the watermark of each partition it is computed from
+	// (applied_store.go).
+	`CREATE TABLE IF NOT EXISTS cdcsync_applied (
+		sink        text PRIMARY KEY,
+		lsn         pg_lsn NOT NULL,
+		updated_at  timestamptz NOT NULL,
+		source_time timestamptz)`,
+	`CREATE TABLE IF NOT EXISTS cdcsync_applied_partitions (
+		sink        text NOT NULL,
+		topic       text NOT NULL,
+		partition   integer NOT NULL,
+		partitions  integer NOT NULL,
+		lsn         pg_lsn NOT NULL,
+		source_time timestamptz NOT NULL,
+		PRIMARY KEY (sink, topic, partition))`,
 }
 
 const (
@@ -46,7 +62,9 @@ const (
 	sqlSchemaExists = `SELECT to_regclass('inventory_items') IS NOT NULL
 		AND to_regclass('cdcsync_order_projection') IS NOT NULL
 		AND to_regclass('cdcsync_sink_state') IS NOT NULL
-		AND to_regclass('cdcsync_available_version') IS NOT NULL`
+		AND to_regclass('cdcsync_available_version') IS NOT NULL
+		AND to_regclass('cdcsync_applied') IS NOT NULL
+		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL`
 
 	// Serialises schema creation between sink processes starting together:
 	// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's

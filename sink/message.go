@@ -51,6 +51,13 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 		return m
 	}
 	m.Event = ev
+	if ev.Source.CommitLSN == 0 {
+		// Without a commit position the event cannot be ordered: the
+		// inventory sink would skip it as older than anything, the Redis
+		// sink apply the first one and skip the rest.
+		m.Err = permanentf("op %q without a position (source.commit_lsn missing or 0)", ev.Op)
+		return m
+	}
 	if ev.Op == pipeline.OpTruncate {
 		return m
 	}

@@ -3,6 +3,7 @@ package sink
 import (
 	"errors"
 	"fmt"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -24,6 +25,7 @@ type metrics struct {
 	batchSize    *prometheus.HistogramVec
 	applySeconds *prometheus.HistogramVec
 	endToEnd     *prometheus.HistogramVec
+	consumerLag  *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -59,6 +61,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "From the commit in the source database (source.ts_ms) to applied in the sink; snapshot rows excluded.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 1.5, 30),
 		}, []string{"sink"}),
+		consumerLag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "cdcsync", Subsystem: "sink", Name: "consumer_lag_messages",
+			Help: "Messages on the partition after the last applied batch (high-water mark minus the next offset), per partition this process consumes.",
+		}, []string{"sink", "topic", "partition"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -76,6 +82,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	m.applied, m.skipped, m.deadLettered, m.retries = reg1(m.applied), reg1(m.skipped), reg1(m.deadLettered), reg1(m.retries)
 	m.batchSize, m.applySeconds, m.endToEnd = reg2(m.batchSize), reg2(m.applySeconds), reg2(m.endToEnd)
+	var lagErr error
+	m.consumerLag, lagErr = register(reg, m.consumerLag)
+	err = errors.Join(err, lagErr)
 	if err != nil {
 		return nil, fmt.Errorf("register sink metrics: %w", err)
 	}
@@ -109,6 +118,20 @@ type sinkMetrics struct {
 	batchSize    prometheus.Observer
 	applySeconds prometheus.Observer
 	endToEnd     prometheus.Observer
+	// lag is the consumer lag gauge of this sink's partitions.
+	lag  *prometheus.GaugeVec
+	sink string
+}
+
+// setLag sets the consumer lag of a partition after a batch.
+func (s *sinkMetrics) setLag(topic string, partition int32, lag int64) {
+	s.lag.WithLabelValues(s.sink, topic, strconv.Itoa(int(partition))).Set(float64(max(lag, 0)))
+}
+
+// dropLag removes a partition's lag when this process stops consuming it,
+// so that the member that takes it over is the only one reporting it.
+func (s *sinkMetrics) dropLag(topic string, partition int32) {
+	s.lag.DeleteLabelValues(s.sink, topic, strconv.Itoa(int(partition)))
 }
 
 func (m *metrics) forSink(sink string) *sinkMetrics {
@@ -121,6 +144,8 @@ func (m *metrics) forSink(sink string) *sinkMetrics {
 		batchSize:    m.batchSize.WithLabelValues(sink),
 		applySeconds: m.applySeconds.WithLabelValues(sink),
 		endToEnd:     m.endToEnd.WithLabelValues(sink),
+		lag:          m.consumerLag,
+		sink:         sink,
 	}
 	for _, r := range []string{skipStale, skipTruncated, skipSuperseded, skipTombstone} {
 		s.skipped[r] = m.skipped.WithLabelValues(sink, r)

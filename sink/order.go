@@ -100,6 +100,9 @@ func (o *orderSchema) changes(m *Message) ([]orderChange, error) {
 	if ev.Source.Schema != o.schema || ev.Source.Table != o.table {
 		return nil, permanentf("event of table %s.%s on the topic of %s.%s", ev.Source.Schema, ev.Source.Table, o.schema, o.table)
 	}
+	if err := o.checkKey(m.Key); err != nil {
+		return nil, err
+	}
 	pos := ev.Position()
 	if ev.Op == pipeline.OpDelete {
 		id, err := o.orderID(ev.Before, m.Key)
@@ -131,6 +134,34 @@ func (o *orderSchema) changes(m *Message) ([]orderChange, error) {
 		}
 	}
 	return out, nil
+}
+
+// checkKey refuses events whose key is not exactly the order id column.
+// Positions order the changes of one key; with an order id that is not the
+// key (a unique order number, or one column of a composite key), a change
+// of the key turns into a delete and a create of the same order id at one
+// position, and whichever comes second is skipped as not newer: orders
+// would be lost or merged. No message can be applied then, so this is a
+// configuration error that stops the sink, not a dead letter. Only the
+// key's column names are shown, never its values.
+func (o *orderSchema) checkKey(key pipeline.Row) error {
+	if len(key) == 1 && key[0].Name == o.idCol {
+		return nil
+	}
+	names := make([]string, len(key))
+	for i, c := range key {
+		names[i] = c.Name
+	}
+	return &config.Error{Var: config.Prefix + "_ORDER_ID_COLUMN", Problem: fmt.Sprintf(
+		"is %q, but the events of %s.%s are keyed by [%s]: it must be the table's primary key, alone, or a change of the key loses orders",
+		o.idCol, o.schema, o.table, strings.Join(names, ","))}
+}
+
+// fatal reports whether err is a configuration problem that events
+// revealed: retrying cannot help, so the sink stops with it.
+func fatal(err error) bool {
+	var cfgErr *config.Error
+	return errors.As(err, &cfgErr)
 }
 
 // orderID reads the order id from the row, falling back to the key.

@@ -1,6 +1,13 @@
 package sink
 
-import "github.com/cdcsync/cdcsync/pipeline"
+import (
+	"fmt"
+	"strconv"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/cdcsync/cdcsync/pipeline"
+)
 
 // positionKey renders p as 32 lowercase hex digits, commit LSN then change
 // LSN, each zero-padded to 16. Byte order of two such strings is stream
@@ -20,3 +27,29 @@ func putHex(dst []byte, v uint64) {
 		v >>= 4
 	}
 }
+
+// VersionKey is the Redis key holding the position of the last change the
+// row cache applied to a row (kept after a delete, as a tombstone).
+func VersionKey(schema, table string, key pipeline.Row) string {
+	return versionPrefix + schema + "." + table + ":" + pipeline.KeyString(key)
+}
+
+// ParsePositionKey reads a position stored as positionKey renders it.
+func ParsePositionKey(s string) (pipeline.Position, error) {
+	if len(s) != 32 {
+		return pipeline.Position{}, fmt.Errorf("stored position %q: want 32 hex digits", s)
+	}
+	commit, err := strconv.ParseUint(s[:16], 16, 64)
+	if err != nil {
+		return pipeline.Position{}, fmt.Errorf("stored position %q: %w", s, err)
+	}
+	change, err := strconv.ParseUint(s[16:], 16, 64)
+	if err != nil {
+		return pipeline.Position{}, fmt.Errorf("stored position %q: %w", s, err)
+	}
+	return pipeline.Position{Commit: pglogrepl.LSN(commit), Change: pglogrepl.LSN(change)}, nil
+}
+
+// AvailabilityVersionKey is the Redis hash of the availability cache's
+// versions, item id → version.
+const AvailabilityVersionKey = availabilityVersionKey

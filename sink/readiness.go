@@ -21,6 +21,7 @@ type Option func(*options)
 type options struct {
 	ready      Readiness
 	storeCheck time.Duration
+	applied    *AppliedPositions // nil: Run keeps its own
 }
 
 // WithReadiness reports readiness to r. Without it nothing is reported.

@@ -42,9 +42,22 @@ var applyLua string
 type rowCache struct {
 	rdb    redis.UniversalClient
 	script *redis.Script
+	// applied keeps the row cache's applied-through position; nil when
+	// it is not kept (replay).
+	applied *redisApplied
 }
 
-var _ Applier = (*rowCache)(nil)
+var _ throughApplier = (*rowCache)(nil)
+
+// ApplyThrough implements throughApplier: the batch's rows first, then
+// (once Redis has answered for them) mark, so the position is never ahead
+// of them.
+func (c *rowCache) ApplyThrough(ctx context.Context, batch []*Message, mark *partitionMark) (Applied, error) {
+	if err := c.Apply(ctx, batch); err != nil || mark == nil || c.applied == nil {
+		return Applied{}, err
+	}
+	return c.applied.record(ctx, mark)
+}
 
 func newRowCache(rdb redis.UniversalClient) *rowCache {
 	return &rowCache{rdb: rdb, script: redis.NewScript(applyLua)}
@@ -115,11 +128,14 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 		m := calls[i].msg
 		res, err := cmd.Int64()
 		switch {
-		case err != nil && transientRedis(err):
+		case err != nil && !messageRedisError(err):
+			// A condition of the store (down, not authenticated, no
+			// permission, out of memory, a key of the wrong type in our
+			// namespace...): stall and retry, whatever the message.
 			return fmt.Errorf("redis apply %s: %w", calls[i].keys[0], err)
 		case err != nil:
-			// The server refused this one call (say, the key holds another
-			// type): no retry will change that.
+			// The server refused this message's own arguments: no retry
+			// will change that.
 			m.Err = permanentf("redis apply %s: %v", calls[i].keys[0], err)
 		case res == 1:
 			applied[m] = true
@@ -316,17 +332,30 @@ func anyNoScript(cmds []*redis.Cmd) bool {
 	return false
 }
 
-// transientRedis reports whether a Redis error may go away by itself: not a
-// reply error at all (connection, timeout), or a reply saying the server is
-// not ready (loading its data after a restart, busy, read-only replica,
-// out of memory...).
-func transientRedis(err error) bool {
+// messageRedisError reports whether a Redis error is about the message
+// itself, so that it goes to the dead-letter topic: the server refused the
+// size or number of the arguments the message made. Every other error is
+// the store's condition and is retried with the sink stalled and not
+// ready, for good messages must never be dead-lettered because of Redis:
+// connection failures, NOAUTH and WRONGPASS (a restart with requirepass),
+// NOPERM (ACLs), MOVED/ASK/CROSSSLOT (a cluster where a single node was
+// configured), OOM (Redis < 7 reports it from a script as "ERR Error
+// running script ... OOM"), LOADING, READONLY, MASTERDOWN, BUSY,
+// MISCONF, WRONGTYPE (someone else's key in our namespace: whoever
+// repairs it unblocks the sink) and anything not known to be the
+// message's.
+func messageRedisError(err error) bool {
 	var replyErr redis.Error
 	if !errors.As(err, &replyErr) {
-		return true
+		return false
 	}
-	for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "TRYAGAIN", "CLUSTERDOWN", "OOM", "MISCONF", "NOREPLICAS", "NOSCRIPT"} {
-		if redis.HasErrorPrefix(err, p) {
+	msg := replyErr.Error()
+	for _, s := range []string{
+		"string exceeds maximum allowed size", // proto-max-bulk-len
+		"invalid bulk length",
+		"too many results to unpack", // more columns than Lua's stack takes
+	} {
+		if strings.Contains(msg, s) {
 			return true
 		}
 	}

@@ -149,7 +149,7 @@ type ReplayPartition struct {
 type ReplayStats struct {
 	Sink       string
 	Partitions []ReplayPartition
-	// Messages counts the records read; each is one of Applied (changed
+	// Messages counts the change records read (watermarks aside); each is one of Applied (changed
 	// the store), Skipped (changed nothing: already applied, older than
 	// what the store holds, superseded within its batch), DeadLettered
 	// (written to a dead-letter topic, as the daemon would) or Tombstones.
@@ -247,7 +247,7 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 	if err != nil {
 		return stats, err
 	}
-	dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, sinkName, log)
+	dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, sinkName, cfg.DLQMaxMessageBytes, log)
 	defer func() {
 		if err := dlq.close(); err != nil {
 			log.Warn("close dead-letter producer", "err", err)
@@ -259,14 +259,20 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 	}
 	defer kc.Close()
 
+	// A configuration problem the events reveal ends the replay with it.
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
 	r := &replayer{
 		c: &consumer{
 			sink: sinkName, topics: s.topics, applier: s.applier, dlq: dlq,
-			metrics: m.forSink(sinkName), log: log, cfg: cfg,
+			metrics: m.forSink(sinkName), log: log, cfg: cfg, fail: fail,
 		},
 		kc: kc, stats: &stats, total: total, progress: progress, dlqTopics: map[string]bool{},
 	}
 	err = r.run(ctx)
+	if cause := context.Cause(ctx); fatal(cause) {
+		err = cause
+	}
 	stats.DeadLetterTopics = slices.Sorted(maps.Keys(r.dlqTopics))
 	return stats, err
 }
@@ -455,7 +461,7 @@ func (r *replayer) add(res batchResult, n int, span int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := r.stats
-	s.Messages += int64(n)
+	s.Messages += int64(n - res.watermarks) // watermarks are not changes
 	s.Tombstones += int64(res.tombstones)
 	for _, m := range res.msgs {
 		switch {

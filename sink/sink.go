@@ -49,27 +49,20 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 	if err != nil {
 		return err
 	}
+	positions := o.applied
+	if positions == nil {
+		positions = NewAppliedPositions()
+	}
+	if reg != nil {
+		if err := reg.Register(positions); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+			return fmt.Errorf("register applied-position metrics: %w", err)
+		}
+	}
 	st, err := openStores(ctx, cfg, logger)
 	if err != nil {
 		return err
 	}
 	defer st.close()
-
-	consumers := make([]*consumer, 0, len(st.list))
-	for _, s := range st.list {
-		log := logger.With("sink", s.sink)
-		dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, s.sink, log)
-		defer func() {
-			if err := dlq.close(); err != nil {
-				log.Warn("close dead-letter producer", "err", err)
-			}
-		}()
-		consumers = append(consumers, &consumer{
-			sink: s.sink, group: cfg.GroupPrefix + "-" + s.sink, topics: s.topics,
-			setup: s.setup, applier: s.applier, dlq: dlq, metrics: m.forSink(s.sink), log: log, cfg: cfg,
-			probe: s.probe, storeCheck: o.storeCheck, health: ready.add(s.sink),
-		})
-	}
 
 	// The sinks run side by side; a fatal error in one stops all.
 	ctx, cancel := context.WithCancel(ctx)
@@ -79,13 +72,38 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 		mu   sync.Mutex
 		errs []error
 	)
+	// Only the first failure is kept: the others are its consequences (or
+	// the same configuration problem met on another partition).
+	failed := func(sink string, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ctx.Err() != nil {
+			return
+		}
+		errs = append(errs, fmt.Errorf("sink %s: %w", sink, err))
+		cancel()
+	}
+	consumers := make([]*consumer, 0, len(st.list))
+	for _, s := range st.list {
+		log := logger.With("sink", s.sink)
+		dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, s.sink, cfg.DLQMaxMessageBytes, log)
+		defer func() {
+			if err := dlq.close(); err != nil {
+				log.Warn("close dead-letter producer", "err", err)
+			}
+		}()
+		consumers = append(consumers, &consumer{
+			sink: s.sink, group: cfg.GroupPrefix + "-" + s.sink, topics: s.topics,
+			setup: s.setup, applier: s.applier, dlq: dlq, metrics: m.forSink(s.sink), log: log, cfg: cfg,
+			probe: s.probe, storeCheck: o.storeCheck, health: ready.add(s.sink), positions: positions,
+			fail: func(err error) { failed(s.sink, err) },
+		})
+		positions.register(s.sink)
+	}
 	for _, c := range consumers {
 		wg.Go(func() {
 			if err := c.run(ctx); err != nil {
-				mu.Lock()
-				errs = append(errs, fmt.Errorf("sink %s: %w", c.sink, err))
-				mu.Unlock()
-				cancel()
+				failed(c.sink, err)
 			}
 		})
 	}

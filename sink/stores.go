@@ -56,23 +56,27 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 	}()
 
 	// One Redis client serves both sinks: the row cache belongs to the redis
-	// sink, the availability cache to the inventory sink. Without a Redis
-	// URL the inventory sink runs without the availability cache.
+	// sink, the availability cache to the inventory sink, which runs
+	// without it (and without Redis) when CDCSYNC_AVAILABILITY_CACHE=off.
 	var rdb redis.UniversalClient
-	if cfg.RedisURL != "" {
+	if cfg.Has(config.SinkRedis) || cfg.AvailabilityCacheOn() {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
-			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: "cannot be used: " + err.Error()}
+			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: config.RedisURLProblem(cfg.RedisURL)}
 		}
 		client := redis.NewClient(opts)
 		s.closers = append(s.closers, func() { _ = client.Close() })
 		rdb = client
-	} else if cfg.Has(config.SinkInventory) {
-		logger.Warn("CDCSYNC_REDIS_URL is empty: the inventory sink runs without the availability cache")
 	}
 
 	if cfg.Has(config.SinkInventory) {
-		st, err := s.inventoryStore(ctx, cfg, rdb)
+		var cache redis.UniversalClient
+		if cfg.AvailabilityCacheOn() {
+			cache = rdb
+		} else {
+			logger.Info("availability cache off (CDCSYNC_AVAILABILITY_CACHE=off): the inventory sink does not use Redis")
+		}
+		st, err := s.inventoryStore(ctx, cfg, cache)
 		if err != nil {
 			return nil, err
 		}
@@ -91,6 +95,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 			topics = append(topics, pipeline.Topic(cfg.TopicPrefix, schema, table))
 		}
 		rc := newRowCache(rdb)
+		rc.applied = &redisApplied{rdb: rdb, sink: config.SinkRedis, topics: topics}
 		s.list = append(s.list, store{
 			sink: config.SinkRedis, topics: topics, applier: rc,
 			setup: func(ctx context.Context) error {
@@ -118,13 +123,15 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 		return store{}, fmt.Errorf("inventory store: %w", err)
 	}
 	s.closers = append(s.closers, pool.Close)
-	inv := &inventory{pool: pool, orders: orders}
+	topic := pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)
+	inv := &inventory{pool: pool, orders: orders, topic: topic}
 	if rdb != nil {
 		inv.avail = newAvailability(rdb)
+		inv.availApplied = &redisApplied{rdb: rdb, sink: config.SinkInventory, topics: []string{topic}}
 	}
 	return store{
 		sink:    config.SinkInventory,
-		topics:  []string{pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)},
+		topics:  []string{topic},
 		applier: inv,
 		setup: func(ctx context.Context) error {
 			if err := inv.ensureSchema(ctx); err != nil {

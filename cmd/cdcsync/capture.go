@@ -29,6 +29,14 @@ func captureCommand() command {
 				// (measured with `go run ./test/bench capture`).
 				debug.SetGCPercent(300)
 			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				// With large rows the in-flight bytes are most of the
+				// heap, and 300% headroom on them is too much: a soft
+				// limit of twice the bound (the messages, and the
+				// producer's encoded copy of a request) plus a base
+				// makes the GC work harder only when that much is live.
+				debug.SetMemoryLimit(2*cfg.MaxInFlightBytes + 64<<20)
+			}
 			spec := daemonSpec{Name: "capture", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP}
 			return runDaemon(ctx, st, spec, func(ctx context.Context, d *daemon) error {
 				return capture.Run(ctx, cfg, d.Logger, d.Registry, capture.WithReadiness(d.Ready))

@@ -41,6 +41,7 @@ func runDaemon(ctx context.Context, st *streams, s daemonSpec, fn func(context.C
 	logStart(logger, s.Spec)
 
 	d := &daemon{Logger: logger, Registry: httpserver.NewRegistry(), Ready: httpserver.NewReadiness()}
+	d.Registry.MustRegister(d.Ready.Collector())
 	var srv *httpserver.Server
 	if s.HTTP.Addr != "" {
 		srv, err = httpserver.Listen(s.HTTP.Addr, httpserver.Handler(d.Registry, d.Ready), logger)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -58,8 +60,10 @@ func demoCommand() command {
 			if cfg.Rate <= 0 {
 				return &usageError{msg: "--rate must be a positive number"}
 			}
+			gone, stopWatching := watchHangup()
+			defer stopWatching()
 			res, err := demo.Run(ctx, demo.Options{
-				Config: cfg, Out: st.Stdout, Err: st.Stderr, Terminal: canRedraw(st.Stdout),
+				Config: cfg, Out: st.Stdout, Err: st.Stderr, Terminal: canRedraw(st.Stdout), Gone: gone,
 			})
 			var missing *demo.MissingError
 			if errors.As(err, &missing) {
@@ -68,8 +72,8 @@ func demoCommand() command {
 			if err != nil {
 				return err
 			}
-			if res == nil {
-				return nil // stopped before it started generating
+			if res == nil || res.Final == nil {
+				return nil // stopped before it started generating, or abandoned
 			}
 			if res.Final.Drifted > 0 {
 				return &exitError{Code: exitDrift}
@@ -84,4 +88,38 @@ func demoCommand() command {
 func canRedraw(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// watchHangup returns a channel closed on SIGHUP (the demo's terminal
+// closed) or SIGPIPE. Without this the default action of SIGHUP kills the
+// demo on the spot and leaves its Postgres cluster and redis-server, which
+// run in process groups of their own, behind with their temp dirs. Asking
+// for SIGPIPE also turns a write to a closed pipe (the pager the demo was
+// piped into exited) from a fatal signal into an EPIPE error, which the
+// demo sees on its output and stops cleanly.
+func watchHangup() (<-chan struct{}, func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGPIPE)
+	gone := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case sig := <-sigs:
+				if sig == syscall.SIGPIPE {
+					// A broken pipe that is not the demo's output (the
+					// write error says when it is): keep going.
+					continue
+				}
+				close(gone)
+				return
+			case <-done:
+				return
+			}
+		}
+	}()
+	return gone, func() {
+		signal.Stop(sigs)
+		close(done)
+	}
 }

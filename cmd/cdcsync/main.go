@@ -25,6 +25,7 @@ func commands() []command {
 		sinkCommand(),
 		replayCommand(),
 		verifyCommand(),
+		traceCommand(),
 		statusCommand(),
 		demoCommand(),
 		devBrokerCommand(),

@@ -112,6 +112,10 @@ func TestBadConfigurationExits2WithOneLine(t *testing.T) {
 		{"sink", nil, "CDCSYNC_INVENTORY_URL: required when CDCSYNC_SINKS includes inventory, but not set"},
 		{"sink", []string{"CDCSYNC_SINKS=inventory,mongo"}, `CDCSYNC_SINKS: unknown sink "mongo"; the sinks are inventory and redis`},
 		{"sink", []string{"CDCSYNC_SINKS=redis", "CDCSYNC_REDIS_URL=http://:hunter2@cache:6379"}, `CDCSYNC_REDIS_URL: must be a redis:// or rediss:// URL, got scheme "http"`},
+		// Only the inventory sink, with a Redis URL (the availability cache)
+		// that does not parse: the url package's error would quote it.
+		{"sink", []string{"CDCSYNC_SINKS=inventory", "CDCSYNC_INVENTORY_URL=postgres://inv@db/inventory", "CDCSYNC_REDIS_URL=redis://:hunter2#x@cache:6379/0"}, `CDCSYNC_REDIS_URL: is not a valid URL; percent-encode special characters in the password`},
+		{"verify", []string{src, "CDCSYNC_SINKS=inventory", "CDCSYNC_INVENTORY_URL=postgres://inv@db/inventory", "CDCSYNC_REDIS_URL=redis://:hunter2@cache:6379/0?dial_timeout=hunter2"}, `CDCSYNC_REDIS_URL: invalid dial_timeout duration: time: invalid duration "xxxxx"`},
 		{"sink", []string{"CDCSYNC_SINKS=redis", "CDCSYNC_SINK_BATCH_SIZE=abc"}, `CDCSYNC_SINK_BATCH_SIZE: must be an integer, got "abc"`},
 		{"sink", []string{"CDCSYNC_SINKS=redis", "CDCSYNC_KAFKA_TLS=maybe"}, `CDCSYNC_KAFKA_TLS: must be true or false, got "maybe"`},
 		{"dev-broker", []string{"CDCSYNC_DEV_BROKER_TOPICS=orders:x"}, `CDCSYNC_DEV_BROKER_TOPICS: topic "orders": partitions must be a positive integer, got "x"`},

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -39,6 +40,11 @@ type Options struct {
 	// Terminal is set when Out is a terminal: the view then redraws in
 	// place every second; otherwise it prints a line every few seconds.
 	Terminal bool
+	// Gone, when closed, says nobody watches the demo any more (its
+	// terminal hung up). A failed write to Out says the same (the pager
+	// it was piped into exited). Either way the demo stops at once,
+	// without catching up or verifying, and removes what it created.
+	Gone <-chan struct{}
 }
 
 // Result is what a demo run did.
@@ -46,7 +52,8 @@ type Result struct {
 	Writes  int64 // order transactions
 	Creates int64 // orders created (OrderCreated events published)
 	Events  int64 // OrderCreated records on Kafka at the end
-	// Final is the verification after the pipeline caught up.
+	// Final is the verification after the pipeline caught up; nil when
+	// the demo was abandoned (Options.Gone).
 	Final *verify.Report
 }
 
@@ -66,9 +73,33 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := CheckPrerequisites(); err != nil {
 		return nil, err
 	}
+	ctx, abandon := context.WithCancel(ctx)
+	defer abandon()
 	d := &run{opts: opts, cfg: opts.Config}
+	gone := func() {
+		d.gone.Store(true)
+		abandon()
+	}
+	d.opts.Out = &watchedWriter{w: opts.Out, gone: gone}
+	if opts.Gone != nil {
+		stopWatching := make(chan struct{})
+		defer close(stopWatching)
+		go func() {
+			select {
+			case <-opts.Gone:
+				gone()
+			case <-stopWatching:
+			}
+		}()
+	}
 	defer d.cleanup()
 	res, err := d.run(ctx)
+	if d.gone.Load() {
+		// Nobody reads the outcome, and an error now is most likely the
+		// abandoning itself; the deferred cleanup still stops and
+		// removes the services.
+		return res, nil
+	}
 	if err != nil && res == nil && ctx.Err() != nil {
 		// Stopped (Ctrl-C) while starting: not a failure, nothing to
 		// verify yet.
@@ -92,8 +123,10 @@ type run struct {
 	// fileLogger writes to the same log without counting.
 	fileLogger *slog.Logger
 	warn       *warnings
-	svc        *services
+	svc        *demoServices
 	cleaned    bool
+	// gone is set once nobody watches the demo any more (Options.Gone).
+	gone atomic.Bool
 }
 
 func (d *run) say(format string, args ...any) {
@@ -210,6 +243,9 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 	}
 
 	res := &Result{Writes: gen.writes.Load(), Creates: gen.creates.Load()}
+	if d.gone.Load() {
+		return res, nil
+	}
 	d.say("")
 	d.say("stopping: the generator wrote %s order transactions (%s orders created); waiting for capture and the sinks to catch up...",
 		count(res.Writes), count(res.Creates))
@@ -313,7 +349,7 @@ type configs struct {
 	verify  config.Verify
 }
 
-func newConfigs(svc *services, log config.Log) (configs, error) {
+func newConfigs(svc *demoServices, log config.Log) (configs, error) {
 	var c configs
 	for _, spec := range []any{&c.capture, &c.sink, &c.verify} {
 		if err := config.Defaults(spec); err != nil {

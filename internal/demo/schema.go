@@ -53,7 +53,7 @@ const inventoryDDL = `CREATE TABLE IF NOT EXISTS inventory_items (
 
 // createSchema creates the two databases, the orders table and the
 // stocked items 1..items (100 to 5,000 on hand each).
-func createSchema(ctx context.Context, svc *services, items int) error {
+func createSchema(ctx context.Context, svc *demoServices, items int) error {
 	for _, db := range []string{sourceDB, inventoryDB} {
 		if err := svc.pg.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{db}.Sanitize()); err != nil {
 			return fmt.Errorf("create database %s: %w", db, err)
@@ -78,7 +78,7 @@ func createSchema(ctx context.Context, svc *services, items int) error {
 	return nil
 }
 
-func createTopics(svc *services) error {
+func createTopics(svc *demoServices) error {
 	for _, t := range topics {
 		if err := svc.kafka.CreateTopic(t.name, t.partitions); err != nil {
 			return err

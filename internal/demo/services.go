@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/internal/services"
 )
 
 // MissingError says which server binaries the demo needs but cannot find,
@@ -39,7 +39,7 @@ func plural(n int, one, many string) string {
 // nothing: the demo embeds a development broker.
 func CheckPrerequisites() error {
 	var missing MissingError
-	if dir, err := testenv.PostgresBinDir(); err != nil || !executable(filepath.Join(dir, "initdb")) ||
+	if dir, err := services.PostgresBinDir(); err != nil || !executable(filepath.Join(dir, "initdb")) ||
 		!executable(filepath.Join(dir, "postgres")) {
 		missing.What = append(missing.What, "the Postgres 15+ server binaries (initdb, postgres; or set PG_BINDIR)")
 		missing.Packages = append(missing.Packages, "postgresql")
@@ -59,28 +59,28 @@ func executable(path string) bool {
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
 }
 
-// services are the demo's throwaway servers. They are the test harness's
-// (internal/testenv): a Postgres cluster in a temp dir with
+// demoServices are the demo's throwaway servers (internal/services, which
+// the test harness shares): a Postgres cluster in a temp dir with
 // wal_level=logical (run as the postgres user when the demo runs as
 // root), redis-server on a free port, and an in-process kfake broker,
 // each removed again by close.
-type services struct {
-	pg    *testenv.Postgres
-	redis *testenv.Redis
-	kafka *testenv.Kafka
+type demoServices struct {
+	pg    *services.Postgres
+	redis *services.Redis
+	kafka *services.Kafka
 }
 
-func startServices() (*services, error) {
-	s := &services{}
+func startServices() (*demoServices, error) {
+	s := &demoServices{}
 	var err error
-	if s.pg, err = testenv.StartPostgres(); err != nil {
+	if s.pg, err = services.StartPostgres(); err != nil {
 		return nil, fmt.Errorf("start Postgres: %w", err)
 	}
-	if s.redis, err = testenv.StartRedis(); err != nil {
+	if s.redis, err = services.StartRedis(); err != nil {
 		s.close()
 		return nil, fmt.Errorf("start Redis: %w", err)
 	}
-	if s.kafka, err = testenv.StartKafka(); err != nil {
+	if s.kafka, err = services.StartKafka(); err != nil {
 		s.close()
 		return nil, fmt.Errorf("start the development broker: %w", err)
 	}
@@ -88,7 +88,7 @@ func startServices() (*services, error) {
 }
 
 // close stops the servers and removes their directories.
-func (s *services) close() {
+func (s *demoServices) close() {
 	if s.kafka != nil {
 		s.kafka.Close()
 	}
@@ -102,7 +102,7 @@ func (s *services) close() {
 
 // leftovers lists directories of the services that still exist; empty
 // after close.
-func (s *services) leftovers() []string {
+func (s *demoServices) leftovers() []string {
 	var out []string
 	for _, d := range []string{s.pg.Dir, s.redis.Dir, s.kafka.DataDir} {
 		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) {

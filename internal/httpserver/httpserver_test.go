@@ -110,3 +110,30 @@ func TestReadinessZeroValue(t *testing.T) {
 		t.Errorf("SetNotReady(\"\") = %v %q", ok, reason)
 	}
 }
+
+// cdcsync_ready follows the readiness, for the "not ready for minutes"
+// alert.
+func TestReadinessGauge(t *testing.T) {
+	r := NewReadiness()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.Collector())
+	value := func() float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil || len(mfs) != 1 || mfs[0].GetName() != "cdcsync_ready" {
+			t.Fatalf("gather: %v %v", mfs, err)
+		}
+		return mfs[0].GetMetric()[0].GetGauge().GetValue()
+	}
+	if v := value(); v != 0 {
+		t.Errorf("starting: cdcsync_ready %v, want 0", v)
+	}
+	r.SetReady()
+	if v := value(); v != 1 {
+		t.Errorf("ready: cdcsync_ready %v, want 1", v)
+	}
+	r.SetNotReady("store down")
+	if v := value(); v != 0 {
+		t.Errorf("not ready: cdcsync_ready %v, want 0", v)
+	}
+}

@@ -1,6 +1,10 @@
 package httpserver
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 // Readiness is what /readyz reports. A daemon is handed one and says when
 // it can do its work (connected, slot acquired, partitions assigned) and
@@ -42,4 +46,18 @@ func (r *Readiness) Ready() (bool, string) {
 		return false, "not ready"
 	}
 	return r.ready, r.reason
+}
+
+// Collector exports the readiness as the gauge cdcsync_ready (1 ready, 0
+// not), so that an alert can fire on a daemon that stays not ready.
+func (r *Readiness) Collector() prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cdcsync_ready",
+		Help: "1 while the daemon reports ready on /readyz, 0 while it does not.",
+	}, func() float64 {
+		if ok, _ := r.Ready(); ok {
+			return 1
+		}
+		return 0
+	})
 }

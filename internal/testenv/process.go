@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cdcsync/cdcsync/internal/services"
 )
 
 // builds caches binaries built for this test process, by package path.
@@ -80,7 +82,7 @@ func StartProcess(tb testing.TB, name, bin string, env []string, args ...string)
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	inGroup(cmd)
+	services.InGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		tb.Fatalf("start %s: %v", name, err)
@@ -109,7 +111,7 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 
 // Kill sends SIGKILL and waits for the process to go.
 func (p *Process) Kill() error {
-	_ = killGroup(p.cmd, syscall.SIGKILL)
+	_ = services.KillGroup(p.cmd, syscall.SIGKILL)
 	<-p.exited
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -34,18 +35,47 @@ type storedItem struct {
 // status; orders with a NULL item, quantity or status add nothing (as in
 // the sink), but an item with any order is listed.
 func (v *Verifier) expectedSQL() (string, error) {
-	inv := v.cfg.Inventory
+	return expectedSQL(v.cfg.Inventory, "")
+}
+
+// expectedSQL is the aggregation over the orders of inv, restricted by
+// the orders-table condition where when it is not empty.
+func expectedSQL(inv config.Inventory, where string) (string, error) {
 	schema, table, ok := strings.Cut(inv.OrdersTable, ".")
 	if !ok {
 		return "", fmt.Errorf("orders table %q: want schema.table", inv.OrdersTable)
+	}
+	if where != "" {
+		where = " WHERE " + where
 	}
 	return `SELECT i, coalesce(sum(q) FILTER (WHERE s = ANY($1::text[])), 0)::bigint,
 		coalesce(sum(q) FILTER (WHERE s = ANY($2::text[])), 0)::bigint
 	FROM (SELECT ` + pgx.Identifier{inv.ItemColumn}.Sanitize() + `::bigint AS i, ` +
 		pgx.Identifier{inv.QuantityColumn}.Sanitize() + ` AS q, ` +
 		pgx.Identifier{inv.StatusColumn}.Sanitize() + `::text AS s FROM ` +
-		pgx.Identifier{schema, table}.Sanitize() + `) o
+		pgx.Identifier{schema, table}.Sanitize() + where + `) o
 	WHERE i IS NOT NULL GROUP BY i ORDER BY i`, nil
+}
+
+// ExpectedItem returns what the orders say item's reserved and shipped
+// should be, counted as the inventory sink counts them (inv names the
+// orders table, its columns and the status lists).
+func ExpectedItem(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, inv config.Inventory, item int64) (reserved, shipped int64, err error) {
+	query, err := expectedSQL(inv, pgx.Identifier{inv.ItemColumn}.Sanitize()+" = $3")
+	if err != nil {
+		return 0, 0, err
+	}
+	var id int64
+	err = q.QueryRow(ctx, query, inv.ReservedStatuses, inv.ShippedStatuses, item).Scan(&id, &reserved, &shipped)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, 0, nil
+	}
+	if err != nil {
+		return 0, 0, fmt.Errorf("sum orders of item %d: %w", item, err)
+	}
+	return reserved, shipped, nil
 }
 
 const storedSQL = `SELECT item_id, on_hand, reserved, shipped FROM inventory_items ORDER BY item_id`
@@ -108,7 +138,7 @@ func (v *Verifier) checkInventory(ctx context.Context) ([]Check, error) {
 		return nil, err
 	}
 	checks := []Check{compareItems(expected, stored, v.cfg.MaxReport)}
-	if v.rdb != nil {
+	if v.rdb != nil && v.cfg.AvailabilityCache != "off" {
 		c, err := v.checkAvailability(ctx, expected, stored)
 		if err != nil {
 			return nil, err

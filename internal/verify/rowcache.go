@@ -29,21 +29,22 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum`
 
-// keySQL lists the columns of the key capture uses for a table: the
-// primary key, or without one the replica identity index.
+// keySQL lists the columns of the key capture uses for a table: what a
+// delete's old tuple carries, so the identity index's columns under REPLICA
+// IDENTITY USING INDEX, and the primary key otherwise.
 const keySQL = `SELECT a.attname FROM pg_catalog.pg_index i
 JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE n.nspname = $1 AND c.relname = $2 AND (i.indisprimary OR (i.indisreplident AND NOT EXISTS (
-	SELECT 1 FROM pg_catalog.pg_index p WHERE p.indrelid = i.indrelid AND p.indisprimary)))
+WHERE n.nspname = $1 AND c.relname = $2 AND CASE WHEN c.relreplident = 'i' THEN i.indisreplident ELSE i.indisprimary END
 ORDER BY k.ord`
 
 // cachedRow is what the row cache should hold for one source row.
 type cachedRow struct {
 	key    string
-	fields []string // column names, table order, NULL columns left out
+	pk     pipeline.Row // the key columns as capture encodes them
+	fields []string     // column names, table order, NULL columns left out
 	values []string
 }
 
@@ -195,6 +196,7 @@ func renderRow(types *capture.Types, schema, table string, fields []pgconn.Field
 		key[i] = pipeline.Column{Name: fields[p].Name, Value: v}
 	}
 	row.key = sink.RowKey(schema, table, key)
+	row.pk = key
 	return row, nil
 }
 

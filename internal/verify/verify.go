@@ -121,11 +121,12 @@ func New(ctx context.Context, cfg config.Verify) (*Verifier, error) {
 			return nil, fmt.Errorf("inventory store: %w", err)
 		}
 	}
-	if cfg.RedisURL != "" && (cfg.Has(config.SinkRedis) || cfg.Has(config.SinkInventory)) {
+	availability := cfg.Has(config.SinkInventory) && cfg.AvailabilityCache != "off"
+	if cfg.RedisURL != "" && (cfg.Has(config.SinkRedis) || availability) {
 		opts, err := redis.ParseURL(cfg.RedisURL)
 		if err != nil {
 			v.Close()
-			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: "cannot be used: " + err.Error()}
+			return nil, &config.Error{Var: config.Prefix + "_REDIS_URL", Problem: config.RedisURLProblem(cfg.RedisURL)}
 		}
 		v.rdb = redis.NewClient(opts)
 	}

@@ -152,11 +152,17 @@ func mustExec(t *testing.T, e *testenv.Env, db string, sql ...string) {
 // running is capture and both sinks running in-process until the test
 // ends.
 type running struct {
-	statusCfg config.Status
-	verifyCfg config.Verify
+	statusCfg  config.Status
+	verifyCfg  config.Verify
+	captureCfg config.Capture
+	sinkCfg    config.Sink
+	// positions are the sink process's applied-through positions.
+	positions *sink.AppliedPositions
 }
 
-func startPipeline(t *testing.T, e *testenv.Env, src, inv string) *running {
+// startPipeline runs capture and both sinks in-process; adjust changes
+// their configuration before they start.
+func startPipeline(t *testing.T, e *testenv.Env, src, inv string, adjust ...func(*config.Capture, *config.Sink)) *running {
 	t.Helper()
 	prefix, group, slot := testenv.RandomName("cdc"), testenv.RandomName("grp"), testenv.RandomName("slot")
 	var cc config.Capture
@@ -180,15 +186,22 @@ func startPipeline(t *testing.T, e *testenv.Env, src, inv string) *running {
 	vc.SourceURL, vc.InventoryURL, vc.RedisURL = cc.SourceURL, sc.InventoryURL, sc.RedisURL
 	vc.Slot, vc.TopicPrefix, vc.GroupPrefix = slot, prefix, group
 	vc.Kafka.Brokers = e.Kafka.Brokers()
+	for _, f := range adjust {
+		f(&cc, &sc)
+	}
+	vc.RedisURL = sc.RedisURL
 	if err := e.Kafka.CreateTopic(pipeline.Topic(prefix, "public", "orders"), 4); err != nil {
 		t.Fatal(err)
 	}
+	positions := sink.NewAppliedPositions()
 
 	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, cancel := context.WithCancel(context.Background())
 	capDone, sinkDone := make(chan error, 1), make(chan error, 1)
 	go func() { capDone <- capture.Run(ctx, cc, logger.With("c", "capture"), nil) }()
-	go func() { sinkDone <- sink.Run(ctx, sc, logger.With("c", "sink"), nil) }()
+	go func() {
+		sinkDone <- sink.Run(ctx, sc, logger.With("c", "sink"), nil, sink.WithAppliedPositions(positions))
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-capDone; err != nil {
@@ -198,7 +211,7 @@ func startPipeline(t *testing.T, e *testenv.Env, src, inv string) *running {
 			t.Errorf("sink: %v", err)
 		}
 	})
-	return &running{statusCfg: stc, verifyCfg: vc}
+	return &running{statusCfg: stc, verifyCfg: vc, captureCfg: cc, sinkCfg: sc, positions: positions}
 }
 
 // waitCaughtUp waits until both sinks have applied everything committed in

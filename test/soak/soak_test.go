@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -49,22 +48,13 @@ func TestSoak(t *testing.T) {
 	t.Logf("pipeline up in %v: broker %s, capture, sink-a, sink-b", time.Since(began).Round(100*time.Millisecond), r.brokerAddr)
 
 	sum := &Summary{Seed: set.Seed, Duration: set.Duration, Writers: set.Writers, Items: set.Items, Ops: map[string]int{}}
-	tr := &tracker{p: &prober{sourceURL: r.orderURL(), brokers: []string{r.brokerAddr}}}
-	trackCtx, stopTracking := context.WithCancel(ctx)
-	var trackWG sync.WaitGroup
-	trackWG.Go(func() { tr.run(trackCtx, 200*time.Millisecond) })
-	defer func() { stopTracking(); trackWG.Wait() }()
+	tr, stopTracking := startTracker(ctx, r)
+	defer stopTracking()
 
-	writers := make([]*writer, set.Writers)
-	writerErrs := make([]error, set.Writers)
-	writeCtx, stopWriting := context.WithCancel(ctx)
-	defer stopWriting()
-	var writeWG sync.WaitGroup
 	writesStart := time.Now()
-	for i := range writers {
-		writers[i] = newWriter(i, set.Writers, r.orderURL(), set.Items, set.Rate, set.Seed)
-		writeWG.Go(func() { writerErrs[i] = writers[i].run(writeCtx) })
-	}
+	wr := startWriters(ctx, r, set)
+	defer wr.stop()
+	writers, writerErrs := wr.writers, wr.errs
 
 	// The same measure as a fault's recovery, without a fault: the
 	// pipeline's latency under this load.
@@ -117,8 +107,7 @@ func TestSoak(t *testing.T) {
 	}
 	sleepChecking(ctx, r, writesStart.Add(set.Duration))
 
-	stopWriting()
-	writeWG.Wait()
+	wr.stop()
 	sum.Writes = time.Since(writesStart)
 	for i, err := range writerErrs {
 		if err != nil {
@@ -157,7 +146,6 @@ func TestSoak(t *testing.T) {
 	// the tracker one more sample to see it.
 	time.Sleep(500 * time.Millisecond)
 	stopTracking()
-	trackWG.Wait()
 	if baseline.Done() {
 		sum.Baseline = baseline.took
 	}

@@ -62,6 +62,10 @@ func readTopic(ctx context.Context, brokers []string) ([]topicRecord, error) {
 		for next := start; next < end; {
 			select {
 			case m := <-pc.Messages():
+				next = m.Offset + 1
+				if pipeline.IsWatermark(m.Headers) {
+					continue // how far the partition is complete, not a change
+				}
 				rec, err := decodeRecord(m)
 				if err != nil {
 					pc.Close()

@@ -1,4 +1,4 @@
-package testenv
+package services
 
 import (
 	"context"
@@ -19,7 +19,10 @@ func TestServicesStartAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pg.Close()
-	db := pg.CreateDB(t)
+	db := "services_test"
+	if err := pg.Exec(ctx, "postgres", "CREATE DATABASE "+db); err != nil {
+		t.Fatal(err)
+	}
 	if err := pg.Exec(ctx, db, "CREATE TABLE t(id int primary key)", "INSERT INTO t VALUES (1)"); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +67,7 @@ func TestServicesStartAndRestart(t *testing.T) {
 	if err := k.CreateTopic("t1", 2); err != nil {
 		t.Fatal(err)
 	}
-	cfg := SaramaConfig()
+	cfg := adminConfig()
 	cfg.Producer.Return.Successes = true
 	cfg.Producer.RequiredAcks = sarama.WaitForAll
 	cfg.Producer.Idempotent = true
@@ -81,7 +84,7 @@ func TestServicesStartAndRestart(t *testing.T) {
 	if err := k.Start(); err != nil {
 		t.Fatal(err)
 	}
-	client, err := sarama.NewClient(k.Brokers(), SaramaConfig())
+	client, err := sarama.NewClient(k.Brokers(), adminConfig())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package testenv
+package services
 
 import (
 	"errors"
@@ -85,7 +85,7 @@ func (k *Kafka) Close() {
 // CreateTopic creates a topic with the given partitions (replication 1).
 // Topics are created explicitly because kfake persists only those.
 func (k *Kafka) CreateTopic(name string, partitions int32) error {
-	admin, err := sarama.NewClusterAdmin(k.Brokers(), SaramaConfig())
+	admin, err := sarama.NewClusterAdmin(k.Brokers(), adminConfig())
 	if err != nil {
 		return fmt.Errorf("kafka admin: %w", err)
 	}
@@ -97,10 +97,10 @@ func (k *Kafka) CreateTopic(name string, partitions int32) error {
 	return nil
 }
 
-// SaramaConfig is a client configuration suitable for reading test topics.
-func SaramaConfig() *sarama.Config {
+// adminConfig is the client configuration CreateTopic uses.
+func adminConfig() *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_6_0_0
-	cfg.ClientID = "cdcsync-test"
+	cfg.ClientID = "cdcsync-services"
 	return cfg
 }

@@ -1,4 +1,4 @@
-package testenv
+package services
 
 import (
 	"context"
@@ -19,11 +19,14 @@ import (
 // fsynced on every write, so a kill -9 loses nothing the sink was told was
 // written (as a durable production set-up would behave).
 type Redis struct {
-	Port   int
-	Dir    string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	Port int
+	Dir  string
+	// Password, when set before Start, starts the server with
+	// requirepass (tests of a Redis restarted with a password).
+	Password string
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
 }
 
 // StartRedis starts redis-server.
@@ -57,14 +60,17 @@ func (r *Redis) Start() error {
 	cmd := exec.Command("redis-server", "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1",
 		"--dir", r.Dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
 		"--logfile", filepath.Join(r.Dir, "redis.log"))
-	inGroup(cmd)
+	if r.Password != "" {
+		cmd.Args = append(cmd.Args, "--requirepass", r.Password)
+	}
+	InGroup(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start redis-server: %w", err)
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
 	r.cmd, r.exited = cmd, exited
-	client := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	client := redis.NewClient(&redis.Options{Addr: r.Addr(), Password: r.Password})
 	defer client.Close()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -105,11 +111,11 @@ func (r *Redis) stop(sig syscall.Signal) error {
 	if r.cmd == nil {
 		return nil
 	}
-	_ = killGroup(r.cmd, sig)
+	_ = KillGroup(r.cmd, sig)
 	select {
 	case <-r.exited:
 	case <-time.After(15 * time.Second):
-		_ = killGroup(r.cmd, syscall.SIGKILL)
+		_ = KillGroup(r.cmd, syscall.SIGKILL)
 		<-r.exited
 	}
 	r.cmd = nil

@@ -1,10 +1,8 @@
-package testenv
+package services
 
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -211,7 +208,7 @@ func (p *Postgres) stop(sig syscall.Signal) error {
 		// setsid), so the group kill misses them: find them first and
 		// kill the whole server, as a machine crash would.
 		children = childPIDs(p.cmd.Process.Pid)
-		_ = killGroup(p.cmd, sig)
+		_ = KillGroup(p.cmd, sig)
 		for _, pid := range children {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -221,7 +218,7 @@ func (p *Postgres) stop(sig syscall.Signal) error {
 	select {
 	case <-p.exited:
 	case <-time.After(30 * time.Second):
-		_ = killGroup(p.cmd, syscall.SIGKILL)
+		_ = KillGroup(p.cmd, syscall.SIGKILL)
 		<-p.exited
 	}
 	// Wait until every process of the old server is gone, so a restart
@@ -273,38 +270,6 @@ func (p *Postgres) Exec(ctx context.Context, db string, sql ...string) error {
 		}
 	}
 	return nil
-}
-
-// CreateDB creates a database with a random name for one test and drops it
-// (with its replication slots) when the test ends. It returns the name.
-func (p *Postgres) CreateDB(tb testing.TB) string {
-	tb.Helper()
-	name := RandomName("db")
-	ctx := context.Background()
-	if err := p.Exec(ctx, "postgres", "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		tb.Fatalf("create database: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, p.URL("postgres"))
-		if err != nil {
-			return // the server may have been stopped by the test
-		}
-		defer conn.Close(ctx)
-		_, _ = conn.Exec(ctx, `SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE database = $1 AND active_pid IS NOT NULL`, name)
-		_, _ = conn.Exec(ctx, `SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1`, name)
-		_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
-	})
-	return name
-}
-
-// RandomName returns prefix_<random hex>, usable as a database, slot, topic
-// or table name.
-func RandomName(prefix string) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "_" + hex.EncodeToString(b[:])
 }
 
 // childPIDs lists the direct children of pid from /proc.

@@ -1,0 +1,197 @@
+package capture
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
+
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// watermarkRefresh is how often an unchanged watermark is written again
+// when only its time moved (an idle source), so that the sinks' freshness
+// stays current instead of growing while nothing happens.
+const watermarkRefresh = time.Second
+
+// sourceClock remembers when the source was at which LSN: the stream
+// observes each commit (its end LSN and commit time) and each keepalive
+// (the server's WAL position and time), and the watermarker asks for the
+// time of the newest observation at or before the LSN it confirms.
+type sourceClock struct {
+	mu   sync.Mutex
+	obs  []lsnTime // increasing LSN, not yet consumed by asOf
+	base lsnTime   // newest observation asOf consumed
+}
+
+type lsnTime struct {
+	lsn pglogrepl.LSN
+	at  time.Time
+}
+
+// maxClockObservations bounds the memory of a clock whose watermarker is
+// slow: older observations are dropped, which only makes asOf older.
+const maxClockObservations = 1 << 16
+
+// observe records that the source was at lsn at time at.
+func (c *sourceClock) observe(lsn pglogrepl.LSN, at time.Time) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.obs); n > 0 && c.obs[n-1].lsn >= lsn {
+		if c.obs[n-1].lsn == lsn && at.After(c.obs[n-1].at) {
+			c.obs[n-1].at = at
+		}
+		return
+	}
+	if len(c.obs) >= maxClockObservations {
+		c.obs = append(c.obs[:0], c.obs[len(c.obs)/2:]...)
+	}
+	c.obs = append(c.obs, lsnTime{lsn, at})
+}
+
+// asOf returns when the source was last seen at or before lsn (zero when
+// never), forgetting the observations it passes.
+func (c *sourceClock) asOf(lsn pglogrepl.LSN) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for n < len(c.obs) && c.obs[n].lsn <= lsn {
+		if c.obs[n].at.After(c.base.at) {
+			c.base = c.obs[n]
+		}
+		n++
+	}
+	c.obs = append(c.obs[:0], c.obs[n:]...)
+	return c.base.at
+}
+
+// watermarkMeta marks a watermark message: the partitioner sends it to the
+// partition it names, and its acknowledgement concerns no tracked change.
+type watermarkMeta struct{}
+
+// partitioner hashes keys (per-key order) except for watermark messages,
+// which go to the partition they are addressed to.
+type partitioner struct{ hash sarama.Partitioner }
+
+func newPartitioner(topic string) sarama.Partitioner {
+	return &partitioner{hash: sarama.NewHashPartitioner(topic)}
+}
+
+func (p *partitioner) Partition(msg *sarama.ProducerMessage, n int32) (int32, error) {
+	if _, ok := msg.Metadata.(*watermarkMeta); ok {
+		if msg.Partition < 0 || msg.Partition >= n {
+			return -1, sarama.ErrInvalidPartition
+		}
+		return msg.Partition, nil
+	}
+	return p.hash.Partition(msg, n)
+}
+
+func (p *partitioner) RequiresConsistency() bool { return p.hash.RequiresConsistency() }
+
+// watermarker writes watermarks (pipeline.Watermark) to every partition of
+// the table topics: whenever the tracker's confirmed LSN has moved, at most
+// once per interval, and once a second while only the source's time moves.
+// It only ever writes an LSN whose messages Kafka has all acknowledged, so
+// a watermark lands after every change it covers, even when an unconfirmed
+// message later fails and is sent again by a new session.
+type watermarker struct {
+	log      *slog.Logger
+	prod     *producer
+	tracker  *pipeline.Tracker
+	clock    *sourceClock
+	topics   []string
+	interval time.Duration
+	// snapshotting reports a topic whose table's initial snapshot is
+	// unfinished: its rows that existed before the slot are not all on
+	// Kafka, so no LSN is complete for it yet.
+	snapshotting func(topic string) bool
+
+	last     pglogrepl.LSN
+	lastAsOf time.Time
+}
+
+// run writes watermarks until ctx ends. It must end before the producer
+// closes.
+func (w *watermarker) run(ctx context.Context) {
+	t := time.NewTicker(w.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		lsn := w.tracker.Confirmed()
+		asOf := w.clock.asOf(lsn)
+		// Until the stream observed the source (a commit or a keepalive,
+		// within a status interval) the time of lsn is unknown: wait
+		// rather than claim a freshness nobody saw.
+		if lsn == 0 || asOf.IsZero() || (lsn <= w.last && asOf.Sub(w.lastAsOf) < watermarkRefresh) {
+			continue
+		}
+		if !w.send(ctx, lsn, asOf) {
+			return
+		}
+		w.last, w.lastAsOf = lsn, asOf
+	}
+}
+
+// send produces one watermark per partition of every table topic; false
+// when ctx ended first.
+func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Time) bool {
+	for _, topic := range w.topics {
+		if w.snapshotting != nil && w.snapshotting(topic) {
+			continue
+		}
+		parts, err := w.prod.client.Partitions(topic)
+		if err != nil {
+			w.log.Debug("watermark: partitions unknown", "topic", topic, "err", err)
+			continue
+		}
+		wm := pipeline.Watermark{LSN: lsn, AsOf: asOf, Partitions: int32(len(parts))}
+		headers := wm.Headers()
+		for _, p := range parts {
+			msg := &sarama.ProducerMessage{
+				Topic: topic, Partition: p, Key: sarama.ByteEncoder(pipeline.WatermarkKey(p)),
+				Headers: headers, Metadata: &watermarkMeta{},
+			}
+			select {
+			case w.prod.ap.Input() <- msg:
+			case <-ctx.Done():
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// startWatermarks runs a watermarker over the session's table topics and
+// returns the function that stops it and waits for it (idempotent). A
+// zero interval writes none.
+func (c *capturer) startWatermarks(ctx context.Context, st *stream, prod *producer, tables []tableInfo, router *OutboxRouter) func() {
+	if c.cfg.WatermarkInterval <= 0 {
+		return func() {}
+	}
+	var topics []string
+	tableOf := map[string]string{}
+	for _, t := range tables {
+		if !router.IsOutboxTable(t.Schema, t.Name) {
+			topic := pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)
+			topics = append(topics, topic)
+			tableOf[topic] = t.String()
+		}
+	}
+	w := &watermarker{log: c.log, prod: prod, tracker: c.tracker, clock: st.clock, topics: topics, interval: c.cfg.WatermarkInterval,
+		snapshotting: func(topic string) bool { return st.backfill.snapshotting(tableOf[topic]) }}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.run(wctx) }()
+	return sync.OnceFunc(func() { cancel(); <-done })
+}

@@ -1,0 +1,155 @@
+package sink
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/redis/go-redis/v9"
+)
+
+// AppliedKey is the Redis key holding a sink's applied-through LSN, as
+// Postgres prints it: cdcsync:applied:redis for the row cache and
+// cdcsync:applied:inventory for the availability cache.
+func AppliedKey(sink string) string { return "cdcsync:applied:" + sink }
+
+// AppliedTable is the inventory store's table of applied-through
+// positions: one row per sink (sink text primary key, lsn pg_lsn,
+// updated_at timestamptz, source_time timestamptz).
+const AppliedTable = "cdcsync_applied"
+
+//go:embed applied.lua
+var appliedLua string
+
+// appliedScript records watermarks in Redis (applied.lua).
+var appliedScript = redis.NewScript(appliedLua)
+
+// redisApplied keeps a sink's applied-through position in Redis.
+type redisApplied struct {
+	rdb    redis.UniversalClient
+	sink   string
+	topics []string // every topic the sink follows
+}
+
+// record stores mark after the data it covers was written, and returns
+// the sink's applied-through position in Redis.
+func (r *redisApplied) record(ctx context.Context, mark *partitionMark) (Applied, error) {
+	key := AppliedKey(r.sink)
+	args := make([]any, 0, 4+len(r.topics))
+	args = append(args, mark.Topic+"/"+strconv.Itoa(int(mark.Partition)), hexLSN(mark.LSN),
+		mark.AsOf.UnixMilli(), mark.Partitions)
+	for _, t := range r.topics {
+		args = append(args, t)
+	}
+	var out Applied
+	err := runScripts(ctx, r.rdb, appliedScript, 1, func(pipe redis.Pipeliner, _ int) *redis.Cmd {
+		return appliedScript.EvalSha(ctx, pipe, []string{key, key + ":partitions", key + ":source_ts"}, args...)
+	}, func(_ int, cmd *redis.Cmd) error {
+		res, err := cmd.Slice()
+		if err != nil {
+			return fmt.Errorf("redis record applied position of %s: %w", r.sink, err)
+		}
+		out, err = parseRedisApplied(res)
+		return err
+	})
+	return out, err
+}
+
+// parseRedisApplied reads applied.lua's reply {lsn or nil, ms or nil}.
+func parseRedisApplied(res []any) (Applied, error) {
+	var a Applied
+	if len(res) < 1 || res[0] == nil {
+		return a, nil
+	}
+	s, _ := res[0].(string)
+	lsn, err := pglogrepl.ParseLSN(s)
+	if err != nil {
+		return a, fmt.Errorf("applied position %q in Redis: %w", s, err)
+	}
+	a.LSN = lsn
+	if len(res) > 1 && res[1] != nil {
+		ts, _ := res[1].(string)
+		if ms, err := strconv.ParseInt(ts, 10, 64); err == nil {
+			a.AsOf = time.UnixMilli(ms)
+		}
+	}
+	return a, nil
+}
+
+// hexLSN renders lsn as 16 upper-case hex digits, the form applied.lua
+// compares byte by byte.
+func hexLSN(lsn pglogrepl.LSN) string {
+	return fmt.Sprintf("%08X%08X", uint32(lsn>>32), uint32(lsn))
+}
+
+// The inventory store's applied-through positions. A batch with a
+// watermark records its partition's LSN, then locks the sink's row and
+// recomputes the lowest LSN over every partition of the followed topics
+// (once each has one). The lock serialises the recomputation between
+// transactions, and each statement of READ COMMITTED sees the rows
+// committed before it started: the last transaction to take the lock sees
+// every partition's latest watermark, so the position is never left
+// behind by a race, and never ahead, since it commits with the data.
+const (
+	sqlEnsureApplied = `INSERT INTO cdcsync_applied (sink, lsn, updated_at) VALUES ($1, '0/0', now())
+		ON CONFLICT DO NOTHING`
+
+	sqlRecordPartition = `INSERT INTO cdcsync_applied_partitions AS p
+			(sink, topic, partition, partitions, lsn, source_time)
+		VALUES ($1, $2, $3, $4, $5::pg_lsn, $6)
+		ON CONFLICT (sink, topic, partition) DO UPDATE SET
+			partitions = excluded.partitions, lsn = excluded.lsn, source_time = excluded.source_time
+		WHERE excluded.lsn > p.lsn`
+
+	sqlLockApplied = `SELECT 1 FROM cdcsync_applied WHERE sink = $1 FOR UPDATE`
+
+	sqlAdvanceApplied = `WITH per AS (
+			SELECT topic, min(lsn) AS lsn, min(source_time) AS ts,
+				count(*) FILTER (WHERE partition < partitions) AS have, max(partitions) AS want
+			FROM cdcsync_applied_partitions WHERE sink = $1 AND topic = ANY($2) GROUP BY topic),
+		lowest AS (
+			SELECT min(lsn) AS lsn, min(ts) AS ts FROM per
+			HAVING count(*) = cardinality($2) AND bool_and(have = want))
+		UPDATE cdcsync_applied a SET lsn = lowest.lsn, source_time = lowest.ts, updated_at = now()
+		FROM lowest WHERE a.sink = $1 AND lowest.lsn > a.lsn`
+
+	sqlReadApplied = `SELECT lsn::text, source_time FROM cdcsync_applied WHERE sink = $1`
+)
+
+// recordApplied stores mark in tx and returns the sink's applied-through
+// position as it will be once tx commits.
+func recordApplied(ctx context.Context, tx pgx.Tx, sink string, topics []string, mark *partitionMark) (Applied, error) {
+	b := &pgx.Batch{}
+	b.Queue(sqlRecordPartition, sink, mark.Topic, mark.Partition, mark.Partitions, mark.LSN.String(), mark.AsOf)
+	b.Queue(sqlLockApplied, sink)
+	b.Queue(sqlAdvanceApplied, sink, topics)
+	b.Queue(sqlReadApplied, sink)
+	res := tx.SendBatch(ctx, b)
+	var errs []error
+	for range 3 {
+		_, err := res.Exec()
+		errs = append(errs, err)
+	}
+	var (
+		lsn  string
+		asOf *time.Time
+	)
+	errs = append(errs, res.QueryRow().Scan(&lsn, &asOf), res.Close())
+	if err := errors.Join(errs...); err != nil {
+		return Applied{}, fmt.Errorf("inventory record applied position: %w", err)
+	}
+	p, err := pglogrepl.ParseLSN(lsn)
+	if err != nil {
+		return Applied{}, fmt.Errorf("inventory applied position %q: %w", lsn, err)
+	}
+	a := Applied{LSN: p}
+	if asOf != nil {
+		a.AsOf = *asOf
+	}
+	return a, nil
+}
