@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test soak snapshot-soak demo bench lint deps clean readme
+.PHONY: all build test test-big soak snapshot-soak live-verify demo bench lint deps clean readme
 
 all: build
 
@@ -31,6 +31,14 @@ soak: deps
 # under four writers). `make test` runs them with fewer rows.
 snapshot-soak: deps
 	CDCSYNC_SNAPSHOT_SOAK=1 $(GO) test ./capture -run 'TestTwoCapturesStartTogetherOnNewSlot|TestInitialSnapshotResumesAfterSIGKILL' -count=1 -v -timeout 30m
+
+# Live verify under load, full length (make test runs it for 10s).
+live-verify: deps
+	CDCSYNC_LIVE_VERIFY_DURATION=$${LIVE_VERIFY_DURATION:-30s} $(GO) test ./internal/verify -run TestLiveVerifyUnderLoad -count=1 -v -timeout 10m
+
+# The full-size variants of tests that run short in `make test`.
+test-big: deps
+	CDCSYNC_TEST_TRUNCATE_ITEMS=500000 $(GO) test ./sink -run TestTruncateOnManyItems -count=1 -v -timeout 20m
 
 demo: deps
 	$(GO) run ./cmd/cdcsync demo

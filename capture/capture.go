@@ -37,7 +37,9 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	}
 	tracker := pipeline.NewTracker(cfg.MaxInFlight)
 	tracker.LimitBytes(cfg.MaxInFlightBytes)
-	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o}
+	gate := &poisonGate{Readiness: o.ready}
+	o.ready = gate
+	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o, gate: gate}
 	defer o.ready.SetNotReady("stopped")
 
 	var wg sync.WaitGroup
@@ -65,6 +67,22 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 				return err
 			}
 			return nil
+		}
+		var poison *PoisonError
+		if errors.As(err, &poison) {
+			// The same change fails however often the session restarts:
+			// stop there, say so once, and retry seldom.
+			c.metrics.poisonRecords.WithLabelValues(poison.Topic, "stopped").Inc()
+			c.metrics.stoppedOnPoison.Set(1)
+			if prev := gate.stuck.Load(); prev == nil || prev.Position != poison.Position {
+				logger.Error("capture stopped on a poison record; the slot keeps the WAL from here until it is resolved",
+					append(poison.logAttrs(), "err", poison.Error(), "fix", poison.Fix())...)
+			}
+			gate.stop(poison)
+			if !sleep(ctx, poisonRetry) {
+				return nil
+			}
+			continue
 		}
 		switch {
 		case permanent(err):
@@ -121,6 +139,7 @@ type capturer struct {
 	metrics *metrics
 	tracker *pipeline.Tracker
 	opts    options
+	gate    *poisonGate
 }
 
 // connConfig parses the source URL with capture's session parameters.
@@ -252,6 +271,20 @@ func (c *capturer) session(parent context.Context) (err error) {
 			return fmt.Errorf("%w: slot %s is streaming to pid %d", ErrSlotActive, c.cfg.Slot, slot.ActivePID)
 		}
 	}
+	repl, err := c.replicationConnect(ctx)
+	if err != nil {
+		return err
+	}
+	defer repl.Close(context.Background())
+
+	// A slot lost to a failover, a restore or invalidation, or another
+	// source cluster: refused before anything is created or confirmed.
+	sources := sourceStore{schema: c.cfg.StateSchema}
+	identity, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
+	if err != nil {
+		return err
+	}
+
 	// The outbox table's existing rows are old events: the router would
 	// drop every one, so they are not read at all.
 	snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })
@@ -261,12 +294,6 @@ func (c *capturer) session(parent context.Context) (err error) {
 		return err
 	}
 
-	repl, err := c.replicationConnect(ctx)
-	if err != nil {
-		return err
-	}
-	defer repl.Close(context.Background())
-
 	prod, err := startProducer(ctx, c.cfg, c.tracker, c.metrics)
 	if err != nil {
 		return err
@@ -275,7 +302,11 @@ func (c *capturer) session(parent context.Context) (err error) {
 	producerClosed := false
 	defer func() {
 		if !producerClosed {
-			_ = prod.close(2 * time.Second)
+			// The next session starts only when this producer can
+			// write nothing more (see close).
+			if err := prod.close(2*time.Second, prod.answerWait); err != nil {
+				c.log.Warn("closing the session's producer", "err", err)
+			}
 		}
 	}()
 	for _, t := range tables {
@@ -304,7 +335,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 	st := &stream{
 		log: c.log, conn: repl, decoder: decoder, prod: prod, tracker: c.tracker,
 		metrics: c.metrics, interval: c.cfg.StatusInterval, types: types,
-		ready: c.opts.ready, stallTimeout: c.opts.stallTimeout,
+		ready: c.opts.ready, stallTimeout: c.opts.stallTimeout, onPoison: c.cfg.OnPoison, gate: c.gate,
 		loadTypes: func(ctx context.Context) error {
 			tc, err := c.connect(ctx)
 			if err != nil {
@@ -351,6 +382,10 @@ func (c *capturer) session(parent context.Context) (err error) {
 			return err
 		}
 	}
+	// The slot exists now: from here on, its absence means it was lost.
+	if err := sources.record(ctx, conn, c.cfg.Slot, identity); err != nil {
+		return err
+	}
 	conn.Close(ctx) // not needed while streaming
 
 	if err := st.start(ctx, c.cfg.Slot, c.cfg.Publication, startLSN); err != nil {
@@ -377,7 +412,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()
-	closeErr := prod.close(c.cfg.ShutdownTimeout)
+	closeErr := prod.close(c.cfg.ShutdownTimeout, c.cfg.ShutdownTimeout)
 	producerClosed = true
 	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelStatus()

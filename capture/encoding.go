@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
@@ -122,6 +123,15 @@ func (d *debeziumRecords) record(c Change) (Record, error) {
 		return rec, err
 	}
 	rec.Value = value
+	if len(c.Event.Unchanged) > 0 {
+		// The placeholder is configurable: tell the sinks exactly which
+		// columns carry it.
+		names, err := json.Marshal(c.Event.Unchanged)
+		if err != nil {
+			return rec, fmt.Errorf("debezium encoding: unchanged columns: %w", err)
+		}
+		rec.Headers = append(rec.Headers, sarama.RecordHeader{Key: headerUnchanged, Value: names})
+	}
 	return rec, nil
 }
 
@@ -144,6 +154,8 @@ func (d *debeziumRecords) fresh(c Change) error {
 	}
 	return nil
 }
+
+var headerUnchanged = []byte(debezium.HeaderUnchanged)
 
 // txMetadata follows the stream's transactions for
 // CDCSYNC_PROVIDE_TRANSACTION_METADATA: it numbers each streamed event

@@ -46,6 +46,8 @@ func testConfig(e *testenv.Env, db string, tables ...string) config.Capture {
 		BatchMessages:     1000,
 		Linger:            5 * time.Millisecond,
 		MaxMessageBytes:   1000000,
+		OnPoison:          "stop",
+		MaxInFlightBytes:  64 << 20,
 		ShutdownTimeout:   8 * time.Second,
 		Kafka:             config.Kafka{Brokers: e.Kafka.Brokers(), Version: "3.6.0", ClientID: "cdcsync-test"},
 	}
@@ -246,4 +248,16 @@ func slowBroker(t *testing.T, cluster *kfake.Cluster, delay time.Duration) (rest
 	restore = func() { slow.Store(false) }
 	t.Cleanup(restore)
 	return restore
+}
+
+// ownBroker returns e with a broker of the test's own, for tests that break
+// or hold the broker (the shared one serves the other tests).
+func ownBroker(t *testing.T, e *testenv.Env) *testenv.Env {
+	t.Helper()
+	kafka, err := testenv.StartKafka()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kafka.Close)
+	return &testenv.Env{PG: e.PG, Redis: e.Redis, Kafka: kafka}
 }

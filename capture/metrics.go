@@ -23,6 +23,14 @@ type metrics struct {
 	// heartbeatFailures counts heartbeats that could not be written: an
 	// idle slot does not advance while they fail.
 	heartbeatFailures prometheus.Counter
+	// poisonRecords counts changes Kafka cannot take, per topic and what
+	// capture did (stopped, dead_lettered); stoppedOnPoison is 1 while
+	// capture is stopped at one.
+	poisonRecords   *prometheus.CounterVec
+	stoppedOnPoison prometheus.Gauge
+	// slotLost is 1 per reason once capture found its slot lost or the
+	// source changed (and stopped).
+	slotLost *prometheus.GaugeVec
 	// Backfills (the initial snapshot's too), per table.
 	backfillRowsDone     *prometheus.GaugeVec
 	backfillRowsExpected *prometheus.GaugeVec
@@ -68,8 +76,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "cdcsync_capture_produce_seconds", Help: "Time from handing a message to the producer until Kafka acknowledged it.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
 		}),
+		slotLost: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_slot_lost", Help: "1 when capture found its replication slot missing or invalidated, or the source changed, and refused to continue; label reason: slot_missing, slot_invalidated, source_changed.",
+		}, []string{"reason"}),
 		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
+		}),
+		poisonRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcsync_capture_poison_records_total", Help: "Changes too large for Kafka (poison records), per topic and action: stopped (CDCSYNC_ON_POISON=stop, counted per attempt) or dead_lettered.",
+		}, []string{"topic", "action"}),
+		stoppedOnPoison: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_stopped_on_poison", Help: "1 while capture is stopped at a poison record (CDCSYNC_ON_POISON=stop), else 0.",
 		}),
 		backfillRowsDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_backfill_rows_done", Help: "Rows of the running or last backfill (initial snapshot or replay snapshot) read and on Kafka, per table.",
@@ -86,6 +103,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
 		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
+		m.poisonRecords, m.stoppedOnPoison, m.slotLost,
 		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

@@ -1,14 +1,18 @@
 package capture
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+	gometrics "github.com/rcrowley/go-metrics"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
@@ -22,10 +26,18 @@ import (
 type producer struct {
 	ap       sarama.AsyncProducer
 	admin    sarama.ClusterAdmin
-	client   sarama.Client // partition metadata for watermarks
-	tracker  *pipeline.Tracker
-	metrics  *metrics
-	topicCfg sarama.TopicDetail
+	client   sarama.Client      // partition metadata for watermarks
+	registry gometrics.Registry // sarama's metrics: requests on the wire
+	// answerWait bounds the wait for a request's answer: sarama gives
+	// up on it after Net.ReadTimeout.
+	answerWait time.Duration
+	tracker    *pipeline.Tracker
+	metrics    *metrics
+	topicCfg   sarama.TopicDetail
+	dlqCfg     sarama.TopicDetail // dead-letter topics: never compacted
+	// maxMessageBytes is the producer's limit: a larger message is a
+	// poison record, refused before it enters the producer.
+	maxMessageBytes int
 
 	mu     sync.Mutex
 	topics map[string]*topicState // topics known to exist
@@ -161,12 +173,21 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 		admin.Close()
 		return nil, fmt.Errorf("kafka producer: %w", err)
 	}
+	// The broker measures a record batch (header included) against the
+	// topic's max.message.bytes, the producer a record: with the margin a
+	// message the producer accepts is never refused by the broker.
+	maxBytes := strconv.Itoa(cfg.MaxMessageBytes + batchOverhead)
+	topicCfg := sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication,
+		ConfigEntries: map[string]*string{"max.message.bytes": &maxBytes}}
+	dlqCfg := topicCfg
+	deletePolicy := "delete"
+	dlqCfg.ConfigEntries = map[string]*string{"max.message.bytes": &maxBytes, "cleanup.policy": &deletePolicy}
 	return &producer{
-		ap: ap, admin: admin, client: client, tracker: tracker, metrics: m,
-		topicCfg: sarama.TopicDetail{NumPartitions: cfg.TopicPartitions, ReplicationFactor: cfg.TopicReplication},
-		topics:   map[string]*topicState{},
-		failed:   make(chan error, 1),
-		done:     make(chan struct{}),
+		ap: ap, admin: admin, client: client, registry: sc.MetricRegistry, answerWait: sc.Net.ReadTimeout + time.Second, tracker: tracker, metrics: m,
+		topicCfg: topicCfg, dlqCfg: dlqCfg, maxMessageBytes: cfg.MaxMessageBytes,
+		topics: map[string]*topicState{},
+		failed: make(chan error, 1),
+		done:   make(chan struct{}),
 	}, nil
 }
 
@@ -185,6 +206,9 @@ func (p *producer) topic(topic string) (*topicState, error) {
 		return st, nil
 	}
 	detail := p.topicCfg
+	if strings.HasSuffix(topic, deadLetterSuffix) {
+		detail = p.dlqCfg
+	}
 	err := p.admin.CreateTopic(topic, &detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
 		return nil, fmt.Errorf("create topic %s: %w", topic, err)
@@ -233,8 +257,18 @@ func (p *producer) ackLoop() {
 				// acknowledged changes, and the next one follows.
 				continue
 			}
+			err := fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err)
+			if errors.Is(perr.Err, sarama.ErrMessageSizeTooLarge) {
+				// The broker refused a batch the producer deemed small
+				// enough: the topic's limit is lower than ours. Every
+				// message of the batch failed, the innocent ones too, so
+				// none is dead-lettered: capture stops and says why.
+				pe := &PoisonError{Topic: perr.Msg.Topic, Limit: p.maxMessageBytes, Broker: true, Size: perr.Msg.ByteSize(2)}
+				pe.Position, _ = pipeline.ParsePosition(headerValue(perr.Msg.Headers, headerPosition))
+				err = pe
+			}
 			select {
-			case p.failed <- fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err):
+			case p.failed <- err:
 			default:
 			}
 		}
@@ -258,6 +292,11 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 	}
 	if rec.Value != nil {
 		msg.Value = sarama.ByteEncoder(rec.Value)
+	}
+	if size := msg.ByteSize(2); size > p.maxMessageBytes {
+		// sarama would fail it asynchronously, after later messages
+		// were sent; refuse it here, where the stream can deal with it.
+		return &PoisonError{Topic: rec.Topic, Position: rec.Position, Op: pipeline.Op(headerValue(rec.Headers, headerOp)), Size: size, Limit: p.maxMessageBytes}
 	}
 	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
@@ -285,6 +324,20 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 	}
 }
 
+// batchOverhead is what a record batch adds to its records (61 bytes of
+// header), with room to spare.
+const batchOverhead = 1024
+
+// headerValue returns the value of header key, or "".
+func headerValue(headers []sarama.RecordHeader, key []byte) string {
+	for _, h := range headers {
+		if bytes.Equal(h.Key, key) {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
 // err returns the first delivery failure, if any, without consuming it.
 func (p *producer) err() error {
 	select {
@@ -296,15 +349,50 @@ func (p *producer) err() error {
 	}
 }
 
-// close flushes what is in flight (bounded by timeout) and stops.
-func (p *producer) close(timeout time.Duration) error {
+// close flushes what is in flight for up to drain, then abandons the rest,
+// and returns only once this producer can write nothing more.
+//
+// The messages it abandons are re-sent by the next session (or a standby)
+// from the confirmed LSN; if this producer could still deliver its copy
+// afterwards (sarama retries in the background, a broker applies a request
+// it held), the stale copy would land after newer changes of the same key.
+// So: a request already sent is waited for (up to answer) because the
+// broker may still apply it, and then closing the client makes sarama's
+// retries fail at once.
+func (p *producer) close(drain, answer time.Duration) error {
 	p.ap.AsyncClose()
-	var errs []error
 	select {
 	case <-p.done:
-	case <-time.After(timeout):
-		errs = append(errs, errors.New("producer flush timed out"))
+		return errors.Join(p.err(), p.admin.Close())
+	case <-time.After(drain):
 	}
-	errs = append(errs, p.err(), p.admin.Close())
-	return errors.Join(errs...)
+	errs := []error{errors.New("producer flush timed out; abandoning what was not acknowledged")}
+	deadline := time.Now().Add(answer)
+	for p.requestsOnTheWire() > 0 && time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return errors.Join(append(errs, p.err(), p.admin.Close())...)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	errs = append(errs, p.admin.Close()) // closes the client too
+	select {
+	case <-p.done:
+	case <-time.After(answer):
+		errs = append(errs, errors.New("producer did not stop after its client was closed"))
+	}
+	return errors.Join(append(errs, p.err())...)
+}
+
+// requestsOnTheWire counts the produce (and other) requests sent to a
+// broker and not answered yet, from sarama's per-broker gauges (a broker's
+// series goes when its connection closes, with its requests).
+func (p *producer) requestsOnTheWire() int64 {
+	var n int64
+	p.registry.Each(func(name string, m any) {
+		if c, ok := m.(gometrics.Counter); ok && strings.HasPrefix(name, "requests-in-flight-for-broker-") {
+			n += c.Count()
+		}
+	})
+	return n
 }

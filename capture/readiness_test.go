@@ -40,13 +40,8 @@ func (r *readinessLog) get() (bool, string) {
 // TestReadinessFollowsStreamingAndStalls: ready once streaming; not ready
 // when Kafka stops acknowledging (the broker swallows produce requests).
 func TestReadinessFollowsStreamingAndStalls(t *testing.T) {
-	testenv.RequireEnv(t, env)
-	kafka, err := testenv.StartKafka() // own broker: the test breaks it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	own := &testenv.Env{PG: env.PG, Kafka: kafka}
+	own := ownBroker(t, testenv.RequireEnv(t, env)) // the test breaks it
+	kafka := own.Kafka
 	db := env.PG.CreateDB(t)
 	conn := connect(t, own, db)
 	mustExec(t, conn, ordersDDL)

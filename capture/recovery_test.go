@@ -94,12 +94,8 @@ func TestCaptureRecoversFromPostgresAndBrokerRestarts(t *testing.T) {
 func TestPerKeyOrderSurvivesBrokerOutage(t *testing.T) {
 	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
-	kafka, err := testenv.StartKafka()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	own := &testenv.Env{PG: e.PG, Kafka: kafka}
+	own := ownBroker(t, e)
+	kafka := own.Kafka
 	db := e.PG.CreateDB(t)
 	conn := connect(t, own, db)
 	mustExec(t, conn, ordersDDL, "INSERT INTO orders SELECT g, 1, 0, 'created', NULL FROM generate_series(1, 20) g")

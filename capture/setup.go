@@ -26,7 +26,7 @@ var (
 
 // permanent reports whether err is one of the configuration errors above.
 func permanent(err error) bool {
-	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrReplicaIdentity, ErrPublication, ErrSlotWrongSetup, ErrSlotBeforePub} {
+	for _, e := range []error{ErrWALLevel, ErrNoReplication, ErrTableMissing, ErrNoKey, ErrReplicaIdentity, ErrPublication, ErrSlotLost, ErrSlotWrongSetup, ErrSlotBeforePub} {
 		if errors.Is(err, e) {
 			return true
 		}

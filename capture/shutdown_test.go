@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 )
 
@@ -110,20 +111,8 @@ func (l *logRecords) count(level slog.Level, substr string) int {
 // the database means an idle slot stops advancing: that is worth a warning
 // (rate limited, not one per interval) and a metric, not a debug line.
 func TestHeartbeatFailuresAreWarnedAndCounted(t *testing.T) {
-	e := testenv.RequireEnv(t, env)
-	db := e.PG.CreateDB(t)
-	conn := connect(t, e, db)
-	mustExec(t, conn, ordersDDL)
-	cfg := testConfig(e, db)
-	cfg.Snapshot = "never"
-	cfg.HeartbeatInterval = 200 * time.Millisecond
-	logs := &logRecords{}
-	reg := prometheus.NewRegistry()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(logs), reg) }()
-	defer func() { cancel(); <-done }()
-	waitSlotActive(t, conn, cfg.Slot)
+	o := startObserved(t, func(c *config.Capture) { c.HeartbeatInterval = 200 * time.Millisecond })
+	e, conn, logs, reg, db, ctx := env, o.conn, o.logs, o.reg, o.conn.Config().Database, t.Context()
 	waitFor(t, 10*time.Second, "a heartbeat connection", func() bool {
 		var n int
 		_ = conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = $1

@@ -27,12 +27,8 @@ func TestBrokerStallKeepsStatusAndReadinessHonest(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pg.Close)
-	kafka, err := testenv.StartKafka() // own broker: the test stalls it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(kafka.Close)
-	own := &testenv.Env{PG: pg, Kafka: kafka}
+	own := ownBroker(t, &testenv.Env{PG: pg}) // the test stalls it
+	kafka := own.Kafka
 	db := pg.CreateDB(t)
 	conn := connect(t, own, db)
 	mustExec(t, conn, ordersDDL)

@@ -62,7 +62,11 @@ type stream struct {
 	rctxUntil time.Time
 	captured  map[tableKey]prometheus.Counter
 
-	ready        Readiness
+	ready Readiness
+	// onPoison is CDCSYNC_ON_POISON; gate clears a stop on a poison
+	// record once the confirmed LSN is past it.
+	onPoison     string
+	gate         *poisonGate
 	stallTimeout time.Duration
 	lastProgress time.Time // when acknowledgements last moved or nothing was in flight
 	lastAcked    uint64
@@ -204,7 +208,7 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 		// pin WAL while captured tables are idle.
 		s.serverWALEnd = ka.ServerWALEnd
 		if !s.inTx {
-			s.clock.observe(ka.ServerWALEnd, ka.ServerTime)
+			s.clock.observe(ka.ServerWALEnd, ka.ServerTime, false)
 		}
 		if !s.inTx && ka.ServerWALEnd > s.received {
 			s.received = ka.ServerWALEnd
@@ -252,7 +256,7 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 			s.received = m.TransactionEndLSN
 		}
 		s.tracker.Commit(m.TransactionEndLSN)
-		s.clock.observe(m.TransactionEndLSN, m.CommitTime)
+		s.clock.observe(m.TransactionEndLSN, m.CommitTime, true)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
 		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
 		return nil
@@ -307,7 +311,21 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 	if !ok || rec.Topic == "" {
 		return nil
 	}
-	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
+	return s.produce(ctx, rec, nil)
+}
+
+// produce sends rec, the record of change c (nil for a logical decoding
+// message), and deals with a poison record.
+func (s *stream) produce(ctx context.Context, rec Record, c *Change) error {
+	err := s.prod.send(ctx, rec, s.keepAlive, s.interval)
+	var pe *PoisonError
+	if !errors.As(err, &pe) {
+		return err
+	}
+	if c != nil {
+		pe.Table, pe.KeyColumns = c.Schema+"."+c.Table, keyNames(c.Key)
+	}
+	return s.poison(ctx, pe, rec)
 }
 
 // emit routes and produces one change. The tracker may be at capacity
@@ -342,7 +360,7 @@ func (s *stream) emit(ctx context.Context, c Change) error {
 	if c.Event != nil {
 		s.capturedCounter(c.Schema, c.Table).Inc()
 	}
-	return s.prod.send(ctx, rec, s.keepAlive, s.interval)
+	return s.produce(ctx, rec, &c)
 }
 
 type tableKey struct{ schema, table string }
@@ -381,6 +399,11 @@ func (s *stream) sendStatus(ctx context.Context, replyRequested bool) error {
 		s.log.Debug("confirmed", "lsn", confirmed)
 	}
 	s.checkStall()
+	if s.gate != nil && s.gate.passed(confirmed) {
+		s.log.Info("moved past the poison record capture had stopped at", "confirmed", confirmed)
+		s.metrics.stoppedOnPoison.Set(0)
+		s.ready.SetReady()
+	}
 	s.sentStatus = confirmed
 	s.metrics.confirmedLSN.Set(float64(confirmed))
 	if s.serverWALEnd > confirmed {

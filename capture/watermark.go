@@ -17,6 +17,14 @@ import (
 // stays current instead of growing while nothing happens.
 const watermarkRefresh = time.Second
 
+// idleWatermarkInterval spaces watermarks that only follow the server's
+// WAL position (keepalives) with no captured commit behind them. Without
+// it, a sink whose store lives on the source's Postgres server would make
+// WAL with every watermark it records, which moves the position, which
+// makes the next watermark: a loop as fast as the pipeline. A token past
+// the last captured commit waits at most this long (plus the keepalive).
+const idleWatermarkInterval = 100 * time.Millisecond
+
 // sourceClock remembers when the source was at which LSN: the stream
 // observes each commit (its end LSN and commit time) and each keepalive
 // (the server's WAL position and time), and the watermarker asks for the
@@ -28,16 +36,18 @@ type sourceClock struct {
 }
 
 type lsnTime struct {
-	lsn pglogrepl.LSN
-	at  time.Time
+	lsn    pglogrepl.LSN
+	at     time.Time
+	commit bool // a captured transaction's commit, not a keepalive
 }
 
 // maxClockObservations bounds the memory of a clock whose watermarker is
 // slow: older observations are dropped, which only makes asOf older.
 const maxClockObservations = 1 << 16
 
-// observe records that the source was at lsn at time at.
-func (c *sourceClock) observe(lsn pglogrepl.LSN, at time.Time) {
+// observe records that the source was at lsn at time at; commit says it
+// was a captured transaction's commit.
+func (c *sourceClock) observe(lsn pglogrepl.LSN, at time.Time, commit bool) {
 	if c == nil {
 		return
 	}
@@ -47,17 +57,19 @@ func (c *sourceClock) observe(lsn pglogrepl.LSN, at time.Time) {
 		if c.obs[n-1].lsn == lsn && at.After(c.obs[n-1].at) {
 			c.obs[n-1].at = at
 		}
+		c.obs[n-1].commit = c.obs[n-1].commit || commit
 		return
 	}
 	if len(c.obs) >= maxClockObservations {
 		c.obs = append(c.obs[:0], c.obs[len(c.obs)/2:]...)
 	}
-	c.obs = append(c.obs, lsnTime{lsn, at})
+	c.obs = append(c.obs, lsnTime{lsn, at, commit})
 }
 
 // asOf returns when the source was last seen at or before lsn (zero when
-// never), forgetting the observations it passes.
-func (c *sourceClock) asOf(lsn pglogrepl.LSN) time.Time {
+// never), and whether a captured commit is among the observations it
+// passed; it forgets them.
+func (c *sourceClock) asOf(lsn pglogrepl.LSN) (at time.Time, commit bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := 0
@@ -65,10 +77,11 @@ func (c *sourceClock) asOf(lsn pglogrepl.LSN) time.Time {
 		if c.obs[n].at.After(c.base.at) {
 			c.base = c.obs[n]
 		}
+		commit = commit || c.obs[n].commit
 		n++
 	}
 	c.obs = append(c.obs[:0], c.obs[n:]...)
-	return c.base.at
+	return c.base.at, commit
 }
 
 // watermarkMeta marks a watermark message: the partitioner sends it to the
@@ -115,6 +128,10 @@ type watermarker struct {
 
 	last     pglogrepl.LSN
 	lastAsOf time.Time
+	lastSent time.Time
+	// commits is set while a captured commit is covered by the confirmed
+	// LSN but not yet by a watermark: that one goes out at once.
+	commits bool
 }
 
 // run writes watermarks until ctx ends. It must end before the producer
@@ -129,17 +146,30 @@ func (w *watermarker) run(ctx context.Context) {
 		case <-t.C:
 		}
 		lsn := w.tracker.Confirmed()
-		asOf := w.clock.asOf(lsn)
-		// Until the stream observed the source (a commit or a keepalive,
-		// within a status interval) the time of lsn is unknown: wait
-		// rather than claim a freshness nobody saw.
-		if lsn == 0 || asOf.IsZero() || (lsn <= w.last && asOf.Sub(w.lastAsOf) < watermarkRefresh) {
+		asOf, commits := w.clock.asOf(lsn)
+		w.commits = w.commits || commits
+		if !w.due(lsn, asOf, time.Now()) {
 			continue
 		}
 		if !w.send(ctx, lsn, asOf) {
 			return
 		}
-		w.last, w.lastAsOf = lsn, asOf
+		w.last, w.lastAsOf, w.lastSent, w.commits = lsn, asOf, time.Now(), false
+	}
+}
+
+// due says whether a watermark for lsn (as of asOf) is to be written now.
+// Until the stream observed the source (a commit or a keepalive, within a
+// status interval) the time of lsn is unknown: wait rather than claim a
+// freshness nobody saw.
+func (w *watermarker) due(lsn pglogrepl.LSN, asOf, now time.Time) bool {
+	switch {
+	case lsn == 0 || asOf.IsZero():
+		return false
+	case lsn > w.last:
+		return w.commits || now.Sub(w.lastSent) >= idleWatermarkInterval
+	default:
+		return asOf.Sub(w.lastAsOf) >= watermarkRefresh
 	}
 }
 

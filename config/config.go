@@ -56,7 +56,8 @@ type Capture struct {
 	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
 	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
-	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced"`
+	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
+	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
 	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
 	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
@@ -140,14 +141,16 @@ type DevBroker struct {
 // Status is the configuration of `cdcsync status`: where the pipeline's
 // progress is kept (the slot, the topics, the sinks' consumer groups).
 type Status struct {
-	SourceURL   string   `envconfig:"SOURCE_URL" required:"true" desc:"order database (holds the replication slot), postgres URL" secret:"url"`
-	Slot        string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses"`
-	Tables      []string `envconfig:"TABLES" default:"public.orders" desc:"captured tables: their topics are reported, and the redis sink consumes them"`
-	OrdersTable string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"orders table: the inventory sink consumes its topic"`
-	TopicPrefix string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
-	GroupPrefix string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink>"`
-	Sinks       []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
-	StateSchema string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema: backfills and the initial snapshot's progress are reported from it"`
+	SourceURL    string   `envconfig:"SOURCE_URL" required:"true" desc:"order database (holds the replication slot), postgres URL" secret:"url"`
+	Slot         string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses"`
+	Tables       []string `envconfig:"TABLES" default:"public.orders" desc:"captured tables: their topics are reported, and the redis sink consumes them"`
+	OrdersTable  string   `envconfig:"ORDERS_TABLE" default:"public.orders" desc:"orders table: the inventory sink consumes its topic"`
+	TopicPrefix  string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
+	GroupPrefix  string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink>"`
+	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
+	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL: its applied-through position is reported; empty leaves it out" secret:"url"`
+	RedisURL     string   `envconfig:"REDIS_URL" desc:"Redis URL: the caches' applied-through positions are reported; empty leaves them out" secret:"url"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema: backfills and the initial snapshot's progress are reported from it"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }
@@ -156,17 +159,18 @@ type Status struct {
 // group settings are only used by --wait, which waits for the pipeline
 // to catch up first (see Status).
 type Verify struct {
-	SourceURL         string   `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
-	InventoryURL      string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
-	RedisURL          string   `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
-	AvailabilityCache string   `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: compare the availability cache too (with the inventory sink); off: the deployment runs without it"`
-	Sinks             []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
-	Tables            []string `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
-	Slot              string   `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
-	TopicPrefix       string   `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
-	GroupPrefix       string   `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
-	StateSchema       string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema (for --wait: an unfinished initial snapshot is waited for)"`
-	MaxReport         int      `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
+	SourceURL         string        `envconfig:"SOURCE_URL" required:"true" desc:"order database, postgres URL" secret:"url"`
+	InventoryURL      string        `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL (required when CDCSYNC_SINKS includes inventory)" secret:"url"`
+	RedisURL          string        `envconfig:"REDIS_URL" default:"redis://localhost:6379/0" desc:"Redis URL (redis:// or rediss://); empty skips the availability cache when only the inventory sink is checked" secret:"url"`
+	AvailabilityCache string        `envconfig:"AVAILABILITY_CACHE" default:"on" desc:"on: compare the availability cache too (with the inventory sink); off: the deployment runs without it"`
+	Sinks             []string      `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose stores are compared: inventory (inventory_items and the availability cache), redis (the row cache)"`
+	Tables            []string      `envconfig:"TABLES" default:"public.orders" desc:"tables whose row cache is compared (and whose topics --wait watches)"`
+	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
+	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
+	GroupPrefix       string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
+	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema (for --wait: an unfinished initial snapshot is waited for)"`
+	MaxReport         int           `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
+	CutWait           time.Duration `envconfig:"VERIFY_CUT_WAIT" default:"30s" desc:"while the sinks keep applied-through positions, verify compares at a consistent cut: it waits this long for every sink to apply the cut's LSN (an error when one does not); 0 compares without a cut"`
 	// Embedded for the variable names; see Capture.
 	Inventory
 	Kafka

@@ -61,6 +61,7 @@ func (c Capture) Validate() error {
 		func() error { return checkPositive("KAFKA_BATCH_MESSAGES", c.BatchMessages) },
 		func() error { return checkDuration("KAFKA_LINGER", c.Linger, true) },
 		func() error { return checkPositive("KAFKA_MAX_MESSAGE_BYTES", c.MaxMessageBytes) },
+		func() error { return checkOneOf("ON_POISON", c.OnPoison, "stop", "dlq") },
 		func() error { return checkDuration("SHUTDOWN_TIMEOUT", c.ShutdownTimeout, false) },
 		c.Kafka.Validate,
 		c.HTTP.Validate,
@@ -622,6 +623,18 @@ func (s Status) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", s.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", s.GroupPrefix) },
 		func() error { return checkSinks("SINKS", s.Sinks) },
+		func() error {
+			if s.InventoryURL == "" {
+				return nil
+			}
+			return checkPostgresURL("INVENTORY_URL", s.InventoryURL)
+		},
+		func() error {
+			if p := RedisURLProblem(s.RedisURL); s.RedisURL != "" && p != "" {
+				return errorf("REDIS_URL", "%s", p)
+			}
+			return nil
+		},
 		func() error { return checkIdentifier("STATE_SCHEMA", s.StateSchema) },
 		s.Kafka.Validate,
 	)
@@ -662,6 +675,7 @@ func (v Verify) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", v.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", v.GroupPrefix) },
 		func() error { return checkPositive("VERIFY_MAX_REPORT", v.MaxReport) },
+		func() error { return checkDuration("VERIFY_CUT_WAIT", v.CutWait, true) },
 		func() error { return checkIdentifier("STATE_SCHEMA", v.StateSchema) },
 		v.Inventory.Validate,
 		v.Kafka.Validate,

@@ -354,23 +354,32 @@ func DecodeEvent(data []byte) (*Event, error) {
 	if err := json.Unmarshal(data, &e); err != nil {
 		return nil, fmt.Errorf("decode event: %w", err)
 	}
+	if err := e.Validate(); err != nil {
+		return nil, err
+	}
+	return &e, nil
+}
+
+// Validate checks what every decoded envelope must have: a known op, the
+// table, and the row the op needs.
+func (e *Event) Validate() error {
 	if !e.Op.Valid() {
-		return nil, fmt.Errorf("decode event: unknown op %q", e.Op)
+		return fmt.Errorf("decode event: unknown op %q", e.Op)
 	}
 	if e.Source.Table == "" {
-		return nil, errors.New("decode event: source.table is missing")
+		return errors.New("decode event: source.table is missing")
 	}
 	switch e.Op {
 	case OpCreate, OpUpdate, OpRead:
 		if e.After == nil {
-			return nil, fmt.Errorf("decode event: op %q without after", e.Op)
+			return fmt.Errorf("decode event: op %q without after", e.Op)
 		}
 	case OpDelete:
 		if e.Before == nil {
-			return nil, errors.New(`decode event: op "d" without before`)
+			return errors.New(`decode event: op "d" without before`)
 		}
 	}
-	return &e, nil
+	return nil
 }
 
 // Topic names the Kafka topic of a table: <prefix>.<schema>.<table>.

@@ -6,11 +6,16 @@
 -- KEYS[1] inventory:available:<item_id>  (string: on_hand - reserved - shipped)
 -- KEYS[2] cdcsync:available:version      (hash: item_id -> version)
 -- ARGV[1] item_id, ARGV[2] version, ARGV[3] available
--- Returns 1 when written, 0 when Redis holds a newer version.
+-- ARGV[4] optional: a version Redis holds that the inventory store never
+--         issued (the store was rebuilt or restored); Redis holding exactly
+--         it counts as holding nothing.
+-- Returns {1} when written; {0, version held, value held} when Redis holds
+-- a version at least as new, so that the caller can tell a newer refresh
+-- from one of a store that no longer exists.
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if cur and tonumber(cur) >= tonumber(ARGV[2]) then
-  return 0
+if cur and cur ~= ARGV[4] and tonumber(cur) >= tonumber(ARGV[2]) then
+  return {0, cur, redis.call('GET', KEYS[1]) or ''}
 end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-return 1
+return {1}

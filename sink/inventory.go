@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 
@@ -24,12 +25,13 @@ type inventory struct {
 	pool   *pgxpool.Pool
 	orders orderSchema
 	// avail refreshes the Redis availability cache after each commit; nil
-	// when no Redis is configured.
+	// when the availability cache is off.
 	avail *availability
 	// topic is the orders topic; availApplied keeps the availability
 	// cache's applied-through position (nil without Redis).
 	topic        string
 	availApplied *redisApplied
+	log          *slog.Logger // nil logs nothing
 }
 
 var _ throughApplier = (*inventory)(nil)
@@ -66,9 +68,25 @@ func (a *inventory) ensureSchema(ctx context.Context) error {
 		if _, err := tx.Exec(ctx, sqlSchemaLock); err != nil {
 			return fmt.Errorf("inventory schema lock: %w", err)
 		}
+		var seqExists, versionsExist bool
+		if err := tx.QueryRow(ctx, sqlVersioningExists).Scan(&seqExists, &versionsExist); err != nil {
+			return fmt.Errorf("inventory schema: %w", err)
+		}
 		for _, stmt := range inventorySchema {
 			if _, err := tx.Exec(ctx, stmt); err != nil {
 				return fmt.Errorf("inventory schema: %w", err)
+			}
+		}
+		if !seqExists {
+			if _, err := tx.Exec(ctx, sqlSeedVersions); err != nil {
+				return fmt.Errorf("inventory schema: start the availability versions: %w", err)
+			}
+		}
+		if !versionsExist {
+			for _, stmt := range []string{sqlFillVersions, sqlQueueAllItems} {
+				if _, err := tx.Exec(ctx, stmt); err != nil {
+					return fmt.Errorf("inventory schema: version the items: %w", err)
+				}
 			}
 		}
 	}
@@ -114,7 +132,7 @@ func (a *inventory) ApplyThrough(ctx context.Context, batch []*Message, mark *pa
 	if err != nil {
 		return Applied{}, err
 	}
-	if err := a.refresh(ctx, avail); err != nil {
+	if err := a.finish(ctx, avail, hasTruncate); err != nil {
 		return Applied{}, err
 	}
 	if mark == nil || a.availApplied == nil {
@@ -127,6 +145,21 @@ func (a *inventory) ApplyThrough(ctx context.Context, batch []*Message, mark *pa
 	return lowest(applied, cached), nil
 }
 
+// finish refreshes the availability of a committed batch. After a truncate
+// (applied or stale) it also drains the refresh queue the truncate filled,
+// chunk by chunk, before the batch counts as applied: its offset is
+// committed only once the cache shows the truncate. A retry after a timeout
+// goes on where the drain stopped.
+func (a *inventory) finish(ctx context.Context, avail []itemAvailability, hasTruncate bool) error {
+	if err := a.refresh(ctx, avail); err != nil {
+		return err
+	}
+	if hasTruncate {
+		return a.drainQueue(ctx, false)
+	}
+	return nil
+}
+
 // refresh updates the availability cache after a commit. A failure here
 // retries the whole batch, whose events are then stale but still touch
 // their items, so the refresh happens on the retry.
@@ -134,7 +167,11 @@ func (a *inventory) refresh(ctx context.Context, avail []itemAvailability) error
 	if a.avail == nil || len(avail) == 0 {
 		return nil
 	}
-	return a.avail.refresh(ctx, avail)
+	refused, err := a.avail.refresh(ctx, avail)
+	if err != nil || len(refused) == 0 {
+		return err
+	}
+	return a.repair(ctx, refused)
 }
 
 // applyEach applies the batch one message per transaction, dead-lettering
@@ -159,7 +196,7 @@ func (a *inventory) applyEach(ctx context.Context, batch []*Message) error {
 		if err != nil {
 			return err
 		}
-		if err := a.refresh(ctx, avail); err != nil {
+		if err := a.finish(ctx, avail, hasTruncate); err != nil {
 			return err
 		}
 	}
@@ -248,21 +285,27 @@ func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate
 			return nil, err
 		}
 	}
-	if hasTruncate {
-		// Refresh every item after a truncate (applied or replayed): which
-		// items it touched is no longer known once it was applied.
-		rows, _ := tx.Query(ctx, sqlAllItems)
-		items, err := pgx.CollectRows(rows, pgx.RowTo[int64])
-		if err != nil {
-			return nil, fmt.Errorf("inventory list items: %w", err)
-		}
-		for _, it := range items {
-			touch(deltas, it)
-		}
-	}
 	avail, err := a.writeItems(ctx, tx, deltas)
 	if err != nil {
 		return nil, err
+	}
+	if hasTruncate && len(avail) > 0 {
+		// A truncate may change any number of items: their refresh is
+		// queued in this transaction and drained in chunks, so that it
+		// neither has to fit in one attempt nor is lost if the sink stops
+		// after the commit (a replayed truncate is stale and touches
+		// nothing).
+		items := make([]int64, len(avail))
+		for i, av := range avail {
+			items[i] = av.item
+		}
+		if _, err := tx.Exec(ctx, sqlQueueItems, items); err != nil {
+			return nil, fmt.Errorf("inventory queue availability refresh: %w", err)
+		}
+		if _, err := tx.Exec(ctx, sqlNotify); err != nil {
+			return nil, fmt.Errorf("inventory queue availability refresh: %w", err)
+		}
+		avail = nil
 	}
 	if mark != nil {
 		// Last, after the item rows: every transaction takes this lock

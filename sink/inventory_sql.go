@@ -14,7 +14,17 @@ package sink
 //     event at or before it, on any partition, must be skipped.
 //   - cdcsync_available_version numbers availability refreshes in the order
 //     the item rows were written, so that Redis never takes an older value
-//     over a newer one.
+//     over a newer one; cdcsync_item_version keeps each item's last number,
+//     written in the transaction that changed the item. The sequence starts
+//     at the creation time in microseconds, so that a store rebuilt later
+//     numbers above what Redis holds from the old one (a restore from a
+//     backup is repaired when Redis refuses a refresh: see
+//     inventory.repair).
+//   - cdcsync_availability_queue lists items whose availability must be
+//     refreshed outside an order batch: on_hand changes by the warehouse
+//     (a trigger, since the warehouse writes the column directly) and the
+//     items a truncate changed. It is durable, so a refresh is never lost
+//     to a sink restart; the sinks drain it in chunks (availabilityQueue).
 //
 // Positions are two bigint columns (commit LSN, change LSN), compared as a
 // row value.
@@ -37,6 +47,49 @@ var inventorySchema = []string{
 		truncate_commit_lsn bigint NOT NULL DEFAULT 0,
 		truncate_change_lsn bigint NOT NULL DEFAULT 0)`,
 	`CREATE SEQUENCE IF NOT EXISTS cdcsync_available_version`,
+	`CREATE TABLE IF NOT EXISTS cdcsync_item_version (
+		item_id bigint PRIMARY KEY,
+		version bigint NOT NULL)`,
+	`CREATE TABLE IF NOT EXISTS cdcsync_availability_queue (item_id bigint NOT NULL)`,
+	// The trigger runs in the warehouse's transaction, with the privileges
+	// of the function's owner (the sink's role), so the warehouse needs no
+	// rights on the sink's tables. Statement-level with transition tables:
+	// one insert per warehouse statement, however many rows it changed.
+	// The version is drawn while the warehouse holds the item's row lock,
+	// so it orders with the sink's own refreshes of the item.
+	`CREATE OR REPLACE FUNCTION cdcsync_stock_changed() RETURNS trigger
+		LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
+	BEGIN
+		IF TG_OP = 'UPDATE' THEN
+			WITH changed AS (
+				SELECT n.item_id FROM cdcsync_new n JOIN cdcsync_old o USING (item_id)
+				WHERE n.on_hand IS DISTINCT FROM o.on_hand),
+			bumped AS (
+				INSERT INTO cdcsync_item_version AS v (item_id, version)
+				SELECT item_id, nextval('cdcsync_available_version') FROM changed ORDER BY item_id
+				ON CONFLICT (item_id) DO UPDATE SET version = excluded.version
+				RETURNING item_id)
+			INSERT INTO cdcsync_availability_queue (item_id) SELECT item_id FROM bumped;
+		ELSE
+			WITH bumped AS (
+				INSERT INTO cdcsync_item_version AS v (item_id, version)
+				SELECT item_id, nextval('cdcsync_available_version') FROM cdcsync_new
+				WHERE on_hand <> 0 ORDER BY item_id
+				ON CONFLICT (item_id) DO UPDATE SET version = excluded.version
+				RETURNING item_id)
+			INSERT INTO cdcsync_availability_queue (item_id) SELECT item_id FROM bumped;
+		END IF;
+		IF FOUND THEN
+			PERFORM pg_notify('` + availabilityChannel + `', '');
+		END IF;
+		RETURN NULL;
+	END $$`,
+	`CREATE OR REPLACE TRIGGER cdcsync_stock_update AFTER UPDATE ON inventory_items
+		REFERENCING OLD TABLE AS cdcsync_old NEW TABLE AS cdcsync_new
+		FOR EACH STATEMENT EXECUTE FUNCTION cdcsync_stock_changed()`,
+	`CREATE OR REPLACE TRIGGER cdcsync_stock_insert AFTER INSERT ON inventory_items
+		REFERENCING NEW TABLE AS cdcsync_new
+		FOR EACH STATEMENT EXECUTE FUNCTION cdcsync_stock_changed()`,
 	// Read-your-writes: the sink's applied-through position (DESIGN.md)
 	// and the watermark of each partition it is computed from
 	// (applied_store.go).
@@ -55,6 +108,10 @@ var inventorySchema = []string{
 		PRIMARY KEY (sink, topic, partition))`,
 }
 
+// availabilityChannel is the NOTIFY channel that wakes the sinks when items
+// were queued for an availability refresh.
+const availabilityChannel = "cdcsync_availability"
+
 const (
 	// The schema is created only when something is missing, so that a sink
 	// whose role may use but not create tables starts against tables an
@@ -64,7 +121,44 @@ const (
 		AND to_regclass('cdcsync_sink_state') IS NOT NULL
 		AND to_regclass('cdcsync_available_version') IS NOT NULL
 		AND to_regclass('cdcsync_applied') IS NOT NULL
-		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL`
+		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL
+		AND to_regclass('cdcsync_item_version') IS NOT NULL
+		AND to_regclass('cdcsync_availability_queue') IS NOT NULL
+		AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('inventory_items')
+			AND tgname IN ('cdcsync_stock_update', 'cdcsync_stock_insert')) = 2`
+
+	// Which parts of the availability versioning exist before the schema is
+	// created: a new sequence is started at the time in microseconds, a new
+	// version table is filled for the items there are, and queued for one
+	// refresh (stock set before the sink first ran).
+	sqlVersioningExists = `SELECT to_regclass('cdcsync_available_version') IS NOT NULL,
+		to_regclass('cdcsync_item_version') IS NOT NULL`
+	sqlSeedVersions = `SELECT setval('cdcsync_available_version', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint)`
+	sqlFillVersions = `INSERT INTO cdcsync_item_version (item_id, version)
+		SELECT item_id, nextval('cdcsync_available_version') FROM inventory_items ORDER BY item_id
+		ON CONFLICT (item_id) DO NOTHING`
+	sqlQueueAllItems = `INSERT INTO cdcsync_availability_queue (item_id) SELECT item_id FROM inventory_items`
+
+	// Queues items for a refresh by the drain, in the transaction that
+	// changed them, and wakes the sinks when it commits.
+	sqlQueueItems = `INSERT INTO cdcsync_availability_queue (item_id) SELECT unnest($1::bigint[])`
+	sqlNotify     = `SELECT pg_notify('` + availabilityChannel + `', '')`
+
+	// Takes up to $1 queued entries (skipping those another sink is
+	// draining) and reads their items' availability and version as
+	// committed. The entries stay deleted only if the transaction commits,
+	// after Redis took the values.
+	sqlDrainQueue     = `WITH q AS (` + sqlTakeQueued + ` SKIP LOCKED) RETURNING item_id) ` + sqlReadQueued
+	sqlDrainQueueWait = `WITH q AS (` + sqlTakeQueued + `) RETURNING item_id) ` + sqlReadQueued
+	sqlTakeQueued     = `DELETE FROM cdcsync_availability_queue WHERE ctid IN (
+		SELECT ctid FROM cdcsync_availability_queue LIMIT $1 FOR UPDATE`
+	sqlReadQueued = `SELECT q.item_id, i.on_hand - i.reserved - i.shipped, v.version
+		FROM q LEFT JOIN inventory_items i USING (item_id) LEFT JOIN cdcsync_item_version v USING (item_id)`
+
+	// The items' availability and version as committed now.
+	sqlCurrentAvailability = `SELECT i.item_id, i.on_hand - i.reserved - i.shipped, coalesce(v.version, 0)
+		FROM inventory_items i LEFT JOIN cdcsync_item_version v USING (item_id)
+		WHERE i.item_id = ANY($1)`
 
 	// Serialises schema creation between sink processes starting together:
 	// concurrent CREATE TABLE IF NOT EXISTS can fail on the catalog's
@@ -120,16 +214,22 @@ const (
 	sqlSetTruncate = `UPDATE cdcsync_sink_state SET truncate_commit_lsn = $2, truncate_change_lsn = $3
 		WHERE table_name = $1`
 
-	sqlAllItems = `SELECT item_id FROM inventory_items`
-
 	// Items are written in item_id order (deadlock-free between concurrent
 	// batches); zero deltas are written too, so that their availability is
-	// refreshed after a replay. The version is drawn while the row is
-	// locked, so versions of one item follow its commit order.
-	sqlUpsertItems = `INSERT INTO inventory_items AS i (item_id, reserved, shipped)
-		SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(item_id, reserved, shipped)
-		ORDER BY item_id
-		ON CONFLICT (item_id) DO UPDATE SET
-			reserved = i.reserved + excluded.reserved, shipped = i.shipped + excluded.shipped
-		RETURNING item_id, on_hand - reserved - shipped, nextval('cdcsync_available_version')`
+	// refreshed after a replay. The version is drawn while the item row is
+	// locked, so versions of one item follow its commit order, and kept in
+	// cdcsync_item_version in the same transaction.
+	sqlUpsertItems = `WITH d AS (
+			INSERT INTO inventory_items AS i (item_id, reserved, shipped)
+			SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS d(item_id, reserved, shipped)
+			ORDER BY item_id
+			ON CONFLICT (item_id) DO UPDATE SET
+				reserved = i.reserved + excluded.reserved, shipped = i.shipped + excluded.shipped
+			RETURNING item_id, on_hand - reserved - shipped AS available),
+		v AS (
+			INSERT INTO cdcsync_item_version AS v (item_id, version)
+			SELECT item_id, nextval('cdcsync_available_version') FROM d ORDER BY item_id
+			ON CONFLICT (item_id) DO UPDATE SET version = excluded.version
+			RETURNING item_id, version)
+		SELECT d.item_id, d.available, v.version FROM d JOIN v USING (item_id)`
 )

@@ -2,11 +2,11 @@ package sink
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/IBM/sarama"
 
 	"github.com/cdcsync/cdcsync/pipeline"
+	"github.com/cdcsync/cdcsync/pipeline/debezium"
 )
 
 // Message is one Kafka record on its way into a sink, with what the
@@ -45,7 +45,9 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 		return nil
 	}
 	m := &Message{Raw: raw}
-	ev, err := pipeline.DecodeEvent(raw.Value)
+	// Either encoding: cdcsync's, or Debezium's (whose source has no
+	// commit LSN, so the position header supplies it).
+	ev, err := debezium.DecodeEvent(raw.Value, header(raw, pipeline.HeaderPosition), header(raw, debezium.HeaderUnchanged))
 	if err != nil {
 		m.Err = permanentf("%v", err)
 		return m
@@ -65,7 +67,7 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 		m.Err = permanentf("op %q without a key", ev.Op)
 		return m
 	}
-	if err := json.Unmarshal(raw.Key, &m.Key); err != nil {
+	if m.Key, err = debezium.DecodeKey(raw.Key); err != nil {
 		m.Err = permanentf("key: %v", err)
 		return m
 	}
@@ -73,4 +75,14 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 		m.Err = permanentf("op %q with an empty key", ev.Op)
 	}
 	return m
+}
+
+// header returns the value of the record header named key, or "".
+func header(raw *sarama.ConsumerMessage, key string) string {
+	for _, h := range raw.Headers {
+		if h != nil && string(h.Key) == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }

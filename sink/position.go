@@ -3,6 +3,7 @@ package sink
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	"github.com/jackc/pglogrepl"
 
@@ -32,6 +33,11 @@ func putHex(dst []byte, v uint64) {
 // row cache applied to a row (kept after a delete, as a tombstone).
 func VersionKey(schema, table string, key pipeline.Row) string {
 	return versionPrefix + schema + "." + table + ":" + pipeline.KeyString(key)
+}
+
+// VersionKeyOfRow is the version key beside a row cache key (RowKey).
+func VersionKeyOfRow(rowKey string) string {
+	return versionPrefix + strings.TrimPrefix(rowKey, rowPrefix)
 }
 
 // ParsePositionKey reads a position stored as positionKey renders it.

@@ -100,6 +100,11 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 		})
 		positions.register(s.sink)
 	}
+	for _, s := range st.list {
+		if s.background != nil {
+			wg.Go(func() { s.background(ctx) })
+		}
+	}
 	for _, c := range consumers {
 		wg.Go(func() {
 			if err := c.run(ctx); err != nil {

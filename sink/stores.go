@@ -26,6 +26,10 @@ type store struct {
 	setup func(context.Context) error
 	// probe checks that the store answers; its error names the store.
 	probe func(context.Context) error
+	// background runs beside the daemon's consumer until ctx ends (the
+	// availability refresh queue); nil when there is none. Replay does not
+	// run it.
+	background func(context.Context)
 }
 
 // stores are the stores of the sinks named in cfg.Sinks, with the
@@ -76,7 +80,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 		} else {
 			logger.Info("availability cache off (CDCSYNC_AVAILABILITY_CACHE=off): the inventory sink does not use Redis")
 		}
-		st, err := s.inventoryStore(ctx, cfg, cache)
+		st, err := s.inventoryStore(ctx, cfg, cache, logger.With("sink", config.SinkInventory))
 		if err != nil {
 			return nil, err
 		}
@@ -109,7 +113,7 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 	return s, nil
 }
 
-func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.UniversalClient) (store, error) {
+func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.UniversalClient, log *slog.Logger) (store, error) {
 	orders, err := newOrderSchema(cfg.Inventory)
 	if err != nil {
 		return store{}, &config.Error{Var: config.Prefix + "_ORDERS_TABLE", Problem: err.Error()}
@@ -124,11 +128,14 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 	}
 	s.closers = append(s.closers, pool.Close)
 	topic := pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)
-	inv := &inventory{pool: pool, orders: orders, topic: topic}
+	inv := &inventory{pool: pool, orders: orders, topic: topic, log: log}
 	if rdb != nil {
 		inv.avail = newAvailability(rdb)
 		inv.availApplied = &redisApplied{rdb: rdb, sink: config.SinkInventory, topics: []string{topic}}
 	}
+	// With the cache off the queue is still drained (emptied), so that it
+	// does not grow.
+	queue := &availabilityQueue{inv: inv, log: log, retryMax: cfg.RetryMax}
 	return store{
 		sink:    config.SinkInventory,
 		topics:  []string{topic},
@@ -142,6 +149,7 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 			}
 			return nil
 		},
+		background: queue.run,
 		probe: func(ctx context.Context) error {
 			var errs []error
 			if err := pool.Ping(ctx); err != nil {

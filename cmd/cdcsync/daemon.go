@@ -28,6 +28,8 @@ type daemonSpec struct {
 	Spec any // pointer to the configuration struct, for the start-up log
 	Log  config.Log
 	HTTP config.HTTP
+	// Routes are served beside /metrics, /healthz and /readyz.
+	Routes []httpserver.Route
 }
 
 // runDaemon sets up logging, metrics and the HTTP endpoints, then runs fn
@@ -44,7 +46,7 @@ func runDaemon(ctx context.Context, st *streams, s daemonSpec, fn func(context.C
 	d.Registry.MustRegister(d.Ready.Collector())
 	var srv *httpserver.Server
 	if s.HTTP.Addr != "" {
-		srv, err = httpserver.Listen(s.HTTP.Addr, httpserver.Handler(d.Registry, d.Ready), logger)
+		srv, err = httpserver.Listen(s.HTTP.Addr, httpserver.Handler(d.Registry, d.Ready, s.Routes...), logger)
 		if err != nil {
 			logger.Error("cannot serve metrics and health endpoints", "err", err)
 			return &loggedError{err: err}

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/httpserver"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -20,9 +21,13 @@ func sinkCommand() command {
 			if err := loadConfig(&cfg); err != nil {
 				return err
 			}
-			spec := daemonSpec{Name: "sink", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP}
+			// /applied reports (and waits for) the sinks' applied-through
+			// positions: read-your-writes over HTTP.
+			positions := sink.NewAppliedPositions()
+			spec := daemonSpec{Name: "sink", Spec: &cfg, Log: cfg.Log, HTTP: cfg.HTTP,
+				Routes: []httpserver.Route{{Pattern: "GET /applied", Handler: positions.Handler()}}}
 			return runDaemon(ctx, st, spec, func(ctx context.Context, d *daemon) error {
-				return sink.Run(ctx, cfg, d.Logger, d.Registry, sink.WithReadiness(d.Ready))
+				return sink.Run(ctx, cfg, d.Logger, d.Registry, sink.WithReadiness(d.Ready), sink.WithAppliedPositions(positions))
 			})
 		},
 	}

@@ -50,6 +50,24 @@ func TestSinkReadyz(t *testing.T) {
 	}
 
 	waitReadyz(http.StatusOK, "")
+	// /applied is served too: no capture writes watermarks here, so the
+	// redis sink has no applied-through position and a wait times out.
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	if code, body := get("/applied"); code != http.StatusOK || !strings.Contains(body, `"sink":"redis"`) {
+		t.Errorf("GET /applied: %d %s", code, body)
+	}
+	if code, body := get("/applied?lsn=0/1&timeout=100ms"); code != http.StatusGatewayTimeout {
+		t.Errorf("GET /applied?lsn=0/1&timeout=100ms: %d %s, want 504", code, body)
+	}
 	if err := e.Redis.Stop(); err != nil {
 		t.Fatal(err)
 	}

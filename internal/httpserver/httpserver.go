@@ -32,9 +32,19 @@ func NewRegistry() *prometheus.Registry {
 	return reg
 }
 
-// Handler routes /metrics, /healthz and /readyz.
-func Handler(gatherer prometheus.Gatherer, ready *Readiness) http.Handler {
+// Route is one more endpoint a daemon serves beside the usual ones (the
+// sink's /applied).
+type Route struct {
+	Pattern string // http.ServeMux pattern, e.g. "GET /applied"
+	Handler http.Handler
+}
+
+// Handler routes /metrics, /healthz, /readyz and the daemon's own routes.
+func Handler(gatherer prometheus.Gatherer, ready *Readiness, routes ...Route) http.Handler {
 	mux := http.NewServeMux()
+	for _, r := range routes {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{}))
 	// Liveness: answering at all is the signal. Anything more (checking
 	// Kafka, Postgres) belongs in readiness, or a broker outage would make

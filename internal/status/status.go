@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/cdcsync/cdcsync/config"
@@ -86,6 +87,9 @@ type Sink struct {
 	// Lag is the sum of the partitions' lag.
 	Lag        int64           `json:"lag"`
 	Partitions []SinkPartition `json:"partitions"`
+	// Applied are the applied-through positions of the sink's stores
+	// whose URLs are configured (CDCSYNC_INVENTORY_URL, CDCSYNC_REDIS_URL).
+	Applied []Applied `json:"applied,omitempty"`
 }
 
 // SinkPartition is a sink's position in one partition.
@@ -127,6 +131,7 @@ type Collector struct {
 	pool   *pgxpool.Pool
 	client sarama.Client
 	admin  sarama.ClusterAdmin
+	stores *appliedStores
 	// sinkTopics are the topics each selected sink consumes, in the order
 	// of cfg.Sinks.
 	sinkTopics map[string][]string
@@ -191,6 +196,11 @@ func New(ctx context.Context, cfg config.Status) (*Collector, error) {
 		c.pool.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
+	if c.stores, err = openAppliedStores(ctx, cfg); err != nil {
+		_ = c.admin.Close()
+		c.pool.Close()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -204,6 +214,7 @@ func tableTopic(prefix, table string) string {
 func (c *Collector) Close() error {
 	err := c.admin.Close() // closes the client too
 	c.pool.Close()
+	c.stores.close()
 	if errors.Is(err, sarama.ErrClosedClient) {
 		err = nil
 	}
@@ -229,11 +240,14 @@ func (c *Collector) Collect(ctx context.Context) (*Report, error) {
 		byName[name] = t
 		r.Topics = append(r.Topics, t)
 	}
+	current, _ := pglogrepl.ParseLSN(slot.CurrentLSN)
+	now := time.Now()
 	for _, s := range c.cfg.Sinks {
 		sink, err := c.sink(ctx, s, byName)
 		if err != nil {
 			return nil, err
 		}
+		sink.Applied = c.stores.read(ctx, s, current, now)
 		r.Sinks = append(r.Sinks, sink)
 	}
 	return r, ctx.Err()

@@ -64,6 +64,9 @@ func WriteText(w io.Writer, r *Report) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writeApplied(w, r); err != nil {
+		return err
+	}
 	for _, s := range r.Sinks {
 		fmt.Fprintf(w, "sink %s: %d records behind\n", s.Name, s.Lag)
 	}
@@ -99,6 +102,45 @@ func writeBackfills(w io.Writer, bfs []Backfill) error {
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d (%.0f%%)\t%.0f rows/s\t%s\n", b.ID, b.Table, kind, status, b.RowsDone, b.RowsTotal, pct, b.RowsPerSecond, eta)
 	}
 	return tw.Flush()
+}
+
+// writeApplied writes the stores' applied-through positions, when any
+// store was read.
+func writeApplied(w io.Writer, r *Report) error {
+	shown := false
+	for _, s := range r.Sinks {
+		shown = shown || len(s.Applied) > 0
+	}
+	if !shown {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "SINK\tSTORE\tAPPLIED THROUGH\tSOURCE TIME\tLAG\tBEHIND")
+	for _, s := range r.Sinks {
+		for _, a := range s.Applied {
+			switch {
+			case a.Error != "":
+				fmt.Fprintf(tw, "%s\t%s\t(error: %s)\t\t\t\n", s.Name, a.Store, a.Error)
+			case a.LSN == "":
+				fmt.Fprintf(tw, "%s\t%s\t(none yet)\t-\t-\t-\n", s.Name, a.Store)
+			default:
+				at, lag := "-", "-"
+				if a.SourceTime != nil {
+					at = a.SourceTime.Format(time.RFC3339Nano)
+				}
+				if a.LagSeconds != nil {
+					lag = (time.Duration(*a.LagSeconds * float64(time.Second))).Round(time.Millisecond).String()
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, a.Store, a.LSN, at, lag, Bytes(a.BehindBytes))
+			}
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintln(w)
+	return err
 }
 
 func newTable(w io.Writer) *tabwriter.Writer { return tabwriter.NewWriter(w, 0, 4, 2, ' ', 0) }

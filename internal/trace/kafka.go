@@ -12,6 +12,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
 	"github.com/cdcsync/cdcsync/pipeline"
+	"github.com/cdcsync/cdcsync/pipeline/debezium"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -109,6 +110,9 @@ func (t *tracer) sameKey(k []byte) bool {
 	if len(k) == 0 || k[0] != '{' {
 		return false
 	}
+	if row, err := debezium.DecodeKey(k); err == nil {
+		k = row.AppendJSON(nil) // a Debezium key's payload
+	}
 	var a, b map[string]any
 	da, db := json.NewDecoder(bytes.NewReader(k)), json.NewDecoder(bytes.NewReader(t.kafkaKey))
 	da.UseNumber()
@@ -126,7 +130,16 @@ func record(m *sarama.ConsumerMessage) Record {
 		rec.Op = "tombstone"
 		return rec
 	}
-	ev, err := pipeline.DecodeEvent(m.Value)
+	var position, unchanged string
+	for _, h := range m.Headers {
+		switch string(h.Key) {
+		case pipeline.HeaderPosition:
+			position = string(h.Value)
+		case debezium.HeaderUnchanged:
+			unchanged = string(h.Value)
+		}
+	}
+	ev, err := debezium.DecodeEvent(m.Value, position, unchanged) // either encoding
 	if err != nil {
 		rec.Op = "undecodable: " + err.Error()
 		return rec

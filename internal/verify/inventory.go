@@ -80,12 +80,12 @@ func ExpectedItem(ctx context.Context, q interface {
 
 const storedSQL = `SELECT item_id, on_hand, reserved, shipped FROM inventory_items ORDER BY item_id`
 
-func (v *Verifier) readExpected(ctx context.Context) ([]expectedItem, error) {
+func (v *Verifier) readExpected(ctx context.Context, src *pgx.Conn) ([]expectedItem, error) {
 	query, err := v.expectedSQL()
 	if err != nil {
 		return nil, err
 	}
-	rows, err := v.src.Query(ctx, query, v.cfg.ReservedStatuses, v.cfg.ShippedStatuses)
+	rows, err := src.Query(ctx, query, v.cfg.ReservedStatuses, v.cfg.ShippedStatuses)
 	if err != nil {
 		return nil, fmt.Errorf("sum orders of %s: %w", v.cfg.OrdersTable, err)
 	}
@@ -127,23 +127,34 @@ func storedErr(err error) error {
 }
 
 // checkInventory compares inventory_items with the orders, then (with
-// Redis) the availability cache with inventory_items.
-func (v *Verifier) checkInventory(ctx context.Context) ([]Check, error) {
-	expected, err := v.readExpected(ctx)
+// Redis) the availability cache with inventory_items. At a cut (c not
+// nil) the items are first taken back to the cut (see itemsAtCut).
+func (v *Verifier) checkInventory(ctx context.Context, src *pgx.Conn, c *cut) ([]Check, error) {
+	expected, err := v.readExpected(ctx, src)
 	if err != nil {
 		return nil, err
 	}
-	stored, err := v.readStored(ctx)
-	if err != nil {
-		return nil, err
+	var stored, compared []storedItem
+	var afterCut int64
+	if c != nil {
+		if stored, compared, afterCut, err = v.itemsAtCut(ctx, src, c); err != nil {
+			return nil, err
+		}
+	} else {
+		if stored, err = v.readStored(ctx); err != nil {
+			return nil, err
+		}
+		compared = stored
 	}
-	checks := []Check{compareItems(expected, stored, v.cfg.MaxReport)}
-	if v.rdb != nil && v.cfg.AvailabilityCache != "off" {
-		c, err := v.checkAvailability(ctx, expected, stored)
+	items := compareItems(expected, compared, v.cfg.MaxReport)
+	items.AfterCut = afterCut
+	checks := []Check{items}
+	if v.availabilityChecked() {
+		ch, err := v.checkAvailability(ctx, expected, stored, c != nil)
 		if err != nil {
 			return nil, err
 		}
-		checks = append(checks, c)
+		checks = append(checks, ch)
 	}
 	return checks, nil
 }
@@ -207,7 +218,12 @@ var availabilityPrefix = strings.TrimSuffix(sink.AvailabilityKey(0), "0")
 // the item, so an item with orders must have a key; an item the sink never
 // touched (stocked, never ordered) may have none. Keys for items without
 // an inventory row are unexpected.
-func (v *Verifier) checkAvailability(ctx context.Context, expected []expectedItem, stored []storedItem) (Check, error) {
+//
+// With recheck set (a live comparison) a value that differs is read again
+// with its inventory row a few times, and counts as drift only if it
+// differs every time without either changing: the cache is written just
+// after the inventory transaction commits, so a change can be in between.
+func (v *Verifier) checkAvailability(ctx context.Context, expected []expectedItem, stored []storedItem, recheck bool) (Check, error) {
 	c := Check{Name: CheckAvailability, Drifts: []Drift{}}
 	col := collector{check: &c, max: v.cfg.MaxReport}
 	ordered := make(map[int64]bool, len(expected))
@@ -232,6 +248,16 @@ func (v *Verifier) checkAvailability(ctx context.Context, expected []expectedIte
 			case !ok && ordered[s.item]:
 				col.add(Drift{Key: keys[i], Problem: Missing, Fields: []Field{{Name: "value", Expected: ptr(want)}}})
 			case ok && got != want:
+				if recheck {
+					inFlight, err := v.availabilityInFlight(ctx, s.item, got)
+					if err != nil {
+						return c, err
+					}
+					if inFlight {
+						c.AfterCut++
+						continue
+					}
+				}
 				col.add(Drift{Key: keys[i], Problem: Differs, Fields: []Field{{Name: "value", Expected: ptr(want), Actual: ptr(got)}}})
 			}
 		}

@@ -53,22 +53,21 @@ type cachedRow struct {
 // redis sink renders them (capture's JSON encoding, then strings as their
 // contents and everything else as JSON text), and no hash may exist for a
 // row that does not.
-func (v *Verifier) checkRowCache(ctx context.Context, table string) (Check, error) {
+//
+// At a cut (cut not nil) src holds the cut's snapshot, and a hash that
+// differs from its row, or exists without one, is not drift when its
+// version says it was changed after the cut.
+func (v *Verifier) checkRowCache(ctx context.Context, src *pgx.Conn, table string, cut *cut) (Check, error) {
 	c := Check{Name: CheckRowCache, Table: table, Drifts: []Drift{}}
 	col := collector{check: &c, max: v.cfg.MaxReport}
 	schema, name, _ := strings.Cut(table, ".")
 
-	conn, err := v.src.Acquire(ctx)
-	if err != nil {
-		return c, fmt.Errorf("row cache %s: connect to the order database: %w", table, err)
-	}
-	defer conn.Release()
-	columns, key, err := tableLayout(ctx, conn.Conn(), schema, name)
+	columns, key, err := tableLayout(ctx, src, schema, name)
 	if err != nil {
 		return c, fmt.Errorf("row cache %s: %w", table, err)
 	}
 	types := capture.NewTypes()
-	if err := types.LoadTypes(ctx, conn.Conn()); err != nil {
+	if err := types.LoadTypes(ctx, src); err != nil {
 		return c, fmt.Errorf("row cache %s: %w", table, err)
 	}
 
@@ -88,13 +87,13 @@ func (v *Verifier) checkRowCache(ctx context.Context, table string) (Check, erro
 	seen := map[string]struct{}{}
 	batch := make([]cachedRow, 0, redisBatch)
 	flush := func() error {
-		err := v.compareRows(ctx, batch, &col)
+		err := v.compareRows(ctx, batch, &col, cut)
 		batch = batch[:0]
 		return err
 	}
 	// The simple protocol returns every value in text form, as capture's
 	// snapshot reads them, so both encode alike.
-	rr := conn.Conn().PgConn().Exec(ctx, query)
+	rr := src.PgConn().Exec(ctx, query)
 	for rr.NextResult() {
 		res := rr.ResultReader()
 		fields := res.FieldDescriptions()
@@ -136,6 +135,11 @@ func (v *Verifier) checkRowCache(ctx context.Context, table string) (Check, erro
 	})
 	if err != nil {
 		return c, fmt.Errorf("row cache %s: scan keys: %w", table, err)
+	}
+	if cut != nil {
+		if extra, err = v.notChangedAfter(ctx, cut, &c, extra); err != nil {
+			return c, fmt.Errorf("row cache %s: %w", table, err)
+		}
 	}
 	addUnexpected(&col, extra, nil)
 	return c, nil
@@ -202,14 +206,20 @@ func renderRow(types *capture.Types, schema, table string, fields []pgconn.Field
 
 // compareRows reads the batch's hashes in one pipeline and reports those
 // that differ from their rows.
-func (v *Verifier) compareRows(ctx context.Context, batch []cachedRow, col *collector) error {
+func (v *Verifier) compareRows(ctx context.Context, batch []cachedRow, col *collector, cut *cut) error {
 	if len(batch) == 0 {
 		return nil
 	}
 	pipe := v.rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(batch))
+	// At a cut each row's version is read right after its hash: a hash
+	// changed after the cut has a version after the cut by then.
+	versions := make([]*redis.StringCmd, len(batch))
 	for i, r := range batch {
 		cmds[i] = pipe.HGetAll(ctx, r.key)
+		if cut != nil {
+			versions[i] = pipe.Get(ctx, sink.VersionKeyOfRow(r.key))
+		}
 	}
 	_, err := pipe.Exec(ctx)
 	var replyErr redis.Error
@@ -218,6 +228,18 @@ func (v *Verifier) compareRows(ctx context.Context, batch []cachedRow, col *coll
 	}
 	for i, r := range batch {
 		col.check.Compared++
+		if cut != nil {
+			after, err := changedAfter(cut, versions[i])
+			if err != nil {
+				return err
+			}
+			if after {
+				if got, _ := cmds[i].Result(); len(got) == 0 || len(rowFields(r, got)) > 0 {
+					col.check.AfterCut++
+				}
+				continue
+			}
+		}
 		got, err := cmds[i].Result()
 		if err != nil {
 			// A reply error for this key alone, e.g. WRONGTYPE: the key

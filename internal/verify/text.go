@@ -13,9 +13,18 @@ import (
 // the verdict.
 func WriteText(w io.Writer, r *Report) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "CHECK\tCOMPARED\tDRIFTED")
-	for _, c := range r.Checks {
-		fmt.Fprintf(tw, "%s\t%d\t%d\n", c.Label(), c.Compared, c.Drifted)
+	if r.Cut != "" {
+		// Live: changes after the cut are in flight, not drift.
+		fmt.Fprintf(w, "compared at the consistent cut %s (every store had applied it); changes after it are in flight, not drift\n", r.Cut)
+		fmt.Fprintln(tw, "CHECK\tCOMPARED\tDRIFTED\tCHANGED AFTER THE CUT")
+		for _, c := range r.Checks {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", c.Label(), c.Compared, c.Drifted, c.AfterCut)
+		}
+	} else {
+		fmt.Fprintln(tw, "CHECK\tCOMPARED\tDRIFTED")
+		for _, c := range r.Checks {
+			fmt.Fprintf(tw, "%s\t%d\t%d\n", c.Label(), c.Compared, c.Drifted)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

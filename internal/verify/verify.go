@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
@@ -51,6 +52,11 @@ type Report struct {
 	// Drifted is the number of drifted items and keys over all checks.
 	Drifted int64   `json:"drifted"`
 	Checks  []Check `json:"checks"`
+	// Cut is the LSN of the consistent cut compared at (see cut.go); empty
+	// when the stores were compared as they were, one after the other,
+	// and NoCut then says why.
+	Cut   string `json:"cut,omitempty"`
+	NoCut string `json:"no_cut,omitempty"`
 }
 
 // Check is the outcome of one comparison.
@@ -63,6 +69,9 @@ type Check struct {
 	Compared int64   `json:"compared"`
 	Drifted  int64   `json:"drifted"`
 	Drifts   []Drift `json:"drifts"`
+	// AfterCut counts the items and keys that differ but were changed
+	// after the cut: changes in flight, not drift.
+	AfterCut int64 `json:"changed_after_cut,omitempty"`
 }
 
 // Drift is one item or key that does not match.
@@ -150,8 +159,42 @@ func (v *Verifier) Close() {
 // could not be read; a report with drift is not an error.
 func (v *Verifier) Run(ctx context.Context) (*Report, error) {
 	r := &Report{}
+	var c *cut
+	if v.cfg.CutWait > 0 {
+		kept, why, err := v.positionsKept(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if kept {
+			if c, err = v.takeCut(ctx); err != nil {
+				return nil, err
+			}
+			defer c.close()
+			if err := v.waitApplied(ctx, c.lsn); err != nil {
+				return nil, err
+			}
+			r.Cut = c.lsn.String()
+		} else {
+			r.NoCut = why
+		}
+	} else {
+		r.NoCut = "CDCSYNC_VERIFY_CUT_WAIT=0"
+	}
+	// The order database is read on the cut's snapshot, or on one
+	// connection as it is.
+	var src *pgx.Conn
+	if c != nil {
+		src = c.conn.Conn()
+	} else {
+		conn, err := v.src.Acquire(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("connect to the order database: %w", err)
+		}
+		defer conn.Release()
+		src = conn.Conn()
+	}
 	if v.cfg.Has(config.SinkInventory) {
-		checks, err := v.checkInventory(ctx)
+		checks, err := v.checkInventory(ctx, src, c)
 		if err != nil {
 			return nil, err
 		}
@@ -159,17 +202,22 @@ func (v *Verifier) Run(ctx context.Context) (*Report, error) {
 	}
 	if v.cfg.Has(config.SinkRedis) {
 		for _, table := range v.cfg.Tables {
-			c, err := v.checkRowCache(ctx, table)
+			ch, err := v.checkRowCache(ctx, src, table, c)
 			if err != nil {
 				return nil, err
 			}
-			r.Checks = append(r.Checks, c)
+			r.Checks = append(r.Checks, ch)
 		}
 	}
-	for _, c := range r.Checks {
-		r.Drifted += c.Drifted
+	for _, ch := range r.Checks {
+		r.Drifted += ch.Drifted
 	}
 	return r, nil
+}
+
+// availabilityChecked reports whether the availability cache is compared.
+func (v *Verifier) availabilityChecked() bool {
+	return v.rdb != nil && v.cfg.AvailabilityCache != "off"
 }
 
 // ErrNoInventory is returned (wrapped) when the inventory store has no

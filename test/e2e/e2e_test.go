@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
@@ -13,13 +12,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/cdcsync/cdcsync/capture"
-	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/internal/verify"
-	"github.com/cdcsync/cdcsync/pipeline"
-	"github.com/cdcsync/cdcsync/sink"
 )
 
 var env *testenv.Env
@@ -147,71 +142,6 @@ func mustExec(t *testing.T, e *testenv.Env, db string, sql ...string) {
 	if err := e.PG.Exec(ctx, db, sql...); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// running is capture and both sinks running in-process until the test
-// ends.
-type running struct {
-	statusCfg  config.Status
-	verifyCfg  config.Verify
-	captureCfg config.Capture
-	sinkCfg    config.Sink
-	// positions are the sink process's applied-through positions.
-	positions *sink.AppliedPositions
-}
-
-// startPipeline runs capture and both sinks in-process; adjust changes
-// their configuration before they start.
-func startPipeline(t *testing.T, e *testenv.Env, src, inv string, adjust ...func(*config.Capture, *config.Sink)) *running {
-	t.Helper()
-	prefix, group, slot := testenv.RandomName("cdc"), testenv.RandomName("grp"), testenv.RandomName("slot")
-	var cc config.Capture
-	var sc config.Sink
-	var stc config.Status
-	var vc config.Verify
-	for _, c := range []any{&cc, &sc, &stc, &vc} {
-		if err := config.Defaults(c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cc.SourceURL = e.PG.URL(src)
-	cc.Slot, cc.Publication, cc.TopicPrefix = slot, slot, prefix
-	cc.HeartbeatInterval, cc.StatusInterval = 500*time.Millisecond, 200*time.Millisecond
-	cc.Kafka.Brokers, cc.HTTP.Addr = e.Kafka.Brokers(), ""
-	sc.InventoryURL, sc.RedisURL = e.PG.URL(inv), e.Redis.URL()
-	sc.TopicPrefix, sc.GroupPrefix = prefix, group
-	sc.Kafka.Brokers, sc.HTTP.Addr = e.Kafka.Brokers(), ""
-	stc.SourceURL, stc.Slot, stc.TopicPrefix, stc.GroupPrefix = cc.SourceURL, slot, prefix, group
-	stc.Kafka.Brokers = e.Kafka.Brokers()
-	vc.SourceURL, vc.InventoryURL, vc.RedisURL = cc.SourceURL, sc.InventoryURL, sc.RedisURL
-	vc.Slot, vc.TopicPrefix, vc.GroupPrefix = slot, prefix, group
-	vc.Kafka.Brokers = e.Kafka.Brokers()
-	for _, f := range adjust {
-		f(&cc, &sc)
-	}
-	vc.RedisURL = sc.RedisURL
-	if err := e.Kafka.CreateTopic(pipeline.Topic(prefix, "public", "orders"), 4); err != nil {
-		t.Fatal(err)
-	}
-	positions := sink.NewAppliedPositions()
-
-	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ctx, cancel := context.WithCancel(context.Background())
-	capDone, sinkDone := make(chan error, 1), make(chan error, 1)
-	go func() { capDone <- capture.Run(ctx, cc, logger.With("c", "capture"), nil) }()
-	go func() {
-		sinkDone <- sink.Run(ctx, sc, logger.With("c", "sink"), nil, sink.WithAppliedPositions(positions))
-	}()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-capDone; err != nil {
-			t.Errorf("capture: %v", err)
-		}
-		if err := <-sinkDone; err != nil {
-			t.Errorf("sink: %v", err)
-		}
-	})
-	return &running{statusCfg: stc, verifyCfg: vc, captureCfg: cc, sinkCfg: sc, positions: positions}
 }
 
 // waitCaughtUp waits until both sinks have applied everything committed in

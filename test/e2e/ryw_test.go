@@ -2,7 +2,12 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +16,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/consistency"
+	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 )
 
@@ -25,6 +31,13 @@ type rywStores struct {
 
 func startRYW(t *testing.T, redisDB int, adjust ...func(*config.Capture, *config.Sink)) *rywStores {
 	t.Helper()
+	return startRYWWith(t, redisDB, pipelineSetup{adjust: adjust})
+}
+
+// startRYWWith is startRYW with a pipeline set-up. Items 1..1000 are the
+// writers', the probe's come after; every item has plenty of stock.
+func startRYWWith(t *testing.T, redisDB int, setup pipelineSetup) *rywStores {
+	t.Helper()
 	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
 	srcDB, invDB := e.PG.CreateDB(t), e.PG.CreateDB(t)
@@ -34,7 +47,7 @@ func startRYW(t *testing.T, redisDB int, adjust ...func(*config.Capture, *config
 	mustExec(t, e, invDB,
 		`CREATE TABLE inventory_items (item_id bigint PRIMARY KEY, on_hand bigint NOT NULL DEFAULT 0,
 			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
-		`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 1000000 FROM generate_series(1, 1000) g`)
+		fmt.Sprintf(`INSERT INTO inventory_items (item_id, on_hand) SELECT g, %d FROM generate_series(1, %d) g`, probeOnHand, probeItemBase+probers))
 	redisURL := fmt.Sprintf("redis://%s/%d", e.Redis.Addr(), redisDB)
 	opts, err := redis.ParseURL(redisURL)
 	if err != nil {
@@ -45,8 +58,8 @@ func startRYW(t *testing.T, redisDB int, adjust ...func(*config.Capture, *config
 	if err := rdb.FlushDB(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	adjust = append([]func(*config.Capture, *config.Sink){func(_ *config.Capture, sc *config.Sink) { sc.RedisURL = redisURL }}, adjust...)
-	p := startPipeline(t, e, srcDB, invDB, adjust...)
+	setup.adjust = append([]func(*config.Capture, *config.Sink){func(_ *config.Capture, sc *config.Sink) { sc.RedisURL = redisURL }}, setup.adjust...)
+	p := startPipelineWith(t, e, srcDB, invDB, setup)
 	src, err := pgxpool.New(ctx, e.PG.URL(srcDB))
 	if err != nil {
 		t.Fatal(err)
@@ -99,5 +112,148 @@ func TestAppliedReachesIdleSourceWAL(t *testing.T) {
 		if err := s.p.positions.Wait(ctx, 0); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestAppliedHTTP: the sink's GET /applied reports each sink's
+// applied-through position and lag, answers ?lsn= with 200 once both
+// sinks applied it (and the change is then visible), 504 on timeout, and
+// 400 for a bad LSN; consistency.WaitHTTP turns those into nil and
+// ErrTimeout.
+func TestAppliedHTTP(t *testing.T) {
+	s := startRYW(t, 13)
+	ctx := context.Background()
+	srv := httptest.NewServer(s.p.positions.Handler())
+	defer srv.Close()
+	s.p.waitCaughtUp(t, 60*time.Second)
+
+	var id int64
+	if err := s.src.QueryRow(ctx, `INSERT INTO orders (item_id, quantity, status) VALUES (5, 2, 'created') RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := consistency.TakeToken(ctx, s.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := consistency.WaitHTTP(ctx, srv.Client(), srv.URL, tok, 30*time.Second); err != nil {
+		t.Fatalf("WaitHTTP(%s): %v", tok, err)
+	}
+	// Both sinks of the process applied it: the row and the stock show it.
+	if n := s.rdb.Exists(ctx, fmt.Sprintf("cdc:public.orders:%d", id)).Val(); n != 1 {
+		t.Errorf("after /applied?lsn=%s answered 200 the order's row is not in the row cache", tok)
+	}
+	var reserved int64
+	if err := s.inv.QueryRow(ctx, `SELECT reserved FROM inventory_items WHERE item_id = 5`).Scan(&reserved); err != nil || reserved != 2 {
+		t.Errorf("after /applied?lsn=%s answered 200 item 5 has reserved %d (%v), want 2", tok, reserved, err)
+	}
+
+	resp, err := srv.Client().Get(srv.URL + "/applied")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body consistency.Applied
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /applied: %d, %v", resp.StatusCode, err)
+	}
+	if len(body.Sinks) != 2 || body.LSN == "" {
+		t.Fatalf("GET /applied: %+v, want both sinks with positions", body)
+	}
+	for _, sa := range body.Sinks {
+		lsn, err := consistency.ParseToken(sa.LSN)
+		if err != nil || lsn < tok || sa.LagSeconds == nil || *sa.LagSeconds < 0 || *sa.LagSeconds > 30 || sa.SourceTime == nil {
+			t.Errorf("GET /applied: sink %+v (%v): want an LSN at or after %s and a lag", sa, err, tok)
+		}
+	}
+	t.Logf("GET /applied: lsn %s, sinks %s %s, %s %s", body.LSN, body.Sinks[0].Sink, body.Sinks[0].LSN, body.Sinks[1].Sink, body.Sinks[1].LSN)
+
+	// A position far ahead of the source: 504 after the timeout.
+	far := tok + 1<<40
+	start := time.Now()
+	err = consistency.WaitHTTP(ctx, srv.Client(), srv.URL, far, 300*time.Millisecond)
+	var te *consistency.TimeoutError
+	if !errors.Is(err, consistency.ErrTimeout) || !errors.As(err, &te) || te.Applied < tok {
+		t.Errorf("WaitHTTP(%s) = %v, want ErrTimeout with the applied position", far, err)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("WaitHTTP timed out after %v, before its 300ms", d)
+	}
+	for _, bad := range []string{"lsn=x", "lsn=0/1&timeout=forever", "lsn=0/1&timeout=1h"} {
+		resp, err := srv.Client().Get(srv.URL + "/applied?" + bad)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET /applied?%s: %d, want 400", bad, resp.StatusCode)
+		}
+	}
+}
+
+// TestStatusShowsApplied: `cdcsync status` (the collector behind it)
+// reports each sink's stores' applied-through positions with their lag in
+// time, small once the idle source's position is applied.
+func TestStatusShowsApplied(t *testing.T) {
+	s := startRYW(t, 14)
+	ctx := context.Background()
+	if _, err := s.src.Exec(ctx, `INSERT INTO orders (item_id, quantity, status) VALUES (3, 1, 'created')`); err != nil {
+		t.Fatal(err)
+	}
+	s.p.waitCaughtUp(t, 60*time.Second)
+	tok, err := consistency.TakeToken(ctx, s.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitAll(ctx, tok, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.p.statusCfg
+	cfg.InventoryURL, cfg.RedisURL = s.p.sinkCfg.InventoryURL, s.p.sinkCfg.RedisURL
+	c, err := status.New(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// The source stays idle, so every store reaches its current position
+	// within a heartbeat: then the lag is small.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := c.Collect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var stores []string
+		done := true
+		for _, sk := range r.Sinks {
+			for _, a := range sk.Applied {
+				stores = append(stores, sk.Name+"/"+a.Store)
+				lsn, err := consistency.ParseToken(a.LSN)
+				if a.Error != "" || err != nil || lsn < tok || a.LagSeconds == nil || a.SourceTime == nil {
+					t.Fatalf("sink %s store %+v: want a position at or after %s with a lag", sk.Name, a, tok)
+				}
+				// The stores share the source's Postgres server here, so
+				// their own writes keep moving its WAL a little.
+				done = done && *a.LagSeconds < 2
+			}
+		}
+		if len(stores) != 3 {
+			t.Fatalf("applied positions of %v, want inventory store, availability cache and row cache", stores)
+		}
+		if done {
+			var b strings.Builder
+			if err := status.WriteText(&b, r); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(b.String(), "APPLIED THROUGH") || !strings.Contains(b.String(), "availability cache") {
+				t.Errorf("status text lacks the applied positions:\n%s", b.String())
+			}
+			t.Logf("status:\n%s", b.String())
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the idle pipeline's stores still lag: %+v", r.Sinks)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }

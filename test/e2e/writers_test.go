@@ -36,6 +36,7 @@ type writeStats struct {
 	mu      sync.Mutex
 	changed map[string]int64
 	retried int64 // transactions rolled back by a serialization failure or deadlock
+	txns    int64 // transactions committed
 }
 
 func (s *writeStats) add(kind string, rows int64) {
@@ -45,6 +46,14 @@ func (s *writeStats) add(kind string, rows int64) {
 		s.changed = map[string]int64{}
 	}
 	s.changed[kind] += rows
+	s.txns++
+}
+
+// total is the number of transactions committed.
+func (s *writeStats) total() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.txns
 }
 
 func (s *writeStats) String() string {
