@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test test-big soak snapshot-soak live-verify demo bench lint deps clean readme
+.PHONY: all build test test-big soak snapshot-soak ryw live-verify demo bench lint deps clean readme
 
 all: build
 
@@ -39,6 +39,12 @@ live-verify: deps
 # The full-size variants of tests that run short in `make test`.
 test-big: deps
 	CDCSYNC_TEST_TRUNCATE_ITEMS=500000 $(GO) test ./sink -run TestTruncateOnManyItems -count=1 -v -timeout 20m
+
+# The read-your-writes test in full (issue 15): 30 s of writes at ~500
+# txn/s and at least 5,000 read-after-write checks; `make test` runs a
+# 10-second one.
+ryw: deps
+	CDCSYNC_RYW_DURATION=$${CDCSYNC_RYW_DURATION:-30s} CDCSYNC_RYW_CHECKS=$${CDCSYNC_RYW_CHECKS:-5000} $(GO) test ./test/e2e -run TestReadYourWritesUnderLoad -count=1 -v -timeout 20m
 
 demo: deps
 	$(GO) run ./cmd/cdcsync demo

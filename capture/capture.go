@@ -441,8 +441,7 @@ func (c *capturer) deadLetterInvalid(rec Record, err error) (Record, bool, error
 // is exported: existing rows are read as backfills (planSnapshot), which
 // need no snapshot lined up with the slot.
 func (c *capturer) createSlot(ctx context.Context, repl *pgconn.PgConn) (pglogrepl.LSN, error) {
-	res, err := pglogrepl.CreateReplicationSlot(ctx, repl, c.cfg.Slot, "pgoutput",
-		pglogrepl.CreateReplicationSlotOptions{SnapshotAction: "NOEXPORT_SNAPSHOT", Mode: pglogrepl.LogicalReplication})
+	res, err := createLogicalSlot(ctx, repl, c.cfg.Slot, "NOEXPORT_SNAPSHOT")
 	if err != nil {
 		return 0, fmt.Errorf("create slot %s: %w", c.cfg.Slot, slotErr(err))
 	}

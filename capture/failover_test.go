@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
@@ -188,6 +190,7 @@ func TestFailoverToStandbyRefusedWithInitial(t *testing.T) {
 	if v := gaugeValue(t, reg, "cdcsync_capture_slot_lost"); v != 1 {
 		t.Errorf("cdcsync_capture_slot_lost = %v, want 1", v)
 	}
+	checkStatusLost(t, cfg, "slot_missing")
 	// A restart refuses the same way (the verdict does not depend on the
 	// process that saw the failover).
 	err = runCaptureUntilError(t, cfg)
@@ -255,5 +258,37 @@ func TestInvalidatedSlotRefusedWithInitial(t *testing.T) {
 	}
 	if !slotExists(t, pg, db, cfg.Slot) {
 		t.Error("capture dropped the invalidated slot; the operator decides")
+	}
+	checkStatusLost(t, cfg, "slot_invalidated")
+}
+
+// checkStatusLost: `cdcsync status` (its collector) reports the slot lost
+// for the same reason as capture.
+func checkStatusLost(t *testing.T, cfg config.Capture, reason string) {
+	t.Helper()
+	var sc config.Status
+	if err := config.Defaults(&sc); err != nil {
+		t.Fatal(err)
+	}
+	sc.SourceURL, sc.Slot, sc.Tables, sc.TopicPrefix, sc.StateSchema = cfg.SourceURL, cfg.Slot, cfg.Tables, cfg.TopicPrefix, cfg.StateSchema
+	sc.Kafka.Brokers = cfg.Kafka.Brokers
+	c, err := status.New(t.Context(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err := c.Collect(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Slot.Lost != reason {
+		t.Errorf("status: slot lost = %q (%s), want %q", r.Slot.Lost, r.Slot.LostDetail, reason)
+	}
+	var text strings.Builder
+	if err := status.WriteText(&text, r); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "LOST ("+reason+")") {
+		t.Errorf("status text does not say the slot is lost:\n%s", text.String())
 	}
 }

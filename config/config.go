@@ -41,7 +41,7 @@ type Capture struct {
 	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
 	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
 	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
-	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (read existing rows as a resumable backfill when the slot is new, and those of tables added to CDCSYNC_TABLES later) or never"`
+	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (read existing rows as a resumable backfill when the slot is new, and those of tables added to CDCSYNC_TABLES later) or never; both refuse to continue over a lost slot (README: When the order database fails over)"`
 	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
 	SnapshotMaxBytes  int           `envconfig:"SNAPSHOT_MAX_CHUNK_BYTES" default:"33554432" desc:"bytes of row data in one snapshot chunk (it ends early at this size) and of the keys changed while it is read (more: the chunk is read again); bounds snapshot memory"`
 	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
@@ -150,7 +150,7 @@ type Status struct {
 	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
 	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL: its applied-through position is reported; empty leaves it out" secret:"url"`
 	RedisURL     string   `envconfig:"REDIS_URL" desc:"Redis URL: the caches' applied-through positions are reported; empty leaves them out" secret:"url"`
-	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema: backfills and the initial snapshot's progress are reported from it"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: backfills and the initial snapshot's progress are reported from it, and it tells a lost slot (capture recorded it) from one never created"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }
@@ -182,7 +182,8 @@ func (v Verify) StatusConfig() Status {
 	return Status{
 		SourceURL: v.SourceURL, Slot: v.Slot, Tables: v.Tables, OrdersTable: v.OrdersTable,
 		TopicPrefix: v.TopicPrefix, GroupPrefix: v.GroupPrefix, Sinks: v.Sinks,
-		StateSchema: v.StateSchema, Kafka: v.Kafka,
+		StateSchema: v.StateSchema, // verify --wait waits for the initial snapshot; it judges no slot
+		Kafka:       v.Kafka,
 	}
 }
 

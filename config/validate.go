@@ -623,6 +623,7 @@ func (s Status) Validate() error {
 		func() error { return checkTopicPart("TOPIC_PREFIX", s.TopicPrefix) },
 		func() error { return checkTopicPart("GROUP_PREFIX", s.GroupPrefix) },
 		func() error { return checkSinks("SINKS", s.Sinks) },
+		func() error { return checkIdentifier("STATE_SCHEMA", s.StateSchema) },
 		func() error {
 			if s.InventoryURL == "" {
 				return nil
@@ -635,7 +636,6 @@ func (s Status) Validate() error {
 			}
 			return nil
 		},
-		func() error { return checkIdentifier("STATE_SCHEMA", s.StateSchema) },
 		s.Kafka.Validate,
 	)
 }

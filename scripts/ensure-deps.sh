@@ -3,8 +3,9 @@
 # themselves are installed: the Postgres server binaries (initdb, postgres)
 # and redis-server. Kafka needs nothing: tests and the demo use an
 # in-process development broker. promtool (Debian package prometheus), which
-# tests the shipped alert rules, is installed too when it can be; without it
-# that one test skips.
+# tests the shipped alert rules, and kcat (a librdkafka client the
+# Debezium-encoding test reads topics with) are installed too when they can
+# be; without them those checks skip.
 #
 # When something is missing and we run as root on a Debian/Ubuntu machine,
 # it is installed with apt-get; otherwise the script says what to install
@@ -26,24 +27,29 @@ have_promtool() {
 	command -v promtool >/dev/null 2>&1
 }
 
+have_kcat() {
+	command -v kcat >/dev/null 2>&1
+}
+
 missing=()
 have_initdb || missing+=(postgresql)
 have_redis || missing+=(redis-server)
-# Optional: only the alert-rule test needs it.
+# Optional: only the alert-rule test and the kcat check need them.
 optional=()
 have_promtool || optional+=(prometheus)
+have_kcat || optional+=(kcat)
 
 if [[ ${#optional[@]} -gt 0 ]]; then
 	if [[ "$(id -u)" -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-		echo "ensure-deps: installing ${optional[*]} (promtool) with apt-get" >&2
+		echo "ensure-deps: installing ${optional[*]} (promtool, kcat) with apt-get" >&2
 		export DEBIAN_FRONTEND=noninteractive
 		apt-get update -qq || true
 		# The package's Prometheus server is not started here (no init
 		# system in CI containers); only promtool is used.
 		apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null ||
-			echo "ensure-deps: could not install ${optional[*]}; the alert-rule test will skip" >&2
+			echo "ensure-deps: could not install ${optional[*]}; the alert-rule test or the kcat check will skip" >&2
 	else
-		echo "ensure-deps: promtool not found (package prometheus); the alert-rule test will skip" >&2
+		echo "ensure-deps: ${optional[*]} not found (packages prometheus, kcat); the alert-rule test or the kcat check will skip" >&2
 	fi
 fi
 

@@ -34,6 +34,9 @@ func (c *Collector) slot(ctx context.Context) (Slot, error) {
 		// statement when capture confirms a keepalive's end position.
 		s.LagBytes = 0
 	}
+	if err := c.lostSlot(ctx, &s); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 

@@ -44,6 +44,17 @@ type Slot struct {
 	// LagBytes is the WAL between them: what capture has still to read
 	// or to have acknowledged by Kafka.
 	LagBytes int64 `json:"lag_bytes"`
+	// WALStatus is pg_replication_slots.wal_status (reserved, extended,
+	// unreserved, lost); empty when the slot does not exist.
+	WALStatus string `json:"wal_status,omitempty"`
+	// Lost is set when the slot can no longer deliver every change:
+	// slot_missing (capture recorded the slot, the server does not have it:
+	// a failover or restore), slot_invalidated (wal_status lost, or an
+	// invalidation reason), or source_changed (another cluster than the
+	// one capture recorded). LostDetail says more. Capture refuses to
+	// continue over it (README: When the order database fails over).
+	Lost       string `json:"lost,omitempty"`
+	LostDetail string `json:"lost_detail,omitempty"`
 }
 
 // Topic is one change topic and its partitions' offsets.

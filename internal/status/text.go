@@ -23,6 +23,9 @@ func WriteText(w io.Writer, r *Report) error {
 	} else {
 		fmt.Fprintf(tw, "%s\t(does not exist)\t-\t-\t%s\t-\n", r.Slot.Name, r.Slot.CurrentLSN)
 	}
+	if r.Slot.Lost != "" {
+		fmt.Fprintf(tw, "LOST (%s): %s; capture refuses to continue (README: When the order database fails over)\n", r.Slot.Lost, r.Slot.LostDetail)
+	}
 
 	if err := tw.Flush(); err != nil {
 		return err

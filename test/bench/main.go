@@ -7,6 +7,10 @@
 // (pgoutput, to /dev/null) and the other with `cdcsync capture` into a
 // kfake broker, and reports rows/s of each (capture counts rows the broker
 // acknowledged), their ratio, and capture's peak RSS.
+//
+//	go run ./test/bench ryw [-rate 2000] [-duration 20s]
+//
+// ryw: read-your-writes wait latency at a write rate (ryw.go).
 package main
 
 import (
@@ -30,13 +34,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench capture [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bench capture|ryw [flags]")
 		os.Exit(2)
 	}
 	var err error
 	switch os.Args[1] {
 	case "capture":
 		err = benchCapture(os.Args[2:])
+	case "ryw":
+		err = benchRYW(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
 	}

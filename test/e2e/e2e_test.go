@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/internal/verify"
@@ -37,6 +38,14 @@ const (
 // exactly, the availability cache equals on_hand − reserved − shipped,
 // and the row cache equals the orders table.
 func TestOrdersWithCaptureRunning(t *testing.T) {
+	runOrdersWorkload(t, writeFor)
+}
+
+// runOrdersWorkload is TestOrdersWithCaptureRunning's scenario, writing
+// for the given time with the pipeline's configuration adjusted; it
+// returns the running pipeline once verify found no drift.
+func runOrdersWorkload(t *testing.T, writeFor time.Duration, adjust ...func(*config.Capture, *config.Sink)) *running {
+	t.Helper()
 	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
 	src, inv := e.PG.CreateDB(t), e.PG.CreateDB(t)
@@ -52,7 +61,7 @@ func TestOrdersWithCaptureRunning(t *testing.T) {
 			reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
 		`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 500 FROM generate_series(1, 1000) g`)
 
-	p := startPipeline(t, e, src, inv)
+	p := startPipeline(t, e, src, inv, adjust...)
 	// Writes start once capture streams: the snapshot holds the initial
 	// orders, the stream everything after.
 	p.waitCaughtUp(t, 60*time.Second)
@@ -133,6 +142,8 @@ func TestOrdersWithCaptureRunning(t *testing.T) {
 	if r, err = v.Run(ctx); err != nil || r.Drifted != 2 {
 		t.Errorf("verify after tampering with item 7: %v, %+v; want 2 drifts (the item and its availability)", err, r)
 	}
+	mustExec(t, e, inv, `UPDATE inventory_items SET reserved = reserved - 1 WHERE item_id = 7`)
+	return p
 }
 
 func mustExec(t *testing.T, e *testenv.Env, db string, sql ...string) {

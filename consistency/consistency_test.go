@@ -1,0 +1,148 @@
+package consistency
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cdcsync/cdcsync/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &env)) }
+
+func TestTokenText(t *testing.T) {
+	tok, err := ParseToken("0/16B3748")
+	if err != nil || tok != 0x16B3748 || tok.String() != "0/16B3748" {
+		t.Fatalf("ParseToken = %v (%v)", tok, err)
+	}
+	if _, err := ParseToken("16B3748"); err == nil {
+		t.Error("ParseToken accepted a malformed LSN")
+	}
+}
+
+// TakeToken is at or after the end of the commit record just written
+// (as logical decoding reports it), with synchronous commit on and off.
+func TestTakeTokenCoversTheCommit(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, e.PG.URL(e.PG.CreateDB(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Release()
+	slot := testenv.RandomName("slot")
+	if _, err := conn.Exec(ctx, `CREATE TABLE t (id int)`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot) }()
+	for _, sc := range []string{"on", "off"} {
+		if _, err := conn.Exec(ctx, "SET synchronous_commit = "+sc); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := conn.Exec(ctx, `INSERT INTO t VALUES (1)`); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := TakeToken(ctx, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// With synchronous_commit off the record reaches decoding once
+		// the WAL writer flushed it.
+		var end string
+		for deadline := time.Now().Add(10 * time.Second); end == ""; {
+			err = conn.QueryRow(ctx, `SELECT coalesce(max(lsn)::text, '') FROM pg_logical_slot_get_changes($1, NULL, NULL)
+				WHERE data LIKE $2`, slot, "COMMIT%").Scan(&end)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end == "" && time.Now().After(deadline) {
+				t.Fatalf("synchronous_commit=%s: the commit never reached logical decoding", sc)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		e, _ := ParseToken(end)
+		if tok < e {
+			t.Errorf("synchronous_commit=%s: token %s before the commit's end %s", sc, tok, end)
+		}
+		t.Logf("synchronous_commit=%s: commit ends at %s, token %s", sc, end, tok)
+	}
+}
+
+func TestWaitRedis(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := context.Background()
+	opts, _ := redis.ParseURL(e.Redis.URL())
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	sink := testenv.RandomName("sink")
+	key := "cdcsync:applied:" + sink
+
+	// Nothing applied yet: a timeout the caller can tell apart, not early.
+	start := time.Now()
+	err := WaitRedis(ctx, rdb, sink, 0x100, 150*time.Millisecond)
+	var te *TimeoutError
+	if !errors.Is(err, ErrTimeout) || !errors.As(err, &te) || te.Token != 0x100 || te.Applied != 0 {
+		t.Fatalf("WaitRedis with nothing applied = %v, want a *TimeoutError", err)
+	}
+	if d := time.Since(start); d < 150*time.Millisecond {
+		t.Errorf("timed out after %v, before 150ms", d)
+	}
+	// Applied, but not far enough.
+	rdb.Set(ctx, key, "0/FF", 0)
+	if err := WaitRedis(ctx, rdb, sink, 0x100, 50*time.Millisecond); !errors.As(err, &te) || te.Applied != 0xFF {
+		t.Errorf("WaitRedis short of the token = %v, want a timeout reporting 0/FF", err)
+	}
+	// The position arrives while waiting.
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		rdb.Set(ctx, key, "0/100", 0)
+	}()
+	if err := WaitRedis(ctx, rdb, sink, 0x100, 10*time.Second); err != nil {
+		t.Errorf("WaitRedis once applied = %v", err)
+	}
+	// The caller's context ends the wait with its own error.
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := WaitRedis(cctx, rdb, sink, 0x200, time.Second); !errors.Is(err, context.Canceled) {
+		t.Errorf("WaitRedis with a cancelled context = %v", err)
+	}
+}
+
+func TestWaitInventory(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, e.PG.URL(e.PG.CreateDB(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE cdcsync_applied (sink text PRIMARY KEY, lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL);
+		INSERT INTO cdcsync_applied VALUES ('inventory', '0/10', now())`); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitInventory(ctx, pool, 0x11, 50*time.Millisecond); !errors.Is(err, ErrTimeout) {
+		t.Errorf("WaitInventory short of the token = %v, want ErrTimeout", err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		_, _ = pool.Exec(ctx, `UPDATE cdcsync_applied SET lsn = '0/20'`)
+	}()
+	if err := WaitInventory(ctx, pool, 0x11, 10*time.Second); err != nil {
+		t.Errorf("WaitInventory once applied = %v", err)
+	}
+}
