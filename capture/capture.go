@@ -313,7 +313,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 		if router.IsOutboxTable(t.Schema, t.Name) {
 			continue // its inserts go to event topics, created when first seen
 		}
-		if err := prod.ensureTopic(pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)); err != nil {
+		if err := prod.ensureTableTopic(pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)); err != nil {
 			return err
 		}
 	}

@@ -2,11 +2,13 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // MovedRowFetcher reads, from the source, the current text values of cols
@@ -64,6 +66,13 @@ func (r *movedRows) fetcher(ctx context.Context) MovedRowFetcher {
 		// The key values go as text with the columns' own type OIDs, so
 		// Postgres parses them exactly as the stream printed them.
 		res := r.conn.PgConn().ExecParams(ctx, sql.String(), keyVals, keyOIDs, nil, nil).Read()
+		var pgErr *pgconn.PgError
+		if errors.As(res.Err, &pgErr) {
+			// The server refused the query: capture is behind and the table
+			// or column was since dropped or renamed. Retrying would fail the
+			// same way forever; the columns stay unchanged instead.
+			return nil, false, nil
+		}
 		if res.Err != nil {
 			r.close() // a broken connection is opened again next time
 			return nil, false, fmt.Errorf("read moved row of %s.%s: %w", schema, table, res.Err)

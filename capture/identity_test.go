@@ -102,3 +102,35 @@ func TestReplicaIdentityNothingRefused(t *testing.T) {
 		}
 	}
 }
+
+// TestMovedRowFetcher reads the current values under a moved row's new key
+// exactly as the stream prints them; a row gone since, or a column dropped
+// or renamed since (capture is behind), leaves the columns unchanged rather
+// than failing the stream forever.
+func TestMovedRowFetcher(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	db := e.PG.CreateDB(t)
+	conn := connect(t, e, db)
+	mustExec(t, conn, `CREATE TABLE docs (id bigint PRIMARY KEY, at timestamptz, note text)`,
+		`INSERT INTO docs VALUES (1, '2026-01-02 03:04:05+01', 'hello')`)
+	cfg := testConfig(e, db)
+	c := &capturer{cfg: cfg}
+	moved := &movedRows{connect: c.connect}
+	defer moved.close()
+	fetch := moved.fetcher(t.Context())
+	keyOIDs := []uint32{20} // int8
+	vals, found, err := fetch("public", "docs", []string{"id"}, keyOIDs, [][]byte{[]byte("1")}, []string{"note", "at"})
+	if err != nil || !found || string(vals[0]) != "hello" || string(vals[1]) != "2026-01-02 02:04:05+00" {
+		t.Fatalf("existing row: %q, %v, %v", vals, found, err)
+	}
+	if _, found, err := fetch("public", "docs", []string{"id"}, keyOIDs, [][]byte{[]byte("2")}, []string{"note"}); found || err != nil {
+		t.Errorf("missing row: found %v, err %v", found, err)
+	}
+	if _, found, err := fetch("public", "docs", []string{"id"}, keyOIDs, [][]byte{[]byte("1")}, []string{"gone"}); found || err != nil {
+		t.Errorf("dropped column: found %v, err %v; want not found and no error", found, err)
+	}
+	// The connection survives a refused query.
+	if _, found, err := fetch("public", "docs", []string{"id"}, keyOIDs, [][]byte{[]byte("1")}, []string{"note"}); !found || err != nil {
+		t.Errorf("after a refused query: found %v, err %v", found, err)
+	}
+}

@@ -2,9 +2,11 @@ package capture
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +40,8 @@ type producer struct {
 	// maxMessageBytes is the producer's limit: a larger message is a
 	// poison record, refused before it enters the producer.
 	maxMessageBytes int
+	// cleanupPolicy is the cleanup.policy of table topics.
+	cleanupPolicy string
 
 	mu     sync.Mutex
 	topics map[string]*topicState // topics known to exist
@@ -185,9 +189,10 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 	return &producer{
 		ap: ap, admin: admin, client: client, registry: sc.MetricRegistry, answerWait: sc.Net.ReadTimeout + time.Second, tracker: tracker, metrics: m,
 		topicCfg: topicCfg, dlqCfg: dlqCfg, maxMessageBytes: cfg.MaxMessageBytes,
-		topics: map[string]*topicState{},
-		failed: make(chan error, 1),
-		done:   make(chan struct{}),
+		cleanupPolicy: cmp.Or(cfg.TopicCleanupPolicy, "compact"),
+		topics:        map[string]*topicState{},
+		failed:        make(chan error, 1),
+		done:          make(chan struct{}),
 	}, nil
 }
 
@@ -197,17 +202,39 @@ func (p *producer) ensureTopic(topic string) error {
 	return err
 }
 
+// ensureTableTopic creates a table's topic if it does not exist yet, with
+// the table topics' cleanup.policy (compact by default: the latest event per
+// key and the tombstones are what a rebuild needs, see README "Topics and
+// retention"). Other topics (outbox events, transaction metadata) are
+// event streams and keep the broker's default.
+func (p *producer) ensureTableTopic(topic string) error {
+	detail := p.topicCfg
+	policy := p.cleanupPolicy
+	detail.ConfigEntries = maps.Clone(detail.ConfigEntries)
+	if detail.ConfigEntries == nil {
+		detail.ConfigEntries = map[string]*string{}
+	}
+	detail.ConfigEntries["cleanup.policy"] = &policy
+	_, err := p.create(topic, detail)
+	return err
+}
+
 // topic returns the state of topic, creating the topic on first use.
 func (p *producer) topic(topic string) (*topicState, error) {
+	detail := p.topicCfg
+	if strings.HasSuffix(topic, deadLetterSuffix) {
+		detail = p.dlqCfg
+	}
+	return p.create(topic, detail)
+}
+
+// create returns the state of topic, creating it with detail on first use.
+func (p *producer) create(topic string, detail sarama.TopicDetail) (*topicState, error) {
 	p.mu.Lock()
 	st := p.topics[topic]
 	p.mu.Unlock()
 	if st != nil {
 		return st, nil
-	}
-	detail := p.topicCfg
-	if strings.HasSuffix(topic, deadLetterSuffix) {
-		detail = p.dlqCfg
 	}
 	err := p.admin.CreateTopic(topic, &detail, false)
 	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {

@@ -473,8 +473,12 @@ func tableRecord(prefix string, c Change) Record {
 		Position: c.Position,
 		Headers:  []sarama.RecordHeader{{Key: headerPosition, Value: c.Position.AppendText(make([]byte, 0, 40))}},
 	}
-	if c.Key != nil {
+	switch {
+	case c.Key != nil:
 		rec.Key = c.Key.AppendJSON(nil)
+	case c.Event != nil && c.Event.Op == pipeline.OpTruncate:
+		// Compacted topics refuse records without a key.
+		rec.Key = []byte(pipeline.TruncateKey)
 	}
 	if c.Event != nil {
 		rec.Value = c.Event.AppendJSON(make([]byte, 0, 256))

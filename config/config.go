@@ -62,6 +62,10 @@ type Capture struct {
 	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
 	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
 	OutboxTopicPrefix string        `envconfig:"OUTBOX_TOPIC_PREFIX" desc:"outbox event topic is <prefix>.<aggregate>; empty means <TOPIC_PREFIX>.events"`
+
+	// TopicCleanupPolicy applies to table topics only (README, Topics and
+	// retention).
+	TopicCleanupPolicy string `envconfig:"TOPIC_CLEANUP_POLICY" default:"compact" desc:"cleanup.policy of table topics created at start-up: compact (the latest event per key and the tombstones stay, so replay topic --from beginning can rebuild a store) or delete (the broker's retention)"`
 	// The nested structs are embedded because envconfig prefixes the
 	// variables of a named (non-embedded) struct field with the field name:
 	// a field `Kafka Kafka` would read CDCSYNC_KAFKA_KAFKA_BROKERS. Embedded,

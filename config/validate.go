@@ -43,6 +43,12 @@ func (c Capture) Validate() error {
 			}
 			return checkTopicPart("OUTBOX_TOPIC_PREFIX", c.OutboxTopicPrefix)
 		},
+		func() error {
+			if c.TopicCleanupPolicy == "" { // built in code: the default
+				return nil
+			}
+			return checkOneOf("TOPIC_CLEANUP_POLICY", c.TopicCleanupPolicy, "compact", "delete")
+		},
 		func() error { return checkPositive("TOPIC_PARTITIONS", c.TopicPartitions) },
 		func() error {
 			if c.TopicReplication == -1 || c.TopicReplication > 0 {

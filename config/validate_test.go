@@ -88,6 +88,7 @@ func captureCases(t *testing.T) []captureCase {
 		{"outbox table", func(c *Capture) { c.OutboxTable = "outbox" }, "CDCSYNC_OUTBOX_TABLE", "schema.table"},
 		{"outbox topic prefix", func(c *Capture) { c.OutboxTopicPrefix = "events/x" }, "CDCSYNC_OUTBOX_TOPIC_PREFIX", "a-z A-Z 0-9"},
 		{"partitions", func(c *Capture) { c.TopicPartitions = 0 }, "CDCSYNC_TOPIC_PARTITIONS", "positive"},
+		{"cleanup policy", func(c *Capture) { c.TopicCleanupPolicy = "compact,delete" }, "CDCSYNC_TOPIC_CLEANUP_POLICY", `must be "compact" or "delete"`},
 		{"replication", func(c *Capture) { c.TopicReplication = 0 }, "CDCSYNC_TOPIC_REPLICATION_FACTOR", "-1"},
 		{"heartbeat", func(c *Capture) { c.HeartbeatInterval = -time.Second }, "CDCSYNC_HEARTBEAT_INTERVAL", "negative"},
 		{"status interval", func(c *Capture) { c.StatusInterval = 0 }, "CDCSYNC_STATUS_INTERVAL", "longer than 0"},

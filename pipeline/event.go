@@ -387,6 +387,13 @@ func Topic(prefix, schema, table string) string {
 	return prefix + "." + schema + "." + table
 }
 
+// TruncateKey is the key of a truncate record. Compacted topics refuse
+// records without a key, and a control record's key must never be a row's:
+// no table has a key column of this name. Every truncate of a table shares
+// it, so compaction keeps only the table's latest truncate, which is all a
+// rebuild needs (it supersedes every event at or before it).
+const TruncateKey = `{"__cdcsync_control":"truncate"}`
+
 // Header names written on every change message.
 const (
 	HeaderPosition = "cdcsync.position" // Position.String()

@@ -42,6 +42,18 @@ type consumer struct {
 	// fail stops the sink with a fatal error (a configuration problem the
 	// events revealed); nil retries such errors like any other.
 	fail func(error)
+	// gaps checks each claim for records lost before it (gap.go); set by
+	// run.
+	gaps *gapGuard
+	// epoch is the redis sink's Redis data epoch, committed with its
+	// offsets so that a Redis that lost its data is rebuilt (see
+	// rebuildLost); nil for the inventory sink and replay.
+	epoch *redisEpoch
+	loss  sessionLoss
+	// claimCtx is the running session's context for its claims, which
+	// loss may end early.
+	claimCtxMu sync.Mutex
+	claimCtx   context.Context
 }
 
 var _ sarama.ConsumerGroupHandler = (*consumer)(nil)
@@ -90,27 +102,6 @@ func (c *consumer) saramaConfig() (*sarama.Config, error) {
 	return sc, nil
 }
 
-// setGroupTimeouts bounds how long a rebalance may wait for members, and
-// makes the client wait for a JoinGroup at least that long.
-//
-// The coordinator holds every JoinGroup until all known members rejoined
-// or the rebalance timeout passed, and a member that died while it was
-// joining counts as known until then. sarama's defaults (rebalance timeout
-// 60 s, read timeout 30 s) let a sink restarted in such a group give up
-// its JoinGroup before the coordinator answers, retry, and never rejoin
-// (issue 14). Kafka's Java client waits rebalance timeout + 5 s for a
-// join; so do we. The rebalance timeout itself only has to cover a live
-// member's way back into the group: noticing the rebalance (a heartbeat
-// interval) and finishing the batch in hand (the shutdown timeout, see
-// applyBatch); beyond that, a slower member is left out of the generation
-// and rejoins in the next one, which is harmless. Keeping it short keeps
-// a restarted sink's rejoin within about the session timeout.
-func setGroupTimeouts(sc *sarama.Config, shutdown time.Duration) {
-	g := &sc.Consumer.Group
-	g.Rebalance.Timeout = max(g.Session.Timeout, shutdown+g.Heartbeat.Interval+2*time.Second)
-	sc.Net.ReadTimeout = max(sc.Net.ReadTimeout, g.Rebalance.Timeout+5*time.Second)
-}
-
 // run consumes until ctx is cancelled. Outages of the store and the
 // brokers and missing topics are retried with backoff; only a
 // configuration error is returned.
@@ -131,9 +122,13 @@ func (c *consumer) run(ctx context.Context) error {
 	if err != nil || group == nil {
 		return err
 	}
+	c.gaps = &gapGuard{brokers: c.cfg.Kafka.Brokers, sc: sc, group: c.group}
+	defer c.gaps.close()
 	wg.Go(func() {
 		for err := range group.Errors() {
-			c.log.Warn("consumer group error", "group", c.group, "err", err)
+			if !c.reportOutOfRange(err) {
+				c.log.Warn("consumer group error", "group", c.group, "err", err)
+			}
 		}
 	})
 	defer func() {
@@ -179,6 +174,10 @@ func (c *consumer) prepare(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return false
 		}
+		if c.fail != nil && fatal(err) {
+			c.fail(err) // a store that cannot work as configured
+			return false
+		}
 		c.health.waiting(fmt.Sprintf("setting up its store fails (retrying): %v", err))
 		c.log.Warn("sink setup failed; retrying", "err", err)
 		if !b.wait(ctx) {
@@ -220,6 +219,12 @@ func (c *consumer) checkStore(ctx context.Context) {
 	for {
 		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 		err := c.probe(pctx)
+		if err == nil && c.epoch != nil {
+			// An idle sink learns here that Redis lost its data.
+			if lost, _ := c.epoch.changed(pctx); lost {
+				c.redisLost(errRedisLost)
+			}
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return
@@ -237,8 +242,16 @@ func (c *consumer) checkStore(ctx context.Context) {
 func (c *consumer) Setup(sess sarama.ConsumerGroupSession) error {
 	// A member of the group, even one left without partitions (more
 	// members than partitions), is doing its job.
-	c.health.joined()
 	c.log.Debug("partitions assigned", "group", c.group, "claims", sess.Claims(), "generation", sess.GenerationID())
+	if err := c.rebuildLost(sess); err != nil {
+		c.log.Warn("check for lost Redis data failed; rejoining", "group", c.group, "err", err)
+		return err
+	}
+	ctx := c.loss.start(sess)
+	c.claimCtxMu.Lock()
+	c.claimCtx = ctx
+	c.claimCtxMu.Unlock()
+	c.health.joined()
 	return nil
 }
 
@@ -251,10 +264,14 @@ func (c *consumer) Cleanup(sess sarama.ConsumerGroupSession) error {
 // ConsumeClaim applies one partition batch by batch until the session ends
 // (a rebalance or shutdown) or the claim's messages close.
 func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	if !c.mayConsume(sess, claim) {
+		return nil
+	}
 	defer c.metrics.dropLag(claim.Topic(), claim.Partition())
+	ctx := c.claimContext()
 	for {
-		batch, more := c.collect(sess.Context(), claim.Messages())
-		if len(batch) > 0 && !c.process(sess, batch) {
+		batch, more := c.collect(ctx, claim.Messages())
+		if len(batch) > 0 && !c.process(ctx, sess, batch) {
 			return nil
 		}
 		if len(batch) > 0 {
@@ -332,12 +349,12 @@ func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMess
 // returns false when the batch was abandoned because the session ended
 // while a step was failing: its offset is not marked and the batch will be
 // consumed again, which is harmless because applying is idempotent.
-func (c *consumer) process(sess sarama.ConsumerGroupSession, raws []*sarama.ConsumerMessage) bool {
-	if _, ok := c.applyBatch(sess.Context(), raws); !ok {
+func (c *consumer) process(ctx context.Context, sess sarama.ConsumerGroupSession, raws []*sarama.ConsumerMessage) bool {
+	if _, ok := c.applyBatch(ctx, raws); !ok {
 		return false
 	}
 	last := raws[len(raws)-1]
-	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, "")
+	sess.MarkOffset(last.Topic, last.Partition, last.Offset+1, c.offsetMetadata())
 	return true
 }
 
@@ -392,6 +409,9 @@ func (c *consumer) applyBatch(stop context.Context, raws []*sarama.ConsumerMessa
 	}, func(attempt int, err error) {
 		if c.fail != nil && fatal(err) {
 			c.fail(err)
+		}
+		if isRedisLost(err) {
+			c.redisLost(err)
 		}
 		c.metrics.applyRetries.Inc()
 		c.health.applyFailed(err)

@@ -30,10 +30,15 @@ type deadLetters struct {
 	maxBytes int // the producer's Producer.MaxMessageBytes
 	log      *slog.Logger
 
+	// dedupe skips messages that already have a dead letter from this
+	// sink (replay; see dropKnown).
+	dedupe bool
+
 	mu       sync.Mutex
 	client   sarama.Client
 	producer sarama.SyncProducer
-	created  map[string]bool // dead-letter topics known to exist
+	created  map[string]bool            // dead-letter topics known to exist
+	known    map[string]map[string]bool // by dead-letter topic: origins with a dead letter (dedupe)
 }
 
 // defaultDLQMaxBytes applies when the configuration sets no limit (one
@@ -46,7 +51,8 @@ func newDeadLetters(k config.Kafka, suffix, sink string, maxBytes int, log *slog
 	if maxBytes <= 0 {
 		maxBytes = defaultDLQMaxBytes
 	}
-	return &deadLetters{kafka: k, suffix: suffix, sink: sink, maxBytes: maxBytes, log: log, created: map[string]bool{}}
+	return &deadLetters{kafka: k, suffix: suffix, sink: sink, maxBytes: maxBytes, log: log,
+		created: map[string]bool{}, known: map[string]map[string]bool{}}
 }
 
 // send writes msgs (all with Err set) and returns once the brokers have
@@ -57,6 +63,15 @@ func (d *deadLetters) send(msgs []*Message) error {
 	defer d.mu.Unlock()
 	if err := d.connect(); err != nil {
 		return err
+	}
+	if d.dedupe {
+		var err error
+		if msgs, err = d.dropKnown(msgs); err != nil {
+			return err
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
 	}
 	out := make([]*sarama.ProducerMessage, 0, len(msgs))
 	for _, m := range msgs {
@@ -79,6 +94,9 @@ func (d *deadLetters) send(msgs []*Message) error {
 		// A failed producer may hold broken connections; start afresh.
 		d.closeLocked()
 		return fmt.Errorf("write dead letters: %w", err)
+	}
+	if d.dedupe {
+		d.remember(msgs)
 	}
 	return nil
 }

@@ -372,7 +372,6 @@ func (h *harness) rowCache() map[string]map[string]string {
 // availability cache with the inventory store.
 func (h *harness) checkRedis(w *workload, rows, availability bool) {
 	h.t.Helper()
-	ctx := context.Background()
 	if rows {
 		got, want := h.rowCache(), w.expectedRows()
 		var bad []string
@@ -394,20 +393,27 @@ func (h *harness) checkRedis(w *workload, rows, availability bool) {
 		}
 	}
 	if availability {
-		items := h.items()
-		var bad []string
-		for item := range w.touched {
-			v := items[item]
-			want := v[0] - v[1] - v[2]
-			got, err := h.rdb.Get(ctx, AvailabilityKey(item)).Result()
-			if err != nil || got != strconv.FormatInt(want, 10) {
-				bad = append(bad, fmt.Sprintf("item %d: %q (%v), want %d", item, got, err, want))
-			}
-		}
-		if len(bad) > 0 {
+		if bad := h.availabilityDiff(w); len(bad) > 0 {
 			h.t.Fatalf("availability cache wrong for %d items: %s", len(bad), strings.Join(bad[:min(len(bad), 10)], "; "))
 		}
 	}
+}
+
+// availabilityDiff compares the availability cache of every item the
+// workload touched with the inventory store.
+func (h *harness) availabilityDiff(w *workload) []string {
+	h.t.Helper()
+	items := h.items()
+	var bad []string
+	for item := range w.touched {
+		v := items[item]
+		want := v[0] - v[1] - v[2]
+		got, err := h.rdb.Get(context.Background(), AvailabilityKey(item)).Result()
+		if err != nil || got != strconv.FormatInt(want, 10) {
+			bad = append(bad, fmt.Sprintf("item %d: %q (%v), want %d", item, got, err, want))
+		}
+	}
+	return bad
 }
 
 // counter sums a counter's series whose labels include the given ones.

@@ -4,6 +4,9 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"time"
+
+	"github.com/IBM/sarama"
 
 	"github.com/cdcsync/cdcsync/config"
 )
@@ -46,4 +49,25 @@ func groupInstanceID(cfg config.Sink) string {
 		return ""
 	}
 	return host + "-" + port
+}
+
+// setGroupTimeouts bounds how long a rebalance may wait for members, and
+// makes the client wait for a JoinGroup at least that long.
+//
+// The coordinator holds every JoinGroup until all known members rejoined
+// or the rebalance timeout passed, and a member that died while it was
+// joining counts as known until then. sarama's defaults (rebalance timeout
+// 60 s, read timeout 30 s) let a sink restarted in such a group give up
+// its JoinGroup before the coordinator answers, retry, and never rejoin
+// (issue 14). Kafka's Java client waits rebalance timeout + 5 s for a
+// join; so do we. The rebalance timeout itself only has to cover a live
+// member's way back into the group: noticing the rebalance (a heartbeat
+// interval) and finishing the batch in hand (the shutdown timeout, see
+// applyBatch); beyond that, a slower member is left out of the generation
+// and rejoins in the next one, which is harmless. Keeping it short keeps
+// a restarted sink's rejoin within about the session timeout.
+func setGroupTimeouts(sc *sarama.Config, shutdown time.Duration) {
+	g := &sc.Consumer.Group
+	g.Rebalance.Timeout = max(g.Session.Timeout, shutdown+g.Heartbeat.Interval+2*time.Second)
+	sc.Net.ReadTimeout = max(sc.Net.ReadTimeout, g.Rebalance.Timeout+5*time.Second)
 }

@@ -19,6 +19,10 @@ type Message struct {
 	// Err says why the message can never be applied (it wraps
 	// errPermanent); such a message goes to the dead-letter topic.
 	Err error
+	// AlreadyDead is set when Err is and the message's dead letter was
+	// written before (a replay over what the daemon dead-lettered): it is
+	// not written again.
+	AlreadyDead bool
 	// Skip is set by the applier when the message changed nothing, to the
 	// reason (skipStale, skipTruncated, skipSuperseded); empty when applied.
 	Skip string

@@ -26,6 +26,7 @@ type metrics struct {
 	applySeconds *prometheus.HistogramVec
 	endToEnd     *prometheus.HistogramVec
 	consumerLag  *prometheus.GaugeVec
+	stopped      *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -65,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "cdcsync", Subsystem: "sink", Name: "consumer_lag_messages",
 			Help: "Messages on the partition after the last applied batch (high-water mark minus the next offset), per partition this process consumes.",
 		}, []string{"sink", "topic", "partition"}),
+		stopped: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: "cdcsync", Subsystem: "sink", Name: "partitions_stopped",
+			Help: "Partitions this process does not consume because records were deleted from the topic before the sink applied them (see the logs for the range and how to rebuild).",
+		}, []string{"sink"}),
 	}
 	if reg == nil {
 		return m, nil
@@ -84,6 +89,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m.batchSize, m.applySeconds, m.endToEnd = reg2(m.batchSize), reg2(m.applySeconds), reg2(m.endToEnd)
 	var lagErr error
 	m.consumerLag, lagErr = register(reg, m.consumerLag)
+	err = errors.Join(err, lagErr)
+	m.stopped, lagErr = register(reg, m.stopped)
 	err = errors.Join(err, lagErr)
 	if err != nil {
 		return nil, fmt.Errorf("register sink metrics: %w", err)
@@ -119,8 +126,10 @@ type sinkMetrics struct {
 	applySeconds prometheus.Observer
 	endToEnd     prometheus.Observer
 	// lag is the consumer lag gauge of this sink's partitions.
-	lag  *prometheus.GaugeVec
-	sink string
+	lag *prometheus.GaugeVec
+	// partitionsStopped counts partitions stopped by a gap (gap.go).
+	partitionsStopped prometheus.Gauge
+	sink              string
 }
 
 // setLag sets the consumer lag of a partition after a batch.
@@ -136,16 +145,17 @@ func (s *sinkMetrics) dropLag(topic string, partition int32) {
 
 func (m *metrics) forSink(sink string) *sinkMetrics {
 	s := &sinkMetrics{
-		applied:      m.applied.WithLabelValues(sink),
-		skipped:      map[string]prometheus.Counter{},
-		deadLettered: m.deadLettered.WithLabelValues(sink),
-		applyRetries: m.retries.WithLabelValues(sink, "apply"),
-		dlqRetries:   m.retries.WithLabelValues(sink, "dlq"),
-		batchSize:    m.batchSize.WithLabelValues(sink),
-		applySeconds: m.applySeconds.WithLabelValues(sink),
-		endToEnd:     m.endToEnd.WithLabelValues(sink),
-		lag:          m.consumerLag,
-		sink:         sink,
+		applied:           m.applied.WithLabelValues(sink),
+		skipped:           map[string]prometheus.Counter{},
+		deadLettered:      m.deadLettered.WithLabelValues(sink),
+		applyRetries:      m.retries.WithLabelValues(sink, "apply"),
+		dlqRetries:        m.retries.WithLabelValues(sink, "dlq"),
+		batchSize:         m.batchSize.WithLabelValues(sink),
+		applySeconds:      m.applySeconds.WithLabelValues(sink),
+		endToEnd:          m.endToEnd.WithLabelValues(sink),
+		lag:               m.consumerLag,
+		sink:              sink,
+		partitionsStopped: m.stopped.WithLabelValues(sink),
 	}
 	for _, r := range []string{skipStale, skipTruncated, skipSuperseded, skipTombstone} {
 		s.skipped[r] = m.skipped.WithLabelValues(sink, r)

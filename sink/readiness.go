@@ -1,6 +1,8 @@
 package sink
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,9 +117,15 @@ type sinkHealth struct {
 	// storeErr is the last failed store check, applyErr the last failed
 	// attempt of a batch still being retried; empty when fine.
 	storeErr, applyErr string
+	// gaps holds the partitions stopped because records were deleted
+	// before the sink applied them (gap.go), by "topic/partition".
+	gaps map[string]string
 }
 
 func (h *sinkHealth) reasonLocked() string {
+	for _, k := range slices.Sorted(maps.Keys(h.gaps)) {
+		return "partition stopped: " + h.gaps[k]
+	}
 	switch {
 	case h.storeErr != "":
 		return "store unreachable: " + h.storeErr
@@ -158,6 +166,30 @@ func (h *sinkHealth) storeChecked(err error) {
 
 // applyFailed: an attempt to apply a batch failed and will be retried.
 func (h *sinkHealth) applyFailed(err error) { h.update(func() { h.applyErr = oneLine(err.Error()) }) }
+
+// gapStopped: a partition is stopped because records were lost.
+func (h *sinkHealth) gapStopped(partition, reason string) {
+	h.update(func() {
+		if h.gaps == nil {
+			h.gaps = map[string]string{}
+		}
+		h.gaps[partition] = oneLine(reason)
+	})
+}
+
+// gapCleared: a partition starts without a gap (after a rebuild, or
+// consumed here again).
+func (h *sinkHealth) gapCleared(partition string) {
+	if h == nil {
+		return
+	}
+	h.parent.mu.Lock()
+	_, stopped := h.gaps[partition]
+	h.parent.mu.Unlock()
+	if stopped {
+		h.update(func() { delete(h.gaps, partition) })
+	}
+}
 
 // applied: a batch was applied.
 func (h *sinkHealth) applied() {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
@@ -45,6 +46,9 @@ type rowCache struct {
 	// applied keeps the row cache's applied-through position; nil when
 	// it is not kept (replay).
 	applied *redisApplied
+	// epoch is the Redis data epoch every script call must find (see
+	// EpochKey); loaded by the store's setup.
+	epoch *redisEpoch
 }
 
 var _ throughApplier = (*rowCache)(nil)
@@ -60,7 +64,14 @@ func (c *rowCache) ApplyThrough(ctx context.Context, batch []*Message, mark *par
 }
 
 func newRowCache(rdb redis.UniversalClient) *rowCache {
-	return &rowCache{rdb: rdb, script: redis.NewScript(applyLua)}
+	return &rowCache{rdb: rdb, script: redis.NewScript(applyLua), epoch: newRedisEpoch(rdb, config.SinkRedis)}
+}
+
+// withEpoch inserts the epoch the script must find in Redis after the
+// op and the position.
+func withEpoch(args []any, epoch string) []any {
+	out := make([]any, 0, len(args)+1)
+	return append(append(append(out, args[:2]...), epoch), args[2:]...)
 }
 
 // rowCall is one script call of a batch.
@@ -104,6 +115,7 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 	for _, m := range msgs {
 		ops = appendRowOps(ops, m)
 	}
+	epoch := c.epoch.current()
 	sealed := make(map[string]bool, len(ops))
 	calls := make([]rowCall, 0, len(ops))
 	for i := len(ops) - 1; i >= 0; i-- {
@@ -114,7 +126,7 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 		if op.full {
 			sealed[op.key] = true
 		}
-		calls = append(calls, rowCall{msg: op.msg, keys: rowKeys(op.key, op.msg.Event), args: op.args})
+		calls = append(calls, rowCall{msg: op.msg, keys: c.rowKeys(op.key, op.msg.Event), args: withEpoch(op.args, epoch)})
 	}
 	// Collected backwards; apply forwards.
 	slices.Reverse(calls)
@@ -128,6 +140,8 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 		m := calls[i].msg
 		res, err := cmd.Int64()
 		switch {
+		case err == nil && res == epochReply:
+			return fmt.Errorf("redis apply %s: %w", calls[i].keys[0], errRedisLost)
 		case err != nil && !messageRedisError(err):
 			// A condition of the store (down, not authenticated, no
 			// permission, out of memory, a key of the wrong type in our
@@ -181,10 +195,10 @@ func appendRowOps(ops []rowOp, m *Message) []rowOp {
 }
 
 // rowKeys returns the script's keys for a row event: row hash, version,
-// table truncate watermark.
-func rowKeys(rowKey string, ev *pipeline.Event) []string {
+// table truncate watermark, epoch.
+func (c *rowCache) rowKeys(rowKey string, ev *pipeline.Event) []string {
 	rest := strings.TrimPrefix(rowKey, rowPrefix)
-	return []string{rowKey, versionPrefix + rest, truncatePrefix + ev.Source.Schema + "." + ev.Source.Table}
+	return []string{rowKey, versionPrefix + rest, truncatePrefix + ev.Source.Schema + "." + ev.Source.Table, c.epoch.key}
 }
 
 func rowArgs(ev *pipeline.Event) []any {
@@ -220,12 +234,16 @@ func scalarText(v []byte) string {
 func (c *rowCache) truncate(ctx context.Context, m *Message) error {
 	table := m.Event.Source.Schema + "." + m.Event.Source.Table
 	watermark := truncatePrefix + table
+	epoch := c.epoch.current()
 	err := runScripts(ctx, c.rdb, c.script, 1, func(pipe redis.Pipeliner, _ int) *redis.Cmd {
-		return c.script.EvalSha(ctx, pipe, []string{watermark}, string(pipeline.OpTruncate), positionKey(m.Event.Position()))
+		return c.script.EvalSha(ctx, pipe, []string{watermark, c.epoch.key}, string(pipeline.OpTruncate), positionKey(m.Event.Position()), epoch)
 	}, func(_ int, cmd *redis.Cmd) error {
 		res, err := cmd.Int64()
 		if err != nil {
 			return fmt.Errorf("redis truncate %s: %w", table, err)
+		}
+		if res == epochReply {
+			return fmt.Errorf("redis truncate %s: %w", table, errRedisLost)
 		}
 		if res == 0 {
 			m.Skip = skipStale
@@ -244,10 +262,14 @@ func (c *rowCache) truncate(ctx context.Context, m *Message) error {
 		}
 		err := runScripts(ctx, c.rdb, c.script, len(versions), func(pipe redis.Pipeliner, i int) *redis.Cmd {
 			row := rowPrefix + strings.TrimPrefix(versions[i], versionPrefix)
-			return c.script.EvalSha(ctx, pipe, []string{row, versions[i], watermark}, "x", "")
+			return c.script.EvalSha(ctx, pipe, []string{row, versions[i], watermark, c.epoch.key}, "x", "", epoch)
 		}, func(_ int, cmd *redis.Cmd) error {
-			if err := cmd.Err(); err != nil {
+			res, err := cmd.Int64()
+			if err != nil {
 				return fmt.Errorf("redis truncate sweep %s: %w", table, err)
+			}
+			if res == epochReply {
+				return fmt.Errorf("redis truncate sweep %s: %w", table, errRedisLost)
 			}
 			return nil
 		})

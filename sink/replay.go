@@ -152,8 +152,11 @@ type ReplayStats struct {
 	// Messages counts the change records read (watermarks aside); each is one of Applied (changed
 	// the store), Skipped (changed nothing: already applied, older than
 	// what the store holds, superseded within its batch), DeadLettered
-	// (written to a dead-letter topic, as the daemon would) or Tombstones.
-	Messages, Applied, Skipped, DeadLettered, Tombstones int64
+	// (written to a dead-letter topic, as the daemon would),
+	// AlreadyDeadLettered (unappliable, and its dead letter from this sink
+	// is in the dead-letter topic already: not written again) or
+	// Tombstones.
+	Messages, Applied, Skipped, DeadLettered, AlreadyDeadLettered, Tombstones int64
 	// DeadLetterTopics are the topics dead letters were written to.
 	DeadLetterTopics []string
 }
@@ -230,6 +233,11 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 	if err != nil {
 		return stats, err
 	}
+	if from.kind == boundBeginning {
+		if err := checkBeginning(client, stats.Partitions); err != nil {
+			return stats, err
+		}
+	}
 	total := stats.Total()
 	progress(0, total)
 	if total == 0 {
@@ -248,6 +256,7 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 		return stats, err
 	}
 	dlq := newDeadLetters(cfg.Kafka, cfg.DLQSuffix, sinkName, cfg.DLQMaxMessageBytes, log)
+	dlq.dedupe = true // the daemon may have dead-lettered these already
 	defer func() {
 		if err := dlq.close(); err != nil {
 			log.Warn("close dead-letter producer", "err", err)
@@ -465,6 +474,8 @@ func (r *replayer) add(res batchResult, n int, span int64) {
 	s.Tombstones += int64(res.tombstones)
 	for _, m := range res.msgs {
 		switch {
+		case m.Err != nil && m.AlreadyDead:
+			s.AlreadyDeadLettered++
 		case m.Err != nil:
 			s.DeadLettered++
 			r.dlqTopics[m.Raw.Topic+r.c.cfg.DLQSuffix] = true

@@ -3,6 +3,7 @@ package sink
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -200,7 +201,7 @@ func TestReplayRanges(t *testing.T) {
 		}
 		want += min(5, end) - min(2, end)
 	}
-	if stats.Messages != want || stats.Applied+stats.Skipped+stats.DeadLettered != want {
+	if stats.Messages != want || stats.Applied+stats.Skipped+stats.DeadLettered+stats.AlreadyDeadLettered != want {
 		t.Errorf("offsets 2-5: %+v, want %d messages read", stats, want)
 	}
 
@@ -269,5 +270,39 @@ func TestParseBound(t *testing.T) {
 		if got := EmptyRange(r.from, r.to); got != r.empty {
 			t.Errorf("EmptyRange(%s, %s) = %v", r.from, r.to, got)
 		}
+	}
+}
+
+// TestReplayDoesNotDeadLetterTwice: the daemon dead-letters a message it
+// cannot parse; a replay of the whole topic afterwards must not write that
+// dead letter again (it used to, once per replay), while a bad message
+// the daemon never saw is dead-lettered once, by the first replay only.
+func TestReplayDoesNotDeadLetterTwice(t *testing.T) {
+	h := newHarness(t, harnessOptions{items: 10, onHand: 100})
+	cfg := h.config(config.SinkRedis)
+	bad := func(id int) {
+		m := &sarama.ProducerMessage{Topic: h.topic, Key: sarama.StringEncoder(fmt.Sprintf(`{"id":%d}`, id)), Value: sarama.StringEncoder("not an event")}
+		if _, _, err := h.prod.SendMessage(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.produce([]record{orderRecord(pipeline.OpCreate, at(100, 95), 1, 1, 1, "created")})
+	bad(901)
+	s := h.start(cfg)
+	h.waitApplied(30*time.Second, h.groups(config.SinkRedis)...)
+	s.stop(t)
+	if dead := h.readAll(h.topic+".dlq", 1, 30*time.Second); len(dead) != 1 {
+		t.Fatalf("the daemon wrote %d dead letters, want 1", len(dead))
+	}
+	bad(902) // never seen by the daemon
+
+	for i, want := range []struct{ dead, already int64 }{{1, 1}, {0, 2}} {
+		stats, _ := h.replay(cfg, config.SinkRedis, Beginning(), End())
+		if stats.DeadLettered != want.dead || stats.AlreadyDeadLettered != want.already {
+			t.Errorf("replay %d: %d dead-lettered, %d already dead-lettered; want %d and %d", i+1, stats.DeadLettered, stats.AlreadyDeadLettered, want.dead, want.already)
+		}
+	}
+	if dead := h.readAll(h.topic+".dlq", 2, 30*time.Second); len(dead) != 2 {
+		t.Errorf("%d dead letters after two replays, want 2 (each bad message once)", len(dead))
 	}
 }

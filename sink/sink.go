@@ -96,7 +96,7 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 			sink: s.sink, group: cfg.GroupPrefix + "-" + s.sink, topics: s.topics,
 			setup: s.setup, applier: s.applier, dlq: dlq, metrics: m.forSink(s.sink), log: log, cfg: cfg,
 			probe: s.probe, storeCheck: o.storeCheck, health: ready.add(s.sink), positions: positions,
-			fail: func(err error) { failed(s.sink, err) },
+			fail: func(err error) { failed(s.sink, err) }, epoch: s.epoch,
 		})
 		positions.register(s.sink)
 	}

@@ -26,6 +26,9 @@ type store struct {
 	setup func(context.Context) error
 	// probe checks that the store answers; its error names the store.
 	probe func(context.Context) error
+	// epoch is the redis sink's Redis data epoch (see rebuildLost); nil
+	// for the inventory sink.
+	epoch *redisEpoch
 	// background runs beside the daemon's consumer until ctx ends (the
 	// availability refresh queue); nil when there is none. Replay does not
 	// run it.
@@ -101,8 +104,14 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 		rc := newRowCache(rdb)
 		rc.applied = &redisApplied{rdb: rdb, sink: config.SinkRedis, topics: topics}
 		s.list = append(s.list, store{
-			sink: config.SinkRedis, topics: topics, applier: rc,
+			sink: config.SinkRedis, topics: topics, applier: rc, epoch: rc.epoch,
 			setup: func(ctx context.Context) error {
+				if err := checkRedis(ctx, rdb, logger); err != nil {
+					return err
+				}
+				if _, _, err := rc.epoch.load(ctx); err != nil {
+					return err
+				}
 				_ = rc.script.Load(ctx, rdb) // best effort: reloaded on NOSCRIPT
 				return nil
 			},
@@ -129,9 +138,11 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 	s.closers = append(s.closers, pool.Close)
 	topic := pipeline.Topic(cfg.TopicPrefix, orders.schema, orders.table)
 	inv := &inventory{pool: pool, orders: orders, topic: topic, log: log}
+	var guard *availabilityGuard
 	if rdb != nil {
 		inv.avail = newAvailability(rdb)
 		inv.availApplied = &redisApplied{rdb: rdb, sink: config.SinkInventory, topics: []string{topic}}
+		guard = &availabilityGuard{inv: inv, epoch: newRedisEpoch(rdb, config.SinkInventory), log: log}
 	}
 	// With the cache off the queue is still drained (emptied), so that it
 	// does not grow.
@@ -145,7 +156,11 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 				return err
 			}
 			if inv.avail != nil {
+				if err := checkRedis(ctx, rdb, log); err != nil {
+					return err
+				}
 				_ = inv.avail.script.Load(ctx, rdb) // else loaded on first NOSCRIPT
+				return guard.check(ctx)
 			}
 			return nil
 		},
@@ -156,7 +171,11 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 				errs = append(errs, fmt.Errorf("inventory store (Postgres): %w", err))
 			}
 			if rdb != nil {
-				errs = append(errs, pingRedis(ctx, rdb, "availability cache (Redis)"))
+				err := pingRedis(ctx, rdb, "availability cache (Redis)")
+				if err == nil {
+					err = guard.check(ctx)
+				}
+				errs = append(errs, err)
 			}
 			return errors.Join(errs...)
 		},

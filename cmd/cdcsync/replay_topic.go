@@ -154,5 +154,8 @@ func writeReplaySummary(w io.Writer, s sink.ReplayStats, from, to sink.Bound, el
 	if s.DeadLettered > 0 {
 		fmt.Fprintf(w, ", %s dead-lettered to %s", groupDigits(s.DeadLettered), strings.Join(s.DeadLetterTopics, ", "))
 	}
+	if s.AlreadyDeadLettered > 0 {
+		fmt.Fprintf(w, ", %s unappliable and already in the dead-letter topic (not written again)", groupDigits(s.AlreadyDeadLettered))
+	}
 	fmt.Fprintln(w)
 }

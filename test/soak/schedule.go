@@ -55,6 +55,9 @@ type Fault struct {
 	Action   Action
 	Instance int           // which sink process (0 or 1); 0 for the others
 	Down     time.Duration // from the stop (or SIGSTOP) to the start (or SIGCONT)
+	// Burst: the fault follows the previous one after Gap without waiting
+	// for the pipeline to recover from it (several faults in a row).
+	Burst bool
 }
 
 // Kind names the fault's action and target, e.g. "kill broker".
@@ -69,7 +72,11 @@ func (f Fault) Component() string {
 }
 
 func (f Fault) String() string {
-	return fmt.Sprintf("after %-6v %-7s %-12s for %v", f.Gap.Round(100*time.Millisecond), f.Action, f.Component(), f.Down.Round(10*time.Millisecond))
+	burst := ""
+	if f.Burst {
+		burst = "  (burst: no wait for recovery)"
+	}
+	return fmt.Sprintf("after %-6v %-7s %-12s for %v%s", f.Gap.Round(100*time.Millisecond), f.Action, f.Component(), f.Down.Round(10*time.Millisecond), burst)
 }
 
 // Schedule timing.
@@ -83,6 +90,11 @@ const (
 	// A pause lasts the session timeout plus pauseOver..+pauseSpread.
 	pauseOver   = 1 * time.Second
 	pauseSpread = 3 * time.Second
+	// A fault joins a burst one time in burstOdds; it then comes
+	// burstGapMin..+burstGapSpread after the previous one ended.
+	burstOdds      = 3
+	burstGapMin    = 200 * time.Millisecond
+	burstGapSpread = 800 * time.Millisecond
 )
 
 // Tail is the quiet time at the end of a run of the writers lasting d: no
@@ -97,9 +109,14 @@ func Tail(d time.Duration) time.Duration {
 // shuffle of one fault per target (a kill or, one time in three, a clean
 // restart) and one pause of a sink, so a run long enough for one round
 // (about 70 s) hits every component. sessionTimeout is the sinks'
-// consumer group session timeout, which a pause outlasts.
+// consumer group session timeout, which a pause outlasts. One fault in
+// burstOdds (after a round's first) is a burst fault: it follows the
+// previous one within a second, without waiting for recovery, so that
+// faults also pile up (issue 14: rapid restarts). Bursts are drawn from a
+// second generator, so a seed's faults stay what they were before bursts.
 func NewSchedule(seed uint64, n int, sessionTimeout time.Duration) []Fault {
-	rng := rand.New(rand.NewPCG(seed, 0x536f616b)) // "Soak"
+	rng := rand.New(rand.NewPCG(seed, 0x536f616b))    // "Soak"
+	brng := rand.New(rand.NewPCG(seed, 0x4275727374)) // "Burst"
 	span := func(lo, spread time.Duration) time.Duration {
 		return lo + time.Duration(rng.Int64N(int64(spread)))
 	}
@@ -125,6 +142,10 @@ func NewSchedule(seed uint64, n int, sessionTimeout time.Duration) []Fault {
 				f.Down = span(downMin, downSpread)
 			}
 			f.Gap = span(gapMin, gapSpread)
+			if len(faults) > 0 && brng.IntN(burstOdds) == 0 {
+				f.Burst = true
+				f.Gap = burstGapMin + time.Duration(brng.Int64N(int64(burstGapSpread)))
+			}
 			faults = append(faults, f)
 		}
 	}

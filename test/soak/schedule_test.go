@@ -50,12 +50,44 @@ func TestScheduleRoundsHitEveryComponent(t *testing.T) {
 			}
 		}
 		for _, f := range faults {
-			if f.Gap < gapMin || f.Gap >= gapMin+gapSpread {
+			if f.Burst {
+				if f.Gap < burstGapMin || f.Gap >= burstGapMin+burstGapSpread {
+					t.Fatalf("seed %d: burst gap out of range: %v", seed, f)
+				}
+			} else if f.Gap < gapMin || f.Gap >= gapMin+gapSpread {
 				t.Fatalf("seed %d: gap out of range: %v", seed, f)
 			}
 			if f.Instance < 0 || f.Instance >= sinkInstances || (f.Target != TargetSink && f.Instance != 0) {
 				t.Fatalf("seed %d: bad instance: %+v", seed, f)
 			}
+		}
+	}
+}
+
+func TestScheduleHasBursts(t *testing.T) {
+	faults := NewSchedule(7, 3000, 10*time.Second)
+	bursts, longest, run := 0, 0, 0
+	for _, f := range faults {
+		if f.Burst {
+			bursts++
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	// One fault in three follows the previous one without waiting.
+	if bursts < 900 || bursts > 1100 || longest < 3 || faults[0].Burst {
+		t.Fatalf("%d burst faults of 3000, longest run %d, first %v", bursts, longest, faults[0])
+	}
+	// Bursts leave the faults themselves as they were without them.
+	plain := NewSchedule(7, 3000, 10*time.Second)
+	for i := range plain {
+		plain[i].Burst, plain[i].Gap = false, 0
+		f := faults[i]
+		f.Burst, f.Gap = false, 0
+		if f != plain[i] {
+			t.Fatalf("fault %d differs: %v vs %v", i, f, plain[i])
 		}
 	}
 }

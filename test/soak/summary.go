@@ -98,6 +98,10 @@ func (s *Summary) Format() string {
 	}
 	line("recovery", "p50 %v, max %v over %d faults (%d not recovered); no-fault baseline %v",
 		round(percentile(all, 0.5)), round(slices.Max(append([]time.Duration{0}, all...))), len(all), unrecovered, round(s.Baseline))
+	if n, in, after := s.bursts(); n > 0 {
+		line("bursts", "%d (%d faults, each injected without waiting for recovery from the one before); after a burst's last fault: p50 %v, max %v",
+			n, in, round(percentile(after, 0.5)), round(slices.Max(append([]time.Duration{0}, after...))))
+	}
 	for _, k := range s.byKind() {
 		line("", "  %-20s n=%-3d p50 %-7v max %v", k.kind, k.count, round(percentile(k.times, 0.5)), round(slices.Max(append([]time.Duration{0}, k.times...))))
 	}
@@ -165,4 +169,25 @@ func (s *Summary) byKind() []kindStats {
 		}
 	}
 	return out
+}
+
+// bursts counts the runs of faults injected without waiting for recovery
+// (a fault and the burst faults that follow it) and the faults in them,
+// with each run's recovery after its last fault.
+func (s *Summary) bursts() (n, faults int, after []time.Duration) {
+	for i := 0; i < len(s.Faults); i++ {
+		j := i
+		for j+1 < len(s.Faults) && s.Faults[j+1].Burst {
+			j++
+		}
+		if j > i {
+			n++
+			faults += j - i + 1
+			if last := s.Faults[j]; last.Recovered {
+				after = append(after, last.Recovery)
+			}
+		}
+		i = j
+	}
+	return n, faults, after
 }
