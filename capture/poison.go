@@ -3,6 +3,7 @@ package capture
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
@@ -49,6 +50,9 @@ type PoisonError struct {
 	// Broker is set when the broker, not the producer, refused it: the
 	// topic's max.message.bytes is below the producer's limit.
 	Broker bool
+	// Undecodable holds why the decoder rejected the change (it names
+	// the column and its type, never the value); Size and Limit are 0.
+	Undecodable string
 }
 
 func (e *PoisonError) what() string {
@@ -63,6 +67,9 @@ func (e *PoisonError) Error() string {
 		return fmt.Sprintf("poison record: Kafka refused a batch of topic %s as too large (MESSAGE_TOO_LARGE) at %s: the topic's max.message.bytes is below CDCSYNC_KAFKA_MAX_MESSAGE_BYTES=%d",
 			e.Topic, e.Position, e.Limit)
 	}
+	if e.Undecodable != "" {
+		return fmt.Sprintf("poison record: %s at %s cannot be decoded: %s", e.what(), e.Position, e.Undecodable)
+	}
 	return fmt.Sprintf("poison record: %s at %s is %d bytes, above CDCSYNC_KAFKA_MAX_MESSAGE_BYTES=%d", e.what(), e.Position, e.Size, e.Limit)
 }
 
@@ -71,6 +78,10 @@ func (e *PoisonError) Fix() string {
 	if e.Broker {
 		return fmt.Sprintf("raise max.message.bytes of topic %s to at least %d (kafka-configs --alter --entity-type topics --entity-name %s --add-config max.message.bytes=%d), or lower CDCSYNC_KAFKA_MAX_MESSAGE_BYTES; capture retries every %v",
 			e.Topic, e.Limit, e.Topic, e.Limit, poisonRetry)
+	}
+	if e.Undecodable != "" {
+		return fmt.Sprintf("capture cannot read this column type: report it with the type's definition; or set CDCSYNC_ON_POISON=dlq to send its position to %s%s and move on",
+			e.Topic, deadLetterSuffix)
 	}
 	return fmt.Sprintf("raise CDCSYNC_KAFKA_MAX_MESSAGE_BYTES above %d (with max.message.bytes of topic %s and the brokers' and consumers' fetch limits) and restart, or set CDCSYNC_ON_POISON=dlq to send its key and position to %s%s and move on",
 		e.Size, e.Topic, e.Topic, deadLetterSuffix)
@@ -93,8 +104,8 @@ func (e *PoisonError) deadLetter(rec Record) Record {
 		Topic      string   `json:"topic"`
 		Position   string   `json:"position"`
 		Op         string   `json:"op,omitempty"`
-		Size       int      `json:"size"`
-		Limit      int      `json:"limit"`
+		Size       int      `json:"size,omitempty"`
+		Limit      int      `json:"limit,omitempty"`
 	}{reason, e.Table, e.KeyColumns, e.Topic, e.Position.String(), string(e.Op), e.Size, e.Limit})
 	headers := []sarama.RecordHeader{
 		{Key: headerPosition, Value: rec.Position.AppendText(nil)},
@@ -129,6 +140,39 @@ func (s *stream) poison(ctx context.Context, e *PoisonError, rec Record) error {
 		append(e.logAttrs(), "dead_letter_topic", dl.Topic)...)
 	s.metrics.poisonRecords.WithLabelValues(e.Topic, "dead_lettered").Inc()
 	return s.prod.send(ctx, dl, s.keepAlive, s.interval)
+}
+
+// undecodable returns the poison record for a row change the decoder
+// rejected (a value that does not have the form its column type says), or
+// nil when err is not about one row's values.
+func (s *stream) undecodable(msg pglogrepl.Message, at pglogrepl.LSN, err error) *PoisonError {
+	if !errors.Is(err, errBadValue) && !errors.Is(err, ErrBinaryColumn) {
+		return nil
+	}
+	var id uint32
+	switch m := msg.(type) {
+	case *pglogrepl.InsertMessage:
+		id = m.RelationID
+	case *pglogrepl.UpdateMessage:
+		id = m.RelationID
+	case *pglogrepl.DeleteMessage:
+		id = m.RelationID
+	default:
+		return nil
+	}
+	rel, ok := s.decoder.rels[id]
+	if !ok {
+		return nil
+	}
+	keys := make([]string, len(rel.key))
+	for i, k := range rel.key {
+		keys[i] = rel.cols[k].name
+	}
+	return &PoisonError{
+		Table: rel.schema + "." + rel.table, KeyColumns: keys,
+		Topic:    pipeline.Topic(s.decoder.src.Name, rel.schema, rel.table),
+		Position: pipeline.Position{Commit: s.txCommit, Change: at}, Undecodable: err.Error(),
+	}
 }
 
 // poisonGate keeps readiness honest while capture is stopped on a poison

@@ -213,3 +213,69 @@ func TestTopicsAcceptWhatTheProducerSends(t *testing.T) {
 	mustExec(t, conn, "INSERT INTO orders VALUES (1, 1, 1, 'created', "+bigNoteSQL+")")
 	waitFor(t, 30*time.Second, "the 1.5 MB row on kafka", func() bool { return topicCount(t, env.Kafka.Brokers(), topic) >= 1 })
 }
+
+// weirdTypeDDL makes a column type the catalog describes as an array of
+// int4 (a variable-length type with an element type) whose text output is
+// plain text: the decoder rejects its values.
+var weirdTypeDDL = []string{
+	`CREATE TYPE weird`,
+	`CREATE FUNCTION weird_in(cstring) RETURNS weird AS 'textin' LANGUAGE internal IMMUTABLE STRICT`,
+	`CREATE FUNCTION weird_out(weird) RETURNS cstring AS 'textout' LANGUAGE internal IMMUTABLE STRICT`,
+	`CREATE TYPE weird (INPUT = weird_in, OUTPUT = weird_out, ELEMENT = int4, INTERNALLENGTH = VARIABLE, SUBSCRIPT = raw_array_subscript_handler)`,
+	`ALTER TABLE orders ADD COLUMN w weird`,
+}
+
+// TestUndecodableValueIsPoison: a value the decoder rejects is a poison
+// record too: stopped at loudly by default, dead-lettered with dlq.
+func TestUndecodableValueIsPoison(t *testing.T) {
+	t.Run("stop", func(t *testing.T) {
+		r := startObserved(t, func(*config.Capture) {})
+		mustExec(t, r.conn, weirdTypeDDL...)
+		mustExec(t, r.conn, "INSERT INTO orders VALUES (1, 1, 1, 'created', NULL, 'secret value')")
+		waitFor(t, 30*time.Second, "not ready because of the poison record", func() bool {
+			ok, reason := r.ready.get()
+			return !ok && strings.Contains(reason, "poison") && strings.Contains(reason, "public.orders")
+		})
+		_, reason := r.ready.get()
+		t.Logf("readiness: %s", reason)
+		if strings.Contains(reason, "secret") {
+			t.Error("readiness shows the row's value")
+		}
+		if n := r.logs.count(slog.LevelError, "poison"); n != 1 {
+			t.Errorf("%d error logs about the poison record, want 1", n)
+		}
+	})
+	t.Run("dlq", func(t *testing.T) {
+		r := startObserved(t, func(c *config.Capture) { c.OnPoison = "dlq" })
+		mustExec(t, r.conn, weirdTypeDDL...)
+		mustExec(t, r.conn,
+			"INSERT INTO orders VALUES (1, 1, 1, 'created', NULL, NULL)",
+			"INSERT INTO orders VALUES (2, 1, 1, 'created', NULL, 'secret value')",
+			"INSERT INTO orders VALUES (3, 1, 1, 'created', NULL, NULL)")
+		var walEnd pglogrepl.LSN
+		if err := r.conn.QueryRow(t.Context(), "SELECT pg_current_wal_lsn()::text").Scan(&walEnd); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 30*time.Second, "the slot to pass the poison record", func() bool {
+			var lsn pglogrepl.LSN
+			_ = r.conn.QueryRow(t.Context(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", r.cfg.Slot).Scan(&lsn)
+			return lsn >= walEnd
+		})
+		var ids []string
+		for _, m := range readTopic(t, env.Kafka.Brokers(), r.topic) {
+			ids = append(ids, string(m.Key["id"].(json.Number)))
+		}
+		if got := strings.Join(ids, ","); got != "1,3" && got != "3,1" {
+			t.Errorf("ids on the topic: %s, want 1 and 3", got)
+		}
+		var dead []*sarama.ConsumerMessage
+		consumeTopic(t, env.Kafka.Brokers(), r.topic+".dlq", func(m *sarama.ConsumerMessage) { dead = append(dead, m) })
+		if len(dead) != 1 {
+			t.Fatalf("%d dead letters, want 1", len(dead))
+		}
+		t.Logf("dead letter: %s", dead[0].Value)
+		if strings.Contains(string(dead[0].Value), "secret") || !strings.Contains(string(dead[0].Value), `"w\"`) {
+			t.Errorf("dead letter %s: want the column named and the value left out", dead[0].Value)
+		}
+	})
+}

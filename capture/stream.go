@@ -277,6 +277,9 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 	}
 	changes, err := s.decoder.Decode(msg, xld.WALStart)
 	if err != nil {
+		if pe := s.undecodable(msg, xld.WALStart, err); pe != nil {
+			return s.poison(ctx, pe, Record{Topic: pe.Topic, Position: pe.Position})
+		}
 		return err
 	}
 	for _, c := range changes {

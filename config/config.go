@@ -56,7 +56,7 @@ type Capture struct {
 	BatchMessages     int           `envconfig:"KAFKA_BATCH_MESSAGES" default:"2000" desc:"messages per produce batch before it is sent"`
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
 	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
-	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
+	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES, or a value it cannot decode): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
 	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
 	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
 	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`

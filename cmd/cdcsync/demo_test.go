@@ -77,6 +77,20 @@ func TestDemoRuns(t *testing.T) {
 	if events == nil || created == nil || events[1] != created[1] || events[1] == "0" {
 		t.Errorf("OrderCreated events on Kafka %v, orders created %v: want equal and nonzero", events, created)
 	}
+	// The final verify runs at a consistent cut, and the read-your-writes
+	// probe read every order it created after waiting for its token.
+	if !strings.Contains(out, "compared at the consistent cut") {
+		t.Errorf("final verify not at a consistent cut")
+	}
+	probe := regexp.MustCompile(`read-your-writes probe: ([\d,]+) orders created then read; stale without waiting: Redis ([\d,]+) \(\d+%\), inventory ([\d,]+) \(\d+%\); after waiting for the token: Redis (\d+), inventory (\d+) stale, (\d+) timeouts`).FindStringSubmatch(out)
+	if probe == nil || atoi(probe[1]) == 0 || probe[4] != "0" || probe[5] != "0" || probe[6] != "0" {
+		t.Errorf("read-your-writes probe: %v; want probes, and no stale read or timeout after waiting", probe)
+	} else {
+		t.Logf("read-your-writes: %s probes, stale without waiting: Redis %s, inventory %s", probe[1], probe[2], probe[3])
+	}
+	if !regexp.MustCompile(`read-your-writes \d+ probes: stale without waiting \d+/\d+, after waiting 0/0`).MatchString(out) {
+		t.Errorf("the live lines do not show the read-your-writes probe")
+	}
 	if left := leftBehind(t, tmp); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}

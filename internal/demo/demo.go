@@ -22,6 +22,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/cdcsync/cdcsync/capture"
 	"github.com/cdcsync/cdcsync/config"
@@ -55,6 +56,8 @@ type Result struct {
 	// Final is the verification after the pipeline caught up; nil when
 	// the demo was abandoned (Options.Gone).
 	Final *verify.Report
+	// Probe is what the read-your-writes probe counted.
+	Probe probeStats
 }
 
 // Timings of the run.
@@ -159,8 +162,8 @@ func (d *run) run(ctx context.Context) (*Result, error) {
 	if err := createTopics(svc); err != nil {
 		return nil, err
 	}
-	d.say("  schema     public.orders; %d items stocked in inventory_items; topics %s, %s",
-		d.cfg.Items, ordersTopic, eventsTopic)
+	d.say("  schema     public.orders; %d items stocked in inventory_items (and %d for the read-your-writes probe); topics %s, %s",
+		d.cfg.Items, probeItems, ordersTopic, eventsTopic)
 
 	cfgs, err := newConfigs(svc, d.cfg.Log)
 	if err != nil {
@@ -227,22 +230,34 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 	}
 	d.say("")
 
+	prb, closeProbe, err := d.newProbe(ctx, cfgs, pool)
+	if err != nil {
+		return nil, err
+	}
+	defer closeProbe()
+
 	genDone := make(chan error, 1)
 	go func() { genDone <- gen.run(genCtx) }()
 	live := &liveDrift{}
 	var wg sync.WaitGroup
 	wg.Go(func() { live.run(genCtx, ver) })
+	var probeErr error
+	wg.Go(func() {
+		if probeErr = prb.run(genCtx); probeErr != nil {
+			stopGen()
+		}
+	})
 
 	smp := &sampler{gen: gen, reg: reg, col: col}
-	loopErr := d.liveView(genCtx, smp, live, comps, genDone)
+	loopErr := d.liveView(genCtx, smp, live, prb, comps, genDone)
 	stopGen()
 	wg.Wait()
 	genErr := <-genDone
-	if err := errors.Join(loopErr, genErr); err != nil {
+	if err := errors.Join(loopErr, genErr, probeErr); err != nil {
 		return nil, err
 	}
 
-	res := &Result{Writes: gen.writes.Load(), Creates: gen.creates.Load()}
+	res := &Result{Writes: gen.writes.Load(), Creates: gen.creates.Load(), Probe: prb.get()}
 	if d.gone.Load() {
 		return res, nil
 	}
@@ -270,7 +285,24 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 	if err := verify.WriteText(d.opts.Out, res.Final); err != nil {
 		return res, err
 	}
+	d.say("read-your-writes probe: %s", res.Probe.describe())
 	return res, nil
+}
+
+// newProbe connects the read-your-writes probe to the inventory store and
+// Redis; close releases the connections.
+func (d *run) newProbe(ctx context.Context, cfgs configs, src *pgxpool.Pool) (*probe, func(), error) {
+	inv, err := pgxpool.New(ctx, cfgs.sink.InventoryURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connect to the inventory store: %w", err)
+	}
+	opts, err := redis.ParseURL(cfgs.sink.RedisURL)
+	if err != nil {
+		inv.Close()
+		return nil, nil, fmt.Errorf("redis URL: %w", err)
+	}
+	rdb := redis.NewClient(opts)
+	return newProbe(src, inv, rdb, d.cfg.Items), func() { _ = rdb.Close(); inv.Close() }, nil
 }
 
 // waitForSlot waits until capture has created its slot and streams from
@@ -300,7 +332,7 @@ func (d *run) waitForSlot(ctx context.Context, col *status.Collector, comps *com
 
 // liveView samples and draws every refresh until ctx ends; it returns
 // early with an error when a component or the generator fails.
-func (d *run) liveView(ctx context.Context, smp *sampler, live *liveDrift, comps *components, genDone chan error) error {
+func (d *run) liveView(ctx context.Context, smp *sampler, live *liveDrift, prb *probe, comps *components, genDone chan error) error {
 	v := &view{w: d.opts.Out, terminal: d.opts.Terminal, lineEvery: lineEvery}
 	start := time.Now()
 	prev, err := smp.take(ctx)
@@ -311,7 +343,7 @@ func (d *run) liveView(ctx context.Context, smp *sampler, live *liveDrift, comps
 	defer t.Stop()
 	draw := func(cur sample, r rates) {
 		n, last := d.warn.get()
-		v.draw(frame{elapsed: time.Since(start), cur: cur, rate: r, drift: live.get(), warnings: n, lastWarning: last})
+		v.draw(frame{elapsed: time.Since(start), cur: cur, rate: r, drift: live.get(), probe: prb.get(), warnings: n, lastWarning: last})
 	}
 	draw(prev, rates{})
 	for {

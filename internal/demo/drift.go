@@ -32,7 +32,7 @@ func (l *liveDrift) run(ctx context.Context, v *verify.Verifier) {
 		}
 		st := driftState{checked: true, at: time.Now(), took: time.Since(start), err: err}
 		if r != nil {
-			st.drifted = r.Drifted
+			st.drifted, st.cut = r.Drifted, r.Cut
 		}
 		l.mu.Lock()
 		l.state = st

@@ -75,6 +75,12 @@ func createSchema(ctx context.Context, svc *demoServices, items int) error {
 	if err != nil {
 		return fmt.Errorf("stock the items: %w", err)
 	}
+	// The read-your-writes probe's own items, after the generator's.
+	_, err = conn.Exec(ctx, `INSERT INTO inventory_items (item_id, on_hand)
+		SELECT i, $3::bigint FROM generate_series($1::bigint, $2::bigint) AS i`, items+1, items+probeItems, probeOnHand)
+	if err != nil {
+		return fmt.Errorf("stock the probe's items: %w", err)
+	}
 	return nil
 }
 

@@ -16,6 +16,7 @@ type frame struct {
 	cur     sample
 	rate    rates
 	drift   driftState
+	probe   probeStats
 	// warnings counts warnings and errors logged by capture and the sinks;
 	// lastWarning is the latest one's message.
 	warnings    int64
@@ -29,6 +30,7 @@ type driftState struct {
 	at      time.Time
 	took    time.Duration
 	err     error
+	cut     string // the consistent cut's LSN; empty when not at a cut
 }
 
 // view draws frames. On a terminal it redraws one block in place (ANSI
@@ -85,6 +87,7 @@ func (f frame) block() []string {
 	}
 	lines = append([]string{fmt.Sprintf("cdcsync demo, running %s (Ctrl-C stops and cleans up)", f.elapsed.Truncate(time.Second))}, lines...)
 	lines = append(lines, "drift: "+f.drift.describe())
+	lines = append(lines, "read-your-writes: "+f.probe.describe())
 	warn := fmt.Sprintf("warnings: %d", f.warnings)
 	if f.lastWarning != "" {
 		warn += " (last: " + truncate(f.lastWarning, 80) + ")"
@@ -101,6 +104,10 @@ func (f frame) line() string {
 		fmt.Fprintf(&b, ", %s %.0f/s lag %d", name, f.rate.sinks[name], f.cur.sinks[name].lag)
 	}
 	fmt.Fprintf(&b, ", drift %s", f.drift.short())
+	if f.probe.Probes > 0 {
+		fmt.Fprintf(&b, ", read-your-writes %d probes: stale without waiting %d/%d, after waiting %d/%d (redis/inventory)",
+			f.probe.Probes, f.probe.StaleNoWaitRedis, f.probe.StaleNoWaitInventory, f.probe.StaleWaitedRedis, f.probe.StaleWaitedInventory)
+	}
 	if f.warnings > 0 {
 		fmt.Fprintf(&b, ", warnings %d", f.warnings)
 	}
@@ -114,8 +121,12 @@ func (d driftState) describe() string {
 	case d.err != nil:
 		return "check failed: " + truncate(d.err.Error(), 100)
 	}
-	return fmt.Sprintf("%d items or keys differ (checked %s ago in %s; changes still in flight count until applied)",
-		d.drifted, time.Since(d.at).Truncate(time.Second), d.took.Round(time.Millisecond))
+	how := "at a consistent cut: changes in flight are not drift"
+	if d.cut == "" {
+		how = "not at a cut: changes in flight count until applied"
+	}
+	return fmt.Sprintf("%d items or keys differ (checked %s ago in %s, %s)",
+		d.drifted, time.Since(d.at).Truncate(time.Second), d.took.Round(time.Millisecond), how)
 }
 
 func (d driftState) short() string {
@@ -125,7 +136,10 @@ func (d driftState) short() string {
 	case d.err != nil:
 		return "check failed"
 	}
-	return fmt.Sprintf("%d (in flight included)", d.drifted)
+	if d.cut == "" {
+		return fmt.Sprintf("%d (in flight included)", d.drifted)
+	}
+	return fmt.Sprintf("%d (at a cut)", d.drifted)
 }
 
 // count formats n with thousands separators: 12,345.

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/consistency"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -109,6 +110,7 @@ func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''
 type appliedPosition struct {
 	store string // as shown in messages
 	read  func(context.Context) (pglogrepl.LSN, bool, error)
+	wait  func(context.Context, consistency.Token, time.Duration) error
 }
 
 // appliedPositions lists the applied-through positions of the stores this
@@ -118,7 +120,10 @@ type appliedPosition struct {
 func (v *Verifier) appliedPositions() []appliedPosition {
 	var out []appliedPosition
 	if v.cfg.Has(config.SinkInventory) {
-		out = append(out, appliedPosition{store: "inventory store (cdcsync_applied)", read: v.inventoryApplied})
+		out = append(out, appliedPosition{store: "inventory store (cdcsync_applied)", read: v.inventoryApplied,
+			wait: func(ctx context.Context, tok consistency.Token, timeout time.Duration) error {
+				return consistency.WaitInventory(ctx, v.inv, tok, timeout)
+			}})
 		if v.availabilityChecked() {
 			out = append(out, v.redisApplied(config.SinkInventory))
 		}
@@ -158,6 +163,8 @@ func (v *Verifier) redisApplied(sink string) appliedPosition {
 			return 0, false, fmt.Errorf("read %s: %w", key, err)
 		}
 		return lsn, true, nil
+	}, wait: func(ctx context.Context, tok consistency.Token, timeout time.Duration) error {
+		return consistency.WaitRedis(ctx, v.rdb, sink, tok, timeout)
 	}}
 }
 
@@ -177,27 +184,15 @@ func (v *Verifier) positionsKept(ctx context.Context) (bool, string, error) {
 }
 
 // waitApplied waits until every compared store has applied lsn, up to
-// CDCSYNC_VERIFY_CUT_WAIT.
+// CDCSYNC_VERIFY_CUT_WAIT in all.
 func (v *Verifier) waitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
 	deadline := time.Now().Add(v.cfg.CutWait)
 	for _, p := range v.appliedPositions() {
-		for {
-			got, _, err := p.read(ctx)
-			if err != nil {
-				return err
+		if err := p.wait(ctx, consistency.Token(lsn), max(time.Until(deadline), time.Millisecond)); err != nil {
+			if errors.Is(err, consistency.ErrTimeout) {
+				return fmt.Errorf("consistent cut %s: %w (is the pipeline running? CDCSYNC_VERIFY_CUT_WAIT=0 compares without a cut)", lsn, err)
 			}
-			if got >= lsn {
-				break
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("consistent cut %s: %s has applied only through %s after %s (is the pipeline running? "+
-					"CDCSYNC_VERIFY_CUT_WAIT=0 compares without a cut)", lsn, p.store, got, v.cfg.CutWait)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(20 * time.Millisecond):
-			}
+			return fmt.Errorf("consistent cut %s: %w", lsn, err)
 		}
 	}
 	return nil

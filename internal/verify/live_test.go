@@ -66,6 +66,21 @@ func TestLiveVerifyUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer v.Close()
+	// The sinks keep positions once capture's first watermarks reached
+	// every partition.
+	for wait := time.Now().Add(30 * time.Second); ; {
+		kept, why, err := v.positionsKept(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kept {
+			break
+		}
+		if time.Now().After(wait) {
+			t.Fatalf("no applied-through positions after 30s: %s", why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	runs, afterCut := 0, int64(0)
 	deadline := time.Now().Add(liveDuration(t))
 	for time.Now().Before(deadline) {

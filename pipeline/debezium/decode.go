@@ -259,6 +259,12 @@ func toCdcsync(s *jsonSchema, v json.RawMessage) (json.RawMessage, error) {
 		if err != nil {
 			return nil, fmt.Errorf("date: %w", err)
 		}
+		switch n {
+		case dateInfinity("infinity"):
+			return quote("infinity"), nil
+		case dateInfinity("-infinity"):
+			return quote("-infinity"), nil
+		}
 		return quote(string(appendDate(nil, n))), nil
 	case nameTime, nameConnectTime, nameMicroTime:
 		n, err := strconv.ParseInt(string(v), 10, 64)
