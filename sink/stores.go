@@ -30,9 +30,9 @@ type store struct {
 	// for the inventory sink.
 	epoch *redisEpoch
 	// background runs beside the daemon's consumer until ctx ends (the
-	// availability refresh queue); nil when there is none. Replay does not
+	// availability refresh queue, the tombstone sweep). Replay does not
 	// run it.
-	background func(context.Context)
+	background []func(context.Context)
 }
 
 // stores are the stores of the sinks named in cfg.Sinks, with the
@@ -116,6 +116,10 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 				return nil
 			},
 			probe: func(ctx context.Context) error { return pingRedis(ctx, rdb, "Redis") },
+			background: []func(context.Context){(&tombstoneSweeper{
+				cfg: cfg, topics: topics, log: logger.With("sink", config.SinkRedis),
+				sweep: newVersionSweeper(rdb, cfg.Tables).sweep,
+			}).run},
 		})
 	}
 	ok = true
@@ -164,7 +168,9 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 			}
 			return nil
 		},
-		background: queue.run,
+		background: []func(context.Context){queue.run, (&tombstoneSweeper{
+			cfg: cfg, topics: []string{topic}, log: log, sweep: inv.sweepProjection,
+		}).run},
 		probe: func(ctx context.Context) error {
 			var errs []error
 			if err := pool.Ping(ctx); err != nil {
