@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test test-big soak ryw live-verify demo bench lint deps clean readme
+.PHONY: all build test test-big soak snapshot-soak ryw live-verify demo bench lint deps clean readme
 
 all: build
 
@@ -25,6 +25,12 @@ test: deps
 # sequence. `make test` runs a short one.
 soak: deps
 	CDCSYNC_SOAK_DURATION=$${SOAK_DURATION:-$${CDCSYNC_SOAK_DURATION:-30m}} $(GO) test ./test/soak -run TestSoak -count=1 -v -timeout 0
+
+# The initial-snapshot tests at full size: two captures starting together
+# over 200,000 rows, and 500,000 rows with capture SIGKILLed twice (both
+# under four writers). `make test` runs them with fewer rows.
+snapshot-soak: deps
+	CDCSYNC_SNAPSHOT_SOAK=1 $(GO) test ./capture -run 'TestTwoCapturesStartTogetherOnNewSlot|TestInitialSnapshotResumesAfterSIGKILL' -count=1 -v -timeout 30m
 
 # Live verify under load, full length (make test runs it for 10s).
 live-verify: deps

@@ -49,10 +49,8 @@ const (
 	// message arrives (a request made while capture was down, a lost
 	// signal).
 	backfillPoll = 3 * time.Second
-	// maxPendingChunks bounds the chunks read but not yet acknowledged
-	// by Kafka: reading the next chunk overlaps with producing the
-	// previous ones, and memory stays bounded by a few chunks.
-	maxPendingChunks = 3
+	// progressEvery is how often a running backfill logs its progress.
+	progressEvery = 10 * time.Second
 	// writerWaitWarn is how long a chunk waits for open writers of the
 	// table before saying so in the log.
 	writerWaitWarn = 10 * time.Second
@@ -75,17 +73,30 @@ type backfiller struct {
 
 	mu      sync.Mutex
 	windows map[string]*window // by tag, registered before the low watermark
+	// initial holds the initial snapshot's unfinished backfills; firstID
+	// is the one whose first row starts the snapshot, lastID the one
+	// whose last row ends it (Debezium's "first" and "last" marks).
+	initial         initialBackfills
+	firstID, lastID int64
 
 	open   *window // window between its low and high watermark in the stream
 	keyBuf []byte
 }
 
-func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo) *backfiller {
+func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo, initial initialBackfills) *backfiller {
 	captured := make(map[string]bool, len(tables))
 	for _, t := range tables {
 		captured[t.String()] = true
 	}
+	var firstID, lastID int64
+	for id := range initial {
+		if firstID == 0 || id < firstID {
+			firstID = id
+		}
+		lastID = max(lastID, id)
+	}
 	return &backfiller{
+		initial: initial, firstID: firstID, lastID: lastID,
 		cfg: c.cfg, log: c.log.With("component", "backfill"), metrics: c.metrics, tracker: c.tracker,
 		types: types, source: src, captured: captured,
 		connect: func(ctx context.Context) (*pgx.Conn, error) {
@@ -104,6 +115,38 @@ func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo
 		wake:    make(chan struct{}, 1),
 		windows: map[string]*window{},
 	}
+}
+
+// snapshotting reports whether table ("schema.table") has its initial
+// snapshot still to finish: its topic is not complete up to any LSN yet.
+func (b *backfiller) snapshotting(table string) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, t := range b.initial {
+		if t == table {
+			return true
+		}
+	}
+	return false
+}
+
+// initialMarks returns source.snapshot for backfill id's rows and, for
+// the initial snapshot, the marks of its first and last rows.
+func (b *backfiller) initialMarks(id int64) (mark, first, last string) {
+	b.mu.Lock()
+	_, initial := b.initial[id]
+	b.mu.Unlock()
+	if !initial {
+		return "incremental", "", ""
+	}
+	first, last = "first_in_data_collection", "last_in_data_collection"
+	if id == b.firstID {
+		first = "first"
+	}
+	if id == b.lastID {
+		last = "last"
+	}
+	return "true", first, last
 }
 
 // signal wakes the backfiller: a request was written.
@@ -163,8 +206,11 @@ func (b *backfiller) run(ctx context.Context) {
 func (b *backfiller) runPending(ctx context.Context, conn *pgx.Conn) error {
 	for {
 		todo, err := b.store.list(ctx, conn, b.cfg.Slot, nil, BackfillPending, BackfillRunning)
-		if err != nil || len(todo) == 0 {
+		if err != nil {
 			return err
+		}
+		if len(todo) == 0 {
+			return b.finishSnapshot(ctx, conn)
 		}
 		for _, bf := range todo {
 			if err := b.runOne(ctx, conn, bf); err != nil {
@@ -172,6 +218,19 @@ func (b *backfiller) runPending(ctx context.Context, conn *pgx.Conn) error {
 			}
 		}
 	}
+}
+
+// finishSnapshot records that the initial snapshot is complete once its
+// last backfill is done.
+func (b *backfiller) finishSnapshot(ctx context.Context, conn *pgx.Conn) error {
+	if b.cfg.Snapshot == "never" {
+		return nil
+	}
+	finished, err := stateStore{schema: b.cfg.StateSchema}.finishSnapshot(ctx, conn, b.cfg.Slot)
+	if finished {
+		b.log.Info("initial snapshot done", "slot", b.cfg.Slot)
+	}
+	return err
 }
 
 // runOne runs (or resumes) one backfill. Errors it returns are transient:
@@ -201,6 +260,9 @@ func (b *backfiller) runOne(ctx context.Context, conn *pgx.Conn, bf Backfill) er
 		log.Info("backfill cancelled", "rows_done", bf.RowsDone)
 		return nil
 	}
+	b.mu.Lock()
+	delete(b.initial, bf.ID)
+	b.mu.Unlock()
 	elapsed := time.Since(started)
 	log.Info("backfill done", "rows", bf.RowsDone, "skipped_newer_in_stream", bf.RowsSkipped,
 		"elapsed", elapsed.Round(time.Millisecond), "rows_per_s", int64(float64(bf.RowsDone-startRows)/max(elapsed.Seconds(), 1e-3)))
@@ -319,6 +381,7 @@ type pendingChunk struct {
 	n       int64
 	lastKey []string // key of the chunk's last row; nil for an empty chunk
 	rows    int
+	more    bool // the table may have rows after this chunk
 }
 
 // acked reports whether the stream emitted the chunk and Kafka
@@ -336,68 +399,66 @@ func (p *pendingChunk) acked(tr *pipeline.Tracker) bool {
 
 // chunks reads the backfill's chunks until the table is exhausted. It
 // returns done false when the backfill was cancelled.
+//
+// At most one chunk is on its way to Kafka with its progress not stored:
+// the next chunk is read while the previous one is produced, but its high
+// watermark (which hands it to the stream) is written only once the
+// previous one is acknowledged and its progress stored. A capture stopped
+// at any moment therefore reads at most one chunk again.
 func (b *backfiller) chunks(ctx context.Context, conn *pgx.Conn, bf *Backfill, target *backfillTarget) (done bool, err error) {
-	var pending []*pendingChunk
+	var inFlight *pendingChunk // handed to the stream, progress not stored
 	defer func() {
-		for _, p := range pending {
-			b.abandon(p.w)
+		if inFlight != nil {
+			b.abandon(inFlight.w)
 		}
 	}()
-	// flush stores the progress of the acknowledged chunks at the head of
-	// pending; with block, it waits until at least one is acknowledged
-	// (all of them with all).
-	flush := func(block, all bool) (running bool, err error) {
-		acked := 0
-		for len(pending) > 0 {
-			p := pending[0]
-			if !p.acked(b.tracker) {
-				if !block || (acked > 0 && !all) {
-					break
-				}
-				if err := b.waitAcked(ctx, p); err != nil {
-					return false, err
-				}
-				continue
+	prog := newProgress(b, bf)
+	// store waits until inFlight is on Kafka and stores the progress;
+	// with finish, it also finishes the backfill. It reports false when
+	// the backfill was cancelled meanwhile.
+	store := func(finish bool) (running bool, err error) {
+		if p := inFlight; p != nil {
+			if err := b.waitAcked(ctx, p); err != nil {
+				return false, err
 			}
 			if p.w.err != nil {
 				return false, p.w.err
 			}
-			pending = pending[1:]
-			acked++
+			inFlight = nil
 			if p.lastKey != nil {
 				bf.LastKey = p.lastKey
 			}
 			bf.ChunksDone = p.n + 1
 			bf.RowsDone += int64(p.rows)
 			bf.RowsSkipped += int64(p.w.skipped)
-		}
-		if acked == 0 && !all {
+		} else if !finish {
 			return true, nil
 		}
-		return b.store.saveProgress(ctx, conn, bf, all)
+		running, err = b.store.saveProgress(ctx, conn, bf, finish)
+		prog.update(bf)
+		return running, err
 	}
 
 	lastKey := bf.LastKey
 	for n := bf.ChunksDone; ; n++ {
-		if len(pending) >= maxPendingChunks {
-			if running, err := flush(true, false); err != nil || !running {
-				return false, err
-			}
-		}
 		p, err := b.readChunk(ctx, conn, bf, target, lastKey, n)
 		if err != nil {
 			return false, err
 		}
-		pending = append(pending, p)
-		if p.rows < bf.ChunkSize {
-			// The last chunk: done once everything is on Kafka.
-			running, err := flush(true, true)
-			return running, err
-		}
-		lastKey = p.lastKey
-		if running, err := flush(false, false); err != nil || !running {
+		if running, err := store(false); err != nil || !running {
+			b.abandon(p.w)
 			return false, err
 		}
+		if err := b.handOver(ctx, conn, bf, p); err != nil {
+			b.abandon(p.w)
+			return false, err
+		}
+		inFlight = p
+		if !p.more {
+			// The last chunk: done once everything is on Kafka.
+			return store(true)
+		}
+		lastKey = p.lastKey
 	}
 }
 
@@ -417,7 +478,8 @@ func (b *backfiller) waitAcked(ctx context.Context, p *pendingChunk) error {
 	return nil
 }
 
-// readChunk runs steps 1 to 3 of one chunk (see the top of the file).
+// readChunk runs steps 1 and 2 of one chunk (see the top of the file); the
+// caller hands it over (step 3) or abandons it.
 func (b *backfiller) readChunk(ctx context.Context, conn *pgx.Conn, bf *Backfill, target *backfillTarget, lastKey []string, n int64) (*pendingChunk, error) {
 	w := &window{
 		tag:   fmt.Sprintf("%s:%d:%d:%016x", b.cfg.Slot, bf.ID, n, rand.Uint64()),
@@ -425,9 +487,9 @@ func (b *backfiller) readChunk(ctx context.Context, conn *pgx.Conn, bf *Backfill
 		done:  make(chan struct{}),
 	}
 	b.register(w)
-	handedOver := false
+	ok := false
 	defer func() {
-		if !handedOver {
+		if !ok {
 			b.abandon(w)
 		}
 	}()
@@ -453,30 +515,41 @@ func (b *backfiller) readChunk(ctx context.Context, conn *pgx.Conn, bf *Backfill
 	}
 
 	// 2. The chunk.
-	rows, key, err := b.read(ctx, conn, bf, target, lastKey)
+	mark, first, last := b.initialMarks(bf.ID)
+	rows, key, more, err := b.read(ctx, conn, bf, target, lastKey, mark)
 	if err != nil {
 		return nil, fmt.Errorf("backfill %d chunk %d: read %s: %w", bf.ID, n, target.table, err)
 	}
 	b.mu.Lock()
 	w.rows = rows
-	b.mu.Unlock()
-	count := len(rows)
-
-	// 3. High watermark: the stream emits the rows when it gets there.
-	if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", watermarkPrefix, w.tag+":high"); err != nil {
-		return nil, fmt.Errorf("backfill %d chunk %d: high watermark: %w", bf.ID, n, err)
+	if n == 0 {
+		w.firstMark = first
 	}
-	handedOver = true
-	return &pendingChunk{w: w, n: n, lastKey: key, rows: count}, nil
+	if !more {
+		w.lastMark = last
+	}
+	b.mu.Unlock()
+	ok = true
+	return &pendingChunk{w: w, n: n, lastKey: key, rows: len(rows), more: more}, nil
+}
+
+// handOver writes the chunk's high watermark: the stream emits its rows
+// when it gets there (step 3).
+func (b *backfiller) handOver(ctx context.Context, conn *pgx.Conn, bf *Backfill, p *pendingChunk) error {
+	if _, err := conn.Exec(ctx, "SELECT pg_logical_emit_message(false, $1, $2)", watermarkPrefix, p.w.tag+":high"); err != nil {
+		return fmt.Errorf("backfill %d chunk %d: high watermark: %w", bf.ID, p.n, err)
+	}
+	return nil
 }
 
 // writersSQL lists the transactions holding a lock that lets them modify
 // the table (or one of its partitions): everything but ACCESS SHARE (reads)
-// and ROW SHARE (SELECT FOR UPDATE).
+// and ROW SHARE (SELECT FOR UPDATE). pg_partition_tree lists nothing for a
+// table that is not partitioned, hence the table itself besides it.
 const writersSQL = `SELECT coalesce(array_agg(DISTINCT l.virtualtransaction), '{}') FROM pg_locks l
 	WHERE l.locktype = 'relation' AND l.granted AND l.pid IS DISTINCT FROM pg_backend_pid()
 	AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-	AND l.relation IN (SELECT relid FROM pg_partition_tree($1::oid::regclass))
+	AND (l.relation = $1::oid OR l.relation IN (SELECT relid FROM pg_partition_tree($1::oid::regclass)))
 	AND l.mode NOT IN ('AccessShareLock', 'RowShareLock')`
 
 // waitForWriters waits until the transactions in writers (virtual
@@ -503,7 +576,7 @@ func (b *backfiller) waitForWriters(ctx context.Context, conn *pgx.Conn, target 
 		delay = min(delay*2, 50*time.Millisecond)
 		err := conn.QueryRow(ctx, `SELECT coalesce(array_agg(DISTINCT l.virtualtransaction), '{}') FROM pg_locks l
 			WHERE l.locktype = 'relation' AND l.granted AND l.virtualtransaction = ANY($2)
-			AND l.relation IN (SELECT relid FROM pg_partition_tree($1::oid::regclass))`, target.oid, writers).Scan(&writers)
+			AND (l.relation = $1::oid OR l.relation IN (SELECT relid FROM pg_partition_tree($1::oid::regclass)))`, target.oid, writers).Scan(&writers)
 		if err != nil {
 			return fmt.Errorf("wait for writers of %s: %w", target.table, err)
 		}
@@ -531,18 +604,20 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // operator's SQL) and encodes it like the initial snapshot does: values
 // come back in text form (the extended protocol with text results) and go
 // through the same type registry as the stream's. It returns the rows and
-// the text form of the last row's key.
-func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, target *backfillTarget, lastKey []string) ([]Change, []string, error) {
+// the text form of the last row's key, and more false when the table has
+// no rows after them. A chunk ends early once its rows hold
+// CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES.
+func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, target *backfillTarget, lastKey []string, mark string) (rows []Change, key []string, more bool, err error) {
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
 
 	sql, params, oids := target.first, [][]byte(nil), []uint32(nil)
 	if lastKey != nil {
 		if len(lastKey) != len(target.keyOIDs) {
-			return nil, nil, fmt.Errorf("stored last key has %d values; the key of %s has %d columns", len(lastKey), target.table, len(target.keyOIDs))
+			return nil, nil, false, fmt.Errorf("stored last key has %d values; the key of %s has %d columns", len(lastKey), target.table, len(target.keyOIDs))
 		}
 		sql = target.next
 		for i, k := range lastKey {
@@ -553,25 +628,32 @@ func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, tar
 	params = append(params, []byte(fmt.Sprint(bf.ChunkSize)))
 	oids = append(oids, 20) // int8 LIMIT
 
-	enc := &snapshotter{types: b.types, source: b.source, mark: "incremental"}
-	rows := make([]Change, 0, min(bf.ChunkSize, 16384))
+	enc := &rowEncoder{types: b.types, source: b.source, mark: mark}
+	rows = make([]Change, 0, min(bf.ChunkSize, 16384))
 	var keyBuf []byte
 	var keyEnds []int
+	size, full := 0, false
 	res := tx.Conn().PgConn().ExecParams(ctx, sql, params, oids, nil, nil)
 	fields := res.FieldDescriptions()
 	keyIdx, err := keyColumns(fields, target.table.Key)
 	if err != nil {
 		res.Close()
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	for res.NextRow() {
+	for !full && res.NextRow() {
 		values := res.Values()
 		ch, err := enc.change(target.table, fields, values)
 		if err != nil {
 			res.Close()
-			return nil, nil, fmt.Errorf("%w: %w", errBackfillValue, err)
+			return nil, nil, false, fmt.Errorf("%w: %w", errBackfillValue, err)
 		}
 		rows = append(rows, ch)
+		for _, v := range values {
+			size += len(v) + 48 // the value, its encoding's slack and Column header
+		}
+		// The rest of the result is read and dropped by Close: the next
+		// chunk starts after the last row kept.
+		full = b.cfg.SnapshotMaxBytes > 0 && size >= b.cfg.SnapshotMaxBytes
 		// Keep the key's text form of the latest row only; res reuses
 		// the value buffers row to row.
 		keyBuf, keyEnds = keyBuf[:0], keyEnds[:0]
@@ -581,21 +663,21 @@ func (b *backfiller) read(ctx context.Context, conn *pgx.Conn, bf *Backfill, tar
 		}
 	}
 	if _, err := res.Close(); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return nil, nil, err
+		return nil, nil, false, err
 	}
 	if len(rows) == 0 {
-		return rows, nil, nil
+		return rows, nil, false, nil
 	}
-	key := make([]string, len(keyEnds))
+	key = make([]string, len(keyEnds))
 	start := 0
 	for i, end := range keyEnds {
 		key[i] = string(keyBuf[start:end])
 		start = end
 	}
-	return rows, key, nil
+	return rows, key, full || len(rows) >= bf.ChunkSize, nil
 }
 
 // keyColumns finds the key columns among the result's fields.

@@ -223,15 +223,44 @@ func RequestBackfill(ctx context.Context, conn *pgx.Conn, cfg config.Capture, re
 	if chunk < 1 || chunk > maxChunkSize {
 		return nil, fmt.Errorf("%w, got %d", ErrBadChunkSize, chunk)
 	}
-	if len(req.Tables) == 0 {
+	targets, err := checkBackfillTables(ctx, conn, cfg, req.Tables, req.Where)
+	if err != nil {
+		return nil, err
+	}
+	store := backfillStore{schema: cfg.StateSchema}
+	if err := store.ensure(ctx, conn); err != nil {
+		return nil, err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("record backfill: %w", err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
+	ids, err := store.insert(ctx, tx, cfg.Slot, targets, req.Where, chunk)
+	if err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("record backfill: %w", err)
+	}
+	return store.list(ctx, conn, cfg.Slot, ids)
+}
+
+// backfillTableRequest is a validated table to backfill and its row count
+// (an estimate for large tables).
+type backfillTableRequest struct {
+	t     tableInfo
+	total int64
+}
+
+// checkBackfillTables validates the tables and the predicate of a request:
+// tables must exist, have a key and be in cfg.Publication.
+func checkBackfillTables(ctx context.Context, conn *pgx.Conn, cfg config.Capture, tables []string, where string) ([]backfillTableRequest, error) {
+	if len(tables) == 0 {
 		return nil, fmt.Errorf("%w: no table given", ErrNoSuchTable)
 	}
-	type target struct {
-		t     tableInfo
-		total int64
-	}
-	var targets []target
-	for _, name := range req.Tables {
+	var targets []backfillTableRequest
+	for _, name := range tables {
 		t, err := backfillTable(ctx, conn, name)
 		if err != nil {
 			return nil, err
@@ -246,7 +275,7 @@ func RequestBackfill(ctx context.Context, conn *pgx.Conn, cfg config.Capture, re
 			return nil, fmt.Errorf("%w: %s is not in publication %s (CDCSYNC_PUBLICATION); add it to CDCSYNC_TABLES and restart capture",
 				ErrNotPublished, t, cfg.Publication)
 		}
-		estimate, err := validateWhere(ctx, conn, t, req.Where)
+		estimate, err := validateWhere(ctx, conn, t, where)
 		if err != nil {
 			return nil, err
 		}
@@ -254,7 +283,7 @@ func RequestBackfill(ctx context.Context, conn *pgx.Conn, cfg config.Capture, re
 		if estimate < 1_000_000 {
 			// Small enough to count exactly; this also runs the
 			// predicate once, so run-time errors show up now.
-			n, ok, err := countWhere(ctx, conn, t, req.Where)
+			n, ok, err := countWhere(ctx, conn, t, where)
 			if err != nil {
 				return nil, err
 			}
@@ -262,23 +291,19 @@ func RequestBackfill(ctx context.Context, conn *pgx.Conn, cfg config.Capture, re
 				total = n
 			}
 		}
-		targets = append(targets, target{t, total})
+		targets = append(targets, backfillTableRequest{t, total})
 	}
+	return targets, nil
+}
 
-	store := backfillStore{schema: cfg.StateSchema}
-	if err := store.ensure(ctx, conn); err != nil {
-		return nil, err
-	}
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("record backfill: %w", err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
+// insert records one pending backfill per target in tx, with the signal
+// that wakes the capture daemon when tx commits, and returns their ids.
+func (s backfillStore) insert(ctx context.Context, tx pgx.Tx, slot string, targets []backfillTableRequest, where string, chunk int) ([]int64, error) {
 	ids := make([]int64, 0, len(targets))
 	for _, tg := range targets {
 		var id int64
-		err := tx.QueryRow(ctx, "INSERT INTO "+store.table()+` (slot, table_schema, table_name, where_clause, chunk_size, rows_total)
-			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`, cfg.Slot, tg.t.Schema, tg.t.Name, strings.TrimSpace(req.Where), chunk, tg.total).Scan(&id)
+		err := tx.QueryRow(ctx, "INSERT INTO "+s.table()+` (slot, table_schema, table_name, where_clause, chunk_size, rows_total)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING id`, slot, tg.t.Schema, tg.t.Name, strings.TrimSpace(where), chunk, tg.total).Scan(&id)
 		if err != nil {
 			return nil, fmt.Errorf("record backfill of %s: %w", tg.t, err)
 		}
@@ -287,10 +312,7 @@ func RequestBackfill(ctx context.Context, conn *pgx.Conn, cfg config.Capture, re
 	if _, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", signalPrefix, joinIDs(ids)); err != nil {
 		return nil, fmt.Errorf("signal capture: %w", err)
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, fmt.Errorf("record backfill: %w", err)
-	}
-	return store.list(ctx, conn, cfg.Slot, ids)
+	return ids, nil
 }
 
 // ListBackfills returns the backfills of cfg.Slot with the given ids (all

@@ -1,8 +1,11 @@
 package capture
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -24,18 +27,48 @@ type window struct {
 	cancelled atomic.Bool
 
 	rows []Change // set (under backfiller.mu) before the high watermark
+	// source.snapshot of the first and last rows emitted (the initial
+	// snapshot's first and last chunks); "" keeps the rows' mark.
+	firstMark, lastMark string
 
 	// Owned by the stream goroutine between the watermarks.
-	changed   map[string]struct{} // keys of the table changed in the window
+	changed   map[string]*keyChange // keys of the table changed in the window
 	truncated bool
+	bytes     int  // memory held by changed, bounded by maxBytes
+	maxBytes  int  // CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES
+	overflow  bool // changed outgrew maxBytes: the chunk is read again
 
 	// Written by the stream goroutine before it closes done.
-	done    chan struct{}
-	high    pglogrepl.LSN // the watermark's LSN, committed in the tracker after the rows
-	emitted int
-	skipped int
-	err     error // the chunk must be read again
+	done     chan struct{}
+	high     pglogrepl.LSN // the watermark's LSN, committed in the tracker after the rows
+	emitted  int
+	skipped  int
+	repaired int   // rows emitted with the window's newer values (see keyChange)
+	err      error // the chunk must be read again
 }
+
+// keyChange is what the window's changes of one key leave a fresh sink
+// with. A change that carries the whole row (insert, delete, update with
+// every column) makes the key complete: the chunk's row is dropped, the
+// stream has a newer one. An update whose unchanged TOAST columns were not
+// sent, with no complete change of the key before it in the window, leaves
+// a sink that never had the row with a partial one: partial then holds the
+// columns the window's changes carried, newest value each. The missing
+// columns were unchanged by every change of the key in the window, so the
+// chunk's row, read inside the window, has their current value: at the
+// high watermark the chunk's row is emitted with partial's values over it,
+// which is the row as of the high watermark.
+type keyChange struct {
+	partial pipeline.Row // nil when complete
+}
+
+// errWindowOverflow: more keys changed during a chunk's window than
+// CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES allows to remember.
+var errWindowOverflow = errors.New("keys changed during the chunk exceed CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES")
+
+// keyChangeOverhead approximates a map entry's memory besides the key's
+// and the values' bytes.
+const keyChangeOverhead = 64
 
 // backfillMessage handles backfill signals and watermarks. It reports false
 // for other messages.
@@ -74,8 +107,72 @@ func (s *stream) observeBackfill(c Change) {
 		w.truncated = true // a truncate: nothing read before it may be emitted
 		return
 	}
+	if w.overflow {
+		return
+	}
 	b.keyBuf = c.Key.AppendJSON(b.keyBuf[:0])
-	w.changed[string(b.keyBuf)] = struct{}{}
+	kc := w.changed[string(b.keyBuf)]
+	if kc == nil {
+		kc = &keyChange{}
+		w.changed[string(b.keyBuf)] = kc
+		w.bytes += len(b.keyBuf) + keyChangeOverhead
+		// A partial first change: the row a fresh sink would hold.
+		if c.Event != nil && len(c.Event.Unchanged) > 0 {
+			kc.partial = mergePartial(nil, c.Event)
+			w.bytes += rowBytes(kc.partial)
+		}
+	} else if kc.partial != nil {
+		w.bytes -= rowBytes(kc.partial)
+		if c.Event != nil && len(c.Event.Unchanged) > 0 {
+			kc.partial = mergePartial(kc.partial, c.Event)
+			w.bytes += rowBytes(kc.partial)
+		} else {
+			kc.partial = nil // the whole row (or its delete) is in the stream
+		}
+	}
+	if w.maxBytes > 0 && w.bytes > w.maxBytes {
+		// Which chunk rows are stale is no longer known: drop the set
+		// and have the chunk read again.
+		w.overflow, w.changed, w.bytes = true, nil, 0
+	}
+}
+
+// mergePartial returns the columns ev carries (copied: the decoder's
+// buffers are not the window's) and, for its unchanged TOAST columns, the
+// values prev holds.
+func mergePartial(prev pipeline.Row, ev *pipeline.Event) pipeline.Row {
+	out := make(pipeline.Row, 0, len(ev.After)+len(ev.Unchanged))
+	for _, c := range ev.After {
+		out = append(out, pipeline.Column{Name: c.Name, Value: bytes.Clone(c.Value)})
+	}
+	for _, name := range ev.Unchanged {
+		if v, ok := prev.Get(name); ok {
+			out = append(out, pipeline.Column{Name: name, Value: v})
+		}
+	}
+	return out
+}
+
+func rowBytes(r pipeline.Row) int {
+	n := 0
+	for _, c := range r {
+		n += len(c.Name) + len(c.Value) + 32
+	}
+	return n
+}
+
+// repair returns ch's row with the values of partial over it.
+func repair(ch Change, partial pipeline.Row) Change {
+	row := slices.Clone(ch.Event.After)
+	for i, c := range row {
+		if v, ok := partial.Get(c.Name); ok {
+			row[i].Value = v
+		}
+	}
+	ev := *ch.Event
+	ev.After = row
+	ch.Event = &ev
+	return ch
 }
 
 // watermark opens a window at its low watermark and emits the chunk at its
@@ -87,7 +184,8 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 		w := b.windows[tag]
 		b.mu.Unlock()
 		if w != nil && !w.cancelled.Load() {
-			w.changed = map[string]struct{}{}
+			w.changed = map[string]*keyChange{}
+			w.maxBytes = b.cfg.SnapshotMaxBytes
 			b.open = w
 		}
 		return nil
@@ -115,6 +213,11 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 		return nil
 	}
 	b.open = nil
+	if w.overflow {
+		w.err = fmt.Errorf("backfill window %s: %w; reading the chunk again", tag, errWindowOverflow)
+		close(w.done)
+		return nil
+	}
 	// at is the END of the watermark's WAL record, and a transaction's
 	// commit LSN is the START of its commit record: a transaction that
 	// commits right after the watermark has commit LSN == at, and its
@@ -123,11 +226,33 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	// watermark's own record: after every commit before it, before every
 	// commit after it.
 	pos := pipeline.Position{Commit: at - 1, Change: at - 1}
+	// Which rows go out, first: the first and last of them may carry
+	// the initial snapshot's marks.
+	out := rows[:0]
 	for _, ch := range rows {
-		if w.truncated || len(w.changed) > 0 && w.changedKey(ch, &b.keyBuf) {
+		if w.truncated {
 			w.skipped++
 			continue
 		}
+		if len(w.changed) > 0 {
+			if kc := w.changedKey(ch, &b.keyBuf); kc != nil {
+				if kc.partial == nil {
+					w.skipped++
+					continue
+				}
+				ch = repair(ch, kc.partial)
+				w.repaired++
+			}
+		}
+		out = append(out, ch)
+	}
+	if len(out) > 0 && w.firstMark != "" {
+		out[0].Event.Source.Snapshot = w.firstMark
+	}
+	if len(out) > 0 && w.lastMark != "" {
+		out[len(out)-1].Event.Source.Snapshot = w.lastMark
+	}
+	for _, ch := range out {
 		ch.Position = pos
 		ch.Event.SetPosition(pos)
 		if err := s.emit(ctx, ch); err != nil {
@@ -147,8 +272,7 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	return nil
 }
 
-func (w *window) changedKey(ch Change, buf *[]byte) bool {
+func (w *window) changedKey(ch Change, buf *[]byte) *keyChange {
 	*buf = ch.Key.AppendJSON((*buf)[:0])
-	_, ok := w.changed[string(*buf)]
-	return ok
+	return w.changed[string(*buf)]
 }

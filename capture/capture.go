@@ -98,7 +98,7 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 				waitingLogged = true
 			}
 			o.ready.SetReady() // a healthy standby
-			if !sleep(ctx, 2*time.Second) {
+			if !sleep(ctx, standbyPoll) {
 				return nil
 			}
 			continue
@@ -116,6 +116,11 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 		backoff = min(backoff*2, maxBackoff)
 	}
 }
+
+// standbyPoll is how often a standby tries to take the slot's lock: it
+// takes over within about this long after the active capture's connection
+// is gone.
+const standbyPoll = time.Second
 
 func sleep(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
@@ -177,7 +182,33 @@ func (c *capturer) replicationConnect(ctx context.Context) (*pgconn.PgConn, erro
 }
 
 // session runs one replication session: set-up, snapshot if due, stream.
-func (c *capturer) session(ctx context.Context) (err error) {
+// It holds the slot's advisory lock (lock.go) throughout; without it,
+// another capture holds the slot and session returns ErrSlotActive.
+func (c *capturer) session(parent context.Context) (err error) {
+	lockConn, err := c.connect(parent)
+	if err != nil {
+		return err
+	}
+	defer lockConn.Close(context.Background())
+	lock, err := acquireSlotLock(parent, lockConn, c.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	// Losing the lock's connection ends the session: another capture may
+	// take the slot over, so this one must stop producing at once.
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	lockWatched := make(chan struct{})
+	go func() { defer close(lockWatched); lock.watch(ctx, cancel) }()
+	defer func() { cancel(nil); <-lockWatched }()
+	defer func() {
+		if parent.Err() == nil && ctx.Err() != nil {
+			if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+				err = cause
+			}
+		}
+	}()
+
 	conn, err := c.connect(ctx)
 	if err != nil {
 		return err
@@ -199,6 +230,10 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	// Before tables are added to it: adding a partitioned table to a
 	// publication that lists its partitions fails with "already member".
 	if err := validatePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
+		return err
+	}
+	publishedBefore, err := publishedTables(ctx, conn, c.cfg.Publication)
+	if err != nil {
 		return err
 	}
 	if err := ensurePublication(ctx, conn, c.cfg.Publication, tables); err != nil {
@@ -236,7 +271,6 @@ func (c *capturer) session(ctx context.Context) (err error) {
 			return fmt.Errorf("%w: slot %s is streaming to pid %d", ErrSlotActive, c.cfg.Slot, slot.ActivePID)
 		}
 	}
-
 	repl, err := c.replicationConnect(ctx)
 	if err != nil {
 		return err
@@ -251,20 +285,13 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		return err
 	}
 
-	if slot.Exists && c.cfg.Snapshot == "initial" {
-		pending, err := state.snapshotPending(ctx, conn, c.cfg.Slot)
-		if err != nil {
-			return err
-		}
-		if pending {
-			// The previous snapshot died with its exported snapshot: start
-			// over with a new slot so snapshot and stream line up again.
-			c.log.Warn("initial snapshot did not finish; recreating the slot", "slot", c.cfg.Slot)
-			if err := pglogrepl.DropReplicationSlot(ctx, repl, c.cfg.Slot, pglogrepl.DropReplicationSlotOptions{}); err != nil {
-				return fmt.Errorf("drop unfinished slot %s: %w", c.cfg.Slot, slotErr(err))
-			}
-			slot.Exists = false
-		}
+	// The outbox table's existing rows are old events: the router would
+	// drop every one, so they are not read at all.
+	snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })
+	// Before the slot exists: a stop between the two still snapshots.
+	initial, err := c.planSnapshot(ctx, conn, snapTables, slot.Exists, publishedBefore)
+	if err != nil {
+		return err
 	}
 
 	prod, err := startProducer(ctx, c.cfg, c.tracker, c.metrics)
@@ -336,7 +363,7 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		},
 	}
 
-	st.backfill = newBackfiller(c, src, types, tables)
+	st.backfill = newBackfiller(c, src, types, tables, initial)
 	if c.cfg.WatermarkInterval > 0 {
 		st.clock = &sourceClock{}
 	}
@@ -344,22 +371,15 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	var startLSN pglogrepl.LSN // 0: resume from the slot's confirmed LSN
 	c.tracker.Reset(slot.ConfirmedFlush)
 	if !slot.Exists {
-		created, err := c.createSlot(ctx, repl, conn, state)
-		if err != nil {
+		if startLSN, err = c.createSlot(ctx, repl); err != nil {
 			return err
 		}
-		startLSN = created.lsn
-		c.tracker.Reset(created.lsn)
-		if created.snapshot != "" {
-			// The outbox table's existing rows are old events: the router
-			// would drop every one, so do not read them at all.
-			snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })
-			if err := c.snapshot(ctx, st, src, types, snapTables, created); err != nil {
-				return err
-			}
-			if err := state.setSnapshot(ctx, conn, c.cfg.Slot, true, created.lsn); err != nil {
-				return err
-			}
+		c.tracker.Reset(startLSN)
+		if c.opts.afterSlotCreated != nil {
+			c.opts.afterSlotCreated(ctx)
+		}
+		if err := state.setConsistentLSN(ctx, conn, c.cfg.Slot, startLSN); err != nil {
+			return err
 		}
 	}
 	// The slot exists now: from here on, its absence means it was lost.
@@ -372,20 +392,21 @@ func (c *capturer) session(ctx context.Context) (err error) {
 		return slotErr(err)
 	}
 	c.log.Info("streaming", "slot", c.cfg.Slot, "from", startLSN, "confirmed", c.tracker.Confirmed())
-	// Backfills start once this session owns the slot and end with it:
-	// their progress relies on this session's tracker.
+	// Backfills (the initial snapshot among them) start once this session
+	// owns the slot and end with it: their progress relies on this
+	// session's tracker.
 	backfillCtx, stopBackfill := context.WithCancel(ctx)
 	backfillDone := make(chan struct{})
 	go func() { defer close(backfillDone); st.backfill.run(backfillCtx) }()
 	defer func() { stopBackfill(); <-backfillDone }()
-	// Watermarks start after the snapshot: until its rows are all
-	// acknowledged, the confirmed LSN does not cover them.
+	// Watermarks skip a table until its initial snapshot is done: until
+	// then the confirmed LSN does not cover its existing rows.
 	stopWatermarks := c.startWatermarks(ctx, st, prod, tables, router)
 	defer stopWatermarks() // before the producer closes (defers run last first)
 	c.opts.ready.SetReady()
 	runErr := st.run(ctx)
-	if ctx.Err() == nil {
-		return runErr
+	if parent.Err() == nil {
+		return runErr // an error, or the lock was lost (see the deferred cause)
 	}
 	c.opts.ready.SetNotReady("shutting down")
 	// Shutdown: flush what is in flight, confirm it, leave.
@@ -393,8 +414,8 @@ func (c *capturer) session(ctx context.Context) (err error) {
 	stopWatermarks()
 	closeErr := prod.close(c.cfg.ShutdownTimeout, c.cfg.ShutdownTimeout)
 	producerClosed = true
-	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
+	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancelStatus()
 	statusErr := st.sendStatus(fctx, false)
 	if err := errors.Join(closeErr, statusErr); err != nil {
 		return &shutdownError{err: err}
@@ -416,75 +437,20 @@ func (c *capturer) deadLetterInvalid(rec Record, err error) (Record, bool, error
 	return rec, err == nil, err
 }
 
-type createdSlot struct {
-	lsn      pglogrepl.LSN
-	snapshot string // exported snapshot name; "" when none is needed
-}
-
-// createSlot creates the slot, exporting a snapshot when an initial snapshot
-// is configured, and records that the snapshot is pending.
-func (c *capturer) createSlot(ctx context.Context, repl *pgconn.PgConn, conn *pgx.Conn, state stateStore) (createdSlot, error) {
-	action := "NOEXPORT_SNAPSHOT"
-	if c.cfg.Snapshot == "initial" {
-		action = "EXPORT_SNAPSHOT"
-	}
-	res, err := createLogicalSlot(ctx, repl, c.cfg.Slot, action)
+// createSlot creates the slot and returns its consistent point. No snapshot
+// is exported: existing rows are read as backfills (planSnapshot), which
+// need no snapshot lined up with the slot.
+func (c *capturer) createSlot(ctx context.Context, repl *pgconn.PgConn) (pglogrepl.LSN, error) {
+	res, err := createLogicalSlot(ctx, repl, c.cfg.Slot, "NOEXPORT_SNAPSHOT")
 	if err != nil {
-		return createdSlot{}, fmt.Errorf("create slot %s: %w", c.cfg.Slot, slotErr(err))
+		return 0, fmt.Errorf("create slot %s: %w", c.cfg.Slot, slotErr(err))
 	}
 	lsn, err := pglogrepl.ParseLSN(res.ConsistentPoint)
 	if err != nil {
-		return createdSlot{}, fmt.Errorf("create slot %s: consistent point: %w", c.cfg.Slot, err)
+		return 0, fmt.Errorf("create slot %s: consistent point: %w", c.cfg.Slot, err)
 	}
 	c.log.Info("created replication slot", "slot", c.cfg.Slot, "consistent_point", lsn)
-	out := createdSlot{lsn: lsn}
-	if c.cfg.Snapshot == "initial" {
-		out.snapshot = res.SnapshotName
-		if err := state.setSnapshot(ctx, conn, c.cfg.Slot, false, lsn); err != nil {
-			return out, err
-		}
-	}
-	return out, nil
-}
-
-// snapshot emits existing rows and waits until Kafka acknowledged them all.
-func (c *capturer) snapshot(ctx context.Context, st *stream, src SourceInfo, types *Types, tables []tableInfo, created createdSlot) error {
-	snapConn, err := c.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer snapConn.Close(context.Background())
-	started := time.Now()
-	total := 0
-	s := &snapshotter{
-		conn: snapConn, types: types, source: src, tables: tables, chunkSize: c.cfg.SnapshotChunkSize,
-		// Just before the consistent point: a transaction whose commit
-		// record starts exactly there is not in the snapshot, and its
-		// changes (commit LSN = consistent point) must sort after the rows.
-		pos:  pipeline.Position{Commit: created.lsn - 1, Change: created.lsn - 1},
-		emit: st.emit,
-		onRows: func(table string, n int) {
-			total += n
-			c.metrics.snapshotRows.WithLabelValues(table).Add(float64(n))
-		},
-	}
-	c.log.Info("initial snapshot started", "tables", len(tables), "position", s.pos)
-	if err := s.run(ctx, created.snapshot); err != nil {
-		return err
-	}
-	for c.tracker.InFlight() > 0 {
-		if err := st.prod.err(); err != nil {
-			return err
-		}
-		select {
-		case <-c.tracker.Changed():
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	c.log.Info("initial snapshot done", "rows", total, "elapsed", time.Since(started).Round(time.Millisecond))
-	return nil
+	return lsn, nil
 }
 
 // slotErr classifies "slot in use" errors as ErrSlotActive.

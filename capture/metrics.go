@@ -31,6 +31,10 @@ type metrics struct {
 	// slotLost is 1 per reason once capture found its slot lost or the
 	// source changed (and stopped).
 	slotLost *prometheus.GaugeVec
+	// Backfills (the initial snapshot's too), per table.
+	backfillRowsDone     *prometheus.GaugeVec
+	backfillRowsExpected *prometheus.GaugeVec
+	backfillETA          *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -84,13 +88,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		stoppedOnPoison: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_stopped_on_poison", Help: "1 while capture is stopped at a poison record (CDCSYNC_ON_POISON=stop), else 0.",
 		}),
+		backfillRowsDone: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_backfill_rows_done", Help: "Rows of the running or last backfill (initial snapshot or replay snapshot) read and on Kafka, per table.",
+		}, []string{"table"}),
+		backfillRowsExpected: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_backfill_rows_expected", Help: "Rows the running or last backfill expects to read (an estimate until it is done), per table.",
+		}, []string{"table"}),
+		backfillETA: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_backfill_eta_seconds", Help: "Estimated time left of the running backfill at its current rate (0 when done or unknown), per table.",
+		}, []string{"table"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
 		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
-		m.poisonRecords, m.stoppedOnPoison, m.slotLost} {
+		m.poisonRecords, m.stoppedOnPoison, m.slotLost,
+		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -1,6 +1,9 @@
 package capture
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // Readiness receives capture's state for /readyz: ready while it streams
 // (or stands by for a slot another capture holds), not ready while it
@@ -16,6 +19,10 @@ type Option func(*options)
 type options struct {
 	ready        Readiness
 	stallTimeout time.Duration
+	// afterSlotCreated, when set (only by this package's tests), runs
+	// right after CREATE_REPLICATION_SLOT returns: crash tests stop
+	// capture there.
+	afterSlotCreated func(context.Context)
 }
 
 // WithReadiness reports readiness to r. Without it nothing is reported.

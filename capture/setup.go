@@ -147,6 +147,24 @@ func ensurePublication(ctx context.Context, conn *pgx.Conn, name string, tables 
 	return nil
 }
 
+// publishedTables returns the "schema.table" names publication name
+// publishes now (none when it does not exist).
+func publishedTables(ctx context.Context, conn *pgx.Conn, name string) (map[string]bool, error) {
+	rows, err := conn.Query(ctx, `SELECT schemaname || '.' || tablename FROM pg_publication_tables WHERE pubname = $1`, name)
+	if err != nil {
+		return nil, fmt.Errorf("read publication %s: %w", name, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read publication %s: %w", name, err)
+	}
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out, nil
+}
+
 // slotInfo describes an existing replication slot.
 type slotInfo struct {
 	Exists         bool
@@ -188,10 +206,9 @@ func readSlot(ctx context.Context, conn *pgx.Conn, name string) (slotInfo, error
 	return s, nil
 }
 
-// stateStore keeps capture's own state in the order database: whether the
-// initial snapshot of a slot finished. A slot whose snapshot never finished
-// (capture died during it) is dropped and created again, because its
-// exported snapshot is gone and a later one could not be lined up with it.
+// stateStore keeps capture's own state in the order database: per slot,
+// whether its initial snapshot (the backfills in snapshot_tables) is
+// complete, and the slot's consistent point when capture created it.
 type stateStore struct {
 	schema string
 }
@@ -241,26 +258,56 @@ func ensureStateTable(ctx context.Context, conn *pgx.Conn, schema, table, column
 	return nil
 }
 
-// snapshotPending reports whether slot has a recorded snapshot that did not
-// finish.
-func (s stateStore) snapshotPending(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
-	var done bool
-	err := conn.QueryRow(ctx, "SELECT snapshot_done FROM "+s.table()+" WHERE slot = $1", slot).Scan(&done)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("read capture state: %w", err)
-	}
-	return !done, nil
+// snapshotState is a slot's capture_state row.
+type snapshotState struct {
+	exists bool
+	done   bool // every initial backfill finished
 }
 
-func (s stateStore) setSnapshot(ctx context.Context, conn *pgx.Conn, slot string, done bool, lsn pglogrepl.LSN) error {
-	_, err := conn.Exec(ctx, "INSERT INTO "+s.table()+` (slot, snapshot_done, consistent_lsn) VALUES ($1, $2, $3::text::pg_lsn)
-		ON CONFLICT (slot) DO UPDATE SET snapshot_done = EXCLUDED.snapshot_done, consistent_lsn = EXCLUDED.consistent_lsn, updated_at = now()`,
-		slot, done, lsn.String())
+func (s stateStore) get(ctx context.Context, conn *pgx.Conn, slot string) (snapshotState, error) {
+	var st snapshotState
+	err := conn.QueryRow(ctx, "SELECT snapshot_done FROM "+s.table()+" WHERE slot = $1", slot).Scan(&st.done)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("read capture state: %w", err)
+	}
+	st.exists = true
+	return st, nil
+}
+
+// setSnapshot records whether the slot's initial snapshot is complete.
+func (s stateStore) setSnapshot(ctx context.Context, tx pgx.Tx, slot string, done bool) error {
+	_, err := tx.Exec(ctx, "INSERT INTO "+s.table()+` (slot, snapshot_done) VALUES ($1, $2)
+		ON CONFLICT (slot) DO UPDATE SET snapshot_done = EXCLUDED.snapshot_done, updated_at = now()`, slot, done)
 	if err != nil {
 		return fmt.Errorf("write capture state: %w", err)
 	}
 	return nil
+}
+
+// setConsistentLSN records where a slot capture just created starts.
+func (s stateStore) setConsistentLSN(ctx context.Context, conn *pgx.Conn, slot string, lsn pglogrepl.LSN) error {
+	_, err := conn.Exec(ctx, "INSERT INTO "+s.table()+` (slot, snapshot_done, consistent_lsn) VALUES ($1, true, $2::text::pg_lsn)
+		ON CONFLICT (slot) DO UPDATE SET consistent_lsn = EXCLUDED.consistent_lsn, updated_at = now()`, slot, lsn.String())
+	if err != nil {
+		return fmt.Errorf("write capture state: %w", err)
+	}
+	return nil
+}
+
+// finishSnapshot marks the slot's initial snapshot complete once every
+// backfill in snapshot_tables is done, and reports whether it did so now.
+func (s stateStore) finishSnapshot(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
+	registry := snapshotTables{schema: s.schema}
+	backfills := backfillStore{schema: s.schema}
+	tag, err := conn.Exec(ctx, "UPDATE "+s.table()+` SET snapshot_done = true, updated_at = now()
+		WHERE slot = $1 AND NOT snapshot_done AND NOT EXISTS (
+			SELECT 1 FROM `+registry.table()+` r JOIN `+backfills.table()+` b ON b.id = r.backfill_id
+			WHERE r.slot = $1 AND b.status <> 'done')`, slot)
+	if err != nil {
+		return false, fmt.Errorf("write capture state: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
 }

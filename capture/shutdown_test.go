@@ -61,7 +61,7 @@ func TestSIGTERMDuringSetUpAndSnapshotExitsZero(t *testing.T) {
 		restore := slowBroker(t, e.Kafka.Cluster(), 50*time.Millisecond)
 		proc := testenv.StartProcess(t, "capture", bin, captureEnv(cfg), "capture")
 		waitFor(t, 30*time.Second, "the snapshot to start", func() bool {
-			return strings.Contains(proc.Output(), "initial snapshot started")
+			return strings.Contains(proc.Output(), "backfill started")
 		})
 		if err := proc.Signal(syscall.SIGTERM); err != nil {
 			t.Fatal(err)

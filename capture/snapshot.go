@@ -4,9 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"regexp"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -15,138 +12,16 @@ import (
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
-// snapshotNameRE matches the names Postgres gives exported snapshots, so
-// the name can be used as a literal safely.
-var snapshotNameRE = regexp.MustCompile(`^[0-9A-Fa-f-]+$`)
-
-// snapshotter reads existing rows of the captured tables as op "r" events,
-// under the snapshot the slot exported, so that streaming from the slot's
-// consistent point afterwards leaves no gap and no stale overwrite.
-type snapshotter struct {
-	conn      *pgx.Conn
-	types     *Types
-	source    SourceInfo
-	tables    []tableInfo
-	chunkSize int
-	pos       pipeline.Position
-	emit      func(context.Context, Change) error
-	onRows    func(table string, n int)
+// rowEncoder turns rows read from a table (values in text form) into op
+// "r" change events, encoded like the stream's.
+type rowEncoder struct {
+	types  *Types
+	source SourceInfo
+	pos    pipeline.Position
 	// mark is source.snapshot of the rows: "true" (empty) for the initial
-	// snapshot, "incremental" for backfills, as Debezium marks them.
+	// snapshot, "incremental" for other backfills, as Debezium marks
+	// them (the window marks an initial snapshot's first and last rows).
 	mark string
-	// marks refines the initial snapshot's marks (run only).
-	marks snapshotMarks
-}
-
-// snapshotMarks marks initial snapshot rows as Debezium does: the very
-// first row "first", the very last "last", otherwise a table's first and
-// last rows "first_in_data_collection" and "last_in_data_collection", the
-// rest "true". It holds one row back, since a row is last only once the
-// next one is known not to exist.
-type snapshotMarks struct {
-	held         *Change
-	heldFirst    bool // the held row is its table's first
-	heldTableEnd bool // the held row is its table's last
-	emitted      bool // a row was emitted already
-	nextFirst    bool // the next row starts a table
-}
-
-// row emits the held row, if any, and holds ch.
-func (m *snapshotMarks) row(ctx context.Context, emit func(context.Context, Change) error, ch Change) error {
-	if err := m.flush(ctx, emit, false); err != nil {
-		return err
-	}
-	first := m.nextFirst || !m.emitted
-	m.held, m.heldFirst, m.nextFirst = &ch, first, false
-	return nil
-}
-
-// tableEnd says the held row (if any) is its table's last.
-func (m *snapshotMarks) tableEnd() {
-	if m.held != nil {
-		m.heldTableEnd = true
-	}
-	m.nextFirst = true
-}
-
-// flush emits the held row; last says no row follows at all.
-func (m *snapshotMarks) flush(ctx context.Context, emit func(context.Context, Change) error, last bool) error {
-	h := m.held
-	if h == nil {
-		return nil
-	}
-	mark := "true"
-	switch {
-	case last:
-		mark = "last"
-	case !m.emitted:
-		mark = "first"
-	case m.heldTableEnd:
-		mark = "last_in_data_collection"
-	case m.heldFirst:
-		mark = "first_in_data_collection"
-	}
-	h.Event.Source.Snapshot = mark
-	m.held, m.heldFirst, m.heldTableEnd, m.emitted = nil, false, false, true
-	return emit(ctx, *h)
-}
-
-// run imports the exported snapshot and emits every row of every table.
-func (s *snapshotter) run(ctx context.Context, snapshotName string) error {
-	if !snapshotNameRE.MatchString(snapshotName) {
-		return fmt.Errorf("unexpected exported snapshot name %q", snapshotName)
-	}
-	tx, err := s.conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
-	if err != nil {
-		return fmt.Errorf("begin snapshot transaction: %w", err)
-	}
-	defer tx.Rollback(context.Background()) //nolint:errcheck // read-only; nothing to keep
-	if _, err := tx.Exec(ctx, "SET TRANSACTION SNAPSHOT "+quoteLiteral(snapshotName)); err != nil {
-		return fmt.Errorf("import snapshot %s: %w", snapshotName, err)
-	}
-	for _, t := range s.tables {
-		if err := s.table(ctx, tx, t); err != nil {
-			return err
-		}
-		s.marks.tableEnd()
-	}
-	return s.marks.flush(ctx, s.emit, true)
-}
-
-// table reads one table in primary-key order, chunkSize rows at a time,
-// through a cursor so memory stays bounded whatever the table's size.
-func (s *snapshotter) table(ctx context.Context, tx pgx.Tx, t tableInfo) error {
-	keys := make([]string, len(t.Key))
-	for i, k := range t.Key {
-		keys[i] = pgx.Identifier{k}.Sanitize()
-	}
-	cols, err := publishedColumns(ctx, tx, t)
-	if err != nil {
-		return err
-	}
-	cursor := pgx.Identifier{"cdcsync_snapshot"}.Sanitize()
-	decl := "DECLARE " + cursor + " NO SCROLL CURSOR FOR SELECT " + strings.Join(cols, ", ") +
-		" FROM " + t.ident() + " ORDER BY " + strings.Join(keys, ", ")
-	if _, err := tx.Exec(ctx, decl); err != nil {
-		return fmt.Errorf("snapshot %s: declare cursor: %w", t, err)
-	}
-	fetch := "FETCH " + strconv.Itoa(s.chunkSize) + " FROM " + cursor
-	for {
-		n, err := s.chunk(ctx, tx, t, fetch)
-		if err != nil {
-			return fmt.Errorf("snapshot %s: %w", t, err)
-		}
-		if s.onRows != nil {
-			s.onRows(t.String(), n)
-		}
-		if n < s.chunkSize {
-			break
-		}
-	}
-	if _, err := tx.Exec(ctx, "CLOSE "+cursor); err != nil {
-		return fmt.Errorf("snapshot %s: close cursor: %w", t, err)
-	}
-	return nil
 }
 
 // publishedColumnsSQL lists the columns pgoutput sends for a table, in
@@ -159,58 +34,7 @@ JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum`
 
-// publishedColumns returns the quoted names of the columns the stream
-// carries for t, so that snapshot rows have exactly the columns streamed
-// rows of the same table have (SELECT * would add generated columns).
-func publishedColumns(ctx context.Context, tx pgx.Tx, t tableInfo) ([]string, error) {
-	rows, err := tx.Query(ctx, publishedColumnsSQL, t.Schema, t.Name)
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: list columns: %w", t, err)
-	}
-	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("snapshot %s: list columns: %w", t, err)
-	}
-	if len(names) == 0 {
-		return nil, fmt.Errorf("snapshot %s: no columns to read", t)
-	}
-	for i, n := range names {
-		names[i] = pgx.Identifier{n}.Sanitize()
-	}
-	return names, nil
-}
-
-// chunk fetches and emits one chunk, returning the number of rows. The
-// simple protocol returns every value in text form, which is what the
-// stream's decoder gets too, so both go through the same encoding.
-func (s *snapshotter) chunk(ctx context.Context, tx pgx.Tx, t tableInfo, fetch string) (int, error) {
-	rr := tx.Conn().PgConn().Exec(ctx, fetch)
-	defer rr.Close()
-	n := 0
-	for rr.NextResult() {
-		res := rr.ResultReader()
-		fields := res.FieldDescriptions()
-		for res.NextRow() {
-			ch, err := s.change(t, fields, res.Values())
-			if err != nil {
-				return n, err
-			}
-			if err := s.marks.row(ctx, s.emit, ch); err != nil {
-				return n, err
-			}
-			n++
-		}
-		if _, err := res.Close(); err != nil {
-			return n, fmt.Errorf("fetch: %w", err)
-		}
-	}
-	if err := rr.Close(); err != nil {
-		return n, fmt.Errorf("fetch: %w", err)
-	}
-	return n, nil
-}
-
-func (s *snapshotter) change(t tableInfo, fields []pgconn.FieldDescription, values [][]byte) (Change, error) {
+func (s *rowEncoder) change(t tableInfo, fields []pgconn.FieldDescription, values [][]byte) (Change, error) {
 	// One buffer per row: the Columns slice into it and stay valid until
 	// the change is produced.
 	size := 0
@@ -249,4 +73,183 @@ func (s *snapshotter) change(t tableInfo, fields []pgconn.FieldDescription, valu
 	}
 	ev.SetPosition(s.pos)
 	return Change{Schema: t.Schema, Table: t.Name, Key: key, Event: ev, Position: s.pos}, nil
+}
+
+// The initial snapshot is a backfill per captured table (backfill.go): the
+// slot is created first and streamed at once, and the existing rows are
+// read in key chunks between watermarks while changes flow. Each chunk's
+// progress is stored once Kafka has it, so a stopped capture resumes where
+// it was and the slot is never dropped for an unfinished snapshot: the
+// stream from the slot's start stays continuous, so every change (deletes
+// included) of a row read earlier follows it on the topic.
+//
+// <state schema>.snapshot_tables records, per slot, the tables whose
+// existing rows were (or are being) read, with their backfill. The request
+// (state row, backfills, these rows) is committed before the slot is
+// created, so a capture stopped between the two still snapshots on its next
+// start. A captured table without a row here is new and gets its backfill
+// at start-up.
+
+type snapshotTables struct {
+	schema string
+}
+
+func (s snapshotTables) table() string { return pgx.Identifier{s.schema, "snapshot_tables"}.Sanitize() }
+
+func (s snapshotTables) ensure(ctx context.Context, conn *pgx.Conn) error {
+	return ensureStateTable(ctx, conn, s.schema, "snapshot_tables", `(
+			slot text NOT NULL,
+			table_schema text NOT NULL,
+			table_name text NOT NULL,
+			backfill_id bigint, -- NULL: on Kafka before this table existed (older capture)
+			created_at timestamptz NOT NULL DEFAULT now(),
+			PRIMARY KEY (slot, table_schema, table_name))`)
+}
+
+// snapshotEntry is a table's row in snapshot_tables with its backfill's
+// status ("" without a backfill).
+type snapshotEntry struct {
+	backfillID *int64
+	status     string
+}
+
+func (s snapshotTables) list(ctx context.Context, conn *pgx.Conn, backfills backfillStore, slot string) (map[string]snapshotEntry, error) {
+	rows, err := conn.Query(ctx, `SELECT s.table_schema || '.' || s.table_name, s.backfill_id, coalesce(b.status, '')
+		FROM `+s.table()+` s LEFT JOIN `+backfills.table()+` b ON b.id = s.backfill_id WHERE s.slot = $1`, slot)
+	if err != nil {
+		return nil, fmt.Errorf("read snapshot tables: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]snapshotEntry{}
+	for rows.Next() {
+		var name string
+		var e snapshotEntry
+		if err := rows.Scan(&name, &e.backfillID, &e.status); err != nil {
+			return nil, fmt.Errorf("read snapshot tables: %w", err)
+		}
+		out[name] = e
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read snapshot tables: %w", err)
+	}
+	return out, nil
+}
+
+// initialBackfills are the unfinished backfills of the initial snapshot,
+// by id: the table each reads.
+type initialBackfills map[int64]string
+
+// planSnapshot records the backfills of the initial snapshot that are due:
+// every table when the slot is new (except those whose backfill from an
+// interrupted start is still pending), and tables added to CDCSYNC_TABLES
+// since. publishedBefore lists the tables that were in the publication
+// before this start added any; it tells, for a slot an older capture
+// snapshotted, which tables are already on Kafka. It returns the initial
+// snapshot's unfinished backfills.
+func (c *capturer) planSnapshot(ctx context.Context, conn *pgx.Conn, tables []tableInfo, slotExists bool, publishedBefore map[string]bool) (initialBackfills, error) {
+	unfinished := initialBackfills{}
+	if c.cfg.Snapshot == "never" {
+		return unfinished, nil
+	}
+	slot := c.cfg.Slot
+	state := stateStore{schema: c.cfg.StateSchema}
+	backfills := backfillStore{schema: c.cfg.StateSchema}
+	registry := snapshotTables{schema: c.cfg.StateSchema}
+	for _, ensure := range []func(context.Context, *pgx.Conn) error{backfills.ensure, registry.ensure} {
+		if err := ensure(ctx, conn); err != nil {
+			return nil, err
+		}
+	}
+	st, err := state.get(ctx, conn, slot)
+	if err != nil {
+		return nil, err
+	}
+	done, err := registry.list(ctx, conn, backfills, slot)
+	if err != nil {
+		return nil, err
+	}
+	var todo, baseline []tableInfo
+	for _, t := range tables {
+		e, known := done[t.String()]
+		running := e.status == BackfillPending || e.status == BackfillRunning
+		if running {
+			unfinished[*e.backfillID] = t.String()
+		}
+		switch {
+		case !slotExists:
+			// A new slot: read every table, but an interrupted start's
+			// backfill that has not run is reused, not doubled.
+			if !running {
+				todo = append(todo, t)
+			}
+		case known:
+		case len(done) == 0 && !st.exists:
+			// A slot created with CDCSYNC_SNAPSHOT=never or by hand:
+			// what Kafka has is its stream; keep it so.
+			baseline = append(baseline, t)
+		case len(done) == 0 && !st.done:
+			// An older capture's snapshot died: its exported snapshot
+			// is gone; read the rows as a backfill and keep the slot.
+			todo = append(todo, t)
+		case len(done) == 0 && publishedBefore[t.String()]:
+			baseline = append(baseline, t) // snapshotted by an older capture
+		default:
+			todo = append(todo, t) // added to CDCSYNC_TABLES since
+		}
+	}
+	if len(todo) == 0 && len(baseline) == 0 && st.exists {
+		return unfinished, nil
+	}
+	targets := make([]backfillTableRequest, 0, len(todo))
+	if len(todo) > 0 {
+		names := make([]string, len(todo))
+		for i, t := range todo {
+			names[i] = t.String()
+		}
+		if targets, err = checkBackfillTables(ctx, conn, c.cfg, names, ""); err != nil {
+			return nil, fmt.Errorf("initial snapshot: %w", err)
+		}
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("record initial snapshot: %w", err)
+	}
+	defer tx.Rollback(context.Background()) //nolint:errcheck // no-op after commit
+	var ids []int64
+	if len(targets) > 0 {
+		if ids, err = backfills.insert(ctx, tx, slot, targets, "", c.cfg.SnapshotChunkSize); err != nil {
+			return nil, err
+		}
+	}
+	record := func(t tableInfo, id *int64) error {
+		_, err := tx.Exec(ctx, "INSERT INTO "+registry.table()+` (slot, table_schema, table_name, backfill_id) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (slot, table_schema, table_name) DO UPDATE SET backfill_id = EXCLUDED.backfill_id, created_at = now()`,
+			slot, t.Schema, t.Name, id)
+		if err != nil {
+			return fmt.Errorf("record snapshot of %s: %w", t, err)
+		}
+		return nil
+	}
+	for i, t := range todo {
+		if err := record(t, &ids[i]); err != nil {
+			return nil, err
+		}
+		unfinished[ids[i]] = t.String()
+	}
+	for _, t := range baseline {
+		if err := record(t, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := state.setSnapshot(ctx, tx, slot, len(unfinished) == 0); err != nil {
+		return nil, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, fmt.Errorf("record initial snapshot: %w", err)
+	}
+	for i, tg := range targets {
+		c.log.Info("initial snapshot requested", "table", tg.t.String(), "backfill", ids[i], "rows_estimate", tg.total,
+			"chunk_size", c.cfg.SnapshotChunkSize, "new_slot", !slotExists)
+	}
+	return unfinished, nil
 }

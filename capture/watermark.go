@@ -121,6 +121,10 @@ type watermarker struct {
 	clock    *sourceClock
 	topics   []string
 	interval time.Duration
+	// snapshotting reports a topic whose table's initial snapshot is
+	// unfinished: its rows that existed before the slot are not all on
+	// Kafka, so no LSN is complete for it yet.
+	snapshotting func(topic string) bool
 
 	last     pglogrepl.LSN
 	lastAsOf time.Time
@@ -173,6 +177,9 @@ func (w *watermarker) due(lsn pglogrepl.LSN, asOf, now time.Time) bool {
 // when ctx ended first.
 func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Time) bool {
 	for _, topic := range w.topics {
+		if w.snapshotting != nil && w.snapshotting(topic) {
+			continue
+		}
 		parts, err := w.prod.client.Partitions(topic)
 		if err != nil {
 			w.log.Debug("watermark: partitions unknown", "topic", topic, "err", err)
@@ -203,12 +210,16 @@ func (c *capturer) startWatermarks(ctx context.Context, st *stream, prod *produc
 		return func() {}
 	}
 	var topics []string
+	tableOf := map[string]string{}
 	for _, t := range tables {
 		if !router.IsOutboxTable(t.Schema, t.Name) {
-			topics = append(topics, pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name))
+			topic := pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)
+			topics = append(topics, topic)
+			tableOf[topic] = t.String()
 		}
 	}
-	w := &watermarker{log: c.log, prod: prod, tracker: c.tracker, clock: st.clock, topics: topics, interval: c.cfg.WatermarkInterval}
+	w := &watermarker{log: c.log, prod: prod, tracker: c.tracker, clock: st.clock, topics: topics, interval: c.cfg.WatermarkInterval,
+		snapshotting: func(topic string) bool { return st.backfill.snapshotting(tableOf[topic]) }}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); w.run(wctx) }()

@@ -41,8 +41,9 @@ type Capture struct {
 	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
 	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
 	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
-	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (snapshot existing rows when the slot is new) or never; both refuse to continue over a lost slot (README: When the order database fails over)"`
+	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (read existing rows as a resumable backfill when the slot is new, and those of tables added to CDCSYNC_TABLES later) or never; both refuse to continue over a lost slot (README: When the order database fails over)"`
 	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
+	SnapshotMaxBytes  int           `envconfig:"SNAPSHOT_MAX_CHUNK_BYTES" default:"33554432" desc:"bytes of row data in one snapshot chunk (it ends early at this size) and of the keys changed while it is read (more: the chunk is read again); bounds snapshot memory"`
 	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`
 	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table>"`
 	TopicPartitions   int32         `envconfig:"TOPIC_PARTITIONS" default:"4" desc:"partitions of topics created at start-up"`
@@ -153,7 +154,7 @@ type Status struct {
 	Sinks        []string `envconfig:"SINKS" default:"inventory,redis" desc:"sinks whose consumer lag is reported"`
 	InventoryURL string   `envconfig:"INVENTORY_URL" desc:"inventory store, postgres URL: its applied-through position is reported; empty leaves it out" secret:"url"`
 	RedisURL     string   `envconfig:"REDIS_URL" desc:"Redis URL: the caches' applied-through positions are reported; empty leaves them out" secret:"url"`
-	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: tells a lost slot (capture recorded it) from one never created"`
+	StateSchema  string   `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema of capture's state: backfills and the initial snapshot's progress are reported from it, and it tells a lost slot (capture recorded it) from one never created"`
 	// Embedded for the variable names; see Capture.
 	Kafka
 }
@@ -171,6 +172,7 @@ type Verify struct {
 	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot capture uses (for --wait)"`
 	TopicPrefix       string        `envconfig:"TOPIC_PREFIX" default:"cdc" desc:"topic per table: <prefix>.<schema>.<table> (for --wait)"`
 	GroupPrefix       string        `envconfig:"GROUP_PREFIX" default:"cdcsync" desc:"consumer group id of a sink is <prefix>-<sink> (for --wait)"`
+	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"capture's state schema (for --wait: an unfinished initial snapshot is waited for)"`
 	MaxReport         int           `envconfig:"VERIFY_MAX_REPORT" default:"20" desc:"drifted items or keys listed per check; the counts are always complete"`
 	CutWait           time.Duration `envconfig:"VERIFY_CUT_WAIT" default:"30s" desc:"while the sinks keep applied-through positions, verify compares at a consistent cut: it waits this long for every sink to apply the cut's LSN (an error when one does not); 0 compares without a cut"`
 	// Embedded for the variable names; see Capture.
@@ -184,7 +186,7 @@ func (v Verify) StatusConfig() Status {
 	return Status{
 		SourceURL: v.SourceURL, Slot: v.Slot, Tables: v.Tables, OrdersTable: v.OrdersTable,
 		TopicPrefix: v.TopicPrefix, GroupPrefix: v.GroupPrefix, Sinks: v.Sinks,
-		StateSchema: "cdcsync", // verify --wait only waits; it judges no slot
+		StateSchema: v.StateSchema, // verify --wait waits for the initial snapshot; it judges no slot
 		Kafka:       v.Kafka,
 	}
 }

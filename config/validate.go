@@ -28,6 +28,7 @@ func (c Capture) Validate() error {
 		func() error { return checkOneOf("SLOT_BUSY", c.SlotBusy, "wait", "fail") },
 		func() error { return checkOneOf("SNAPSHOT", c.Snapshot, "initial", "never") },
 		func() error { return checkPositive("SNAPSHOT_CHUNK_SIZE", c.SnapshotChunkSize) },
+		func() error { return checkPositive("SNAPSHOT_MAX_CHUNK_BYTES", c.SnapshotMaxBytes) },
 		func() error { return checkIdentifier("STATE_SCHEMA", c.StateSchema) },
 		func() error { return checkTopicPart("TOPIC_PREFIX", c.TopicPrefix) },
 		func() error {
@@ -681,6 +682,7 @@ func (v Verify) Validate() error {
 		func() error { return checkTopicPart("GROUP_PREFIX", v.GroupPrefix) },
 		func() error { return checkPositive("VERIFY_MAX_REPORT", v.MaxReport) },
 		func() error { return checkDuration("VERIFY_CUT_WAIT", v.CutWait, true) },
+		func() error { return checkIdentifier("STATE_SCHEMA", v.StateSchema) },
 		v.Inventory.Validate,
 		v.Kafka.Validate,
 	)

@@ -82,6 +82,7 @@ func captureCases(t *testing.T) []captureCase {
 		{"slot busy", func(c *Capture) { c.SlotBusy = "steal" }, "CDCSYNC_SLOT_BUSY", `must be "wait" or "fail", got "steal"`},
 		{"snapshot", func(c *Capture) { c.Snapshot = "sometimes" }, "CDCSYNC_SNAPSHOT", `must be "initial" or "never", got "sometimes"`},
 		{"chunk", func(c *Capture) { c.SnapshotChunkSize = 0 }, "CDCSYNC_SNAPSHOT_CHUNK_SIZE", "positive"},
+		{"chunk bytes", func(c *Capture) { c.SnapshotMaxBytes = 0 }, "CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES", "positive"},
 		{"state schema", func(c *Capture) { c.StateSchema = "" }, "CDCSYNC_STATE_SCHEMA", "Postgres name"},
 		{"topic prefix", func(c *Capture) { c.TopicPrefix = "cdc/x" }, "CDCSYNC_TOPIC_PREFIX", "a-z A-Z 0-9"},
 		{"outbox table", func(c *Capture) { c.OutboxTable = "outbox" }, "CDCSYNC_OUTBOX_TABLE", "schema.table"},

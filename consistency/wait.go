@@ -14,10 +14,13 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// pollInterval is how often the stores are asked while waiting: a token
-// usually becomes visible within tens of milliseconds, and a GET of one
-// key or one row is cheap.
-const pollInterval = 2 * time.Millisecond
+// Waits ask the store at once, then after 1 ms, doubling up to 10 ms: a
+// token usually becomes visible within tens of milliseconds, and many
+// writers waiting at once must not flood the store with reads.
+const (
+	firstPoll = time.Millisecond
+	maxPoll   = 10 * time.Millisecond
+)
 
 // WaitRedis waits until Redis holds sink's changes up to tok: the
 // availability cache for SinkInventory, the row cache for SinkRedis (key
@@ -58,6 +61,7 @@ func poll(ctx context.Context, store string, tok Token, timeout time.Duration, r
 	var applied Token
 	t := time.NewTimer(0)
 	defer t.Stop()
+	interval := firstPoll
 	for {
 		select {
 		case <-ctx.Done():
@@ -84,7 +88,8 @@ func poll(ctx context.Context, store string, tok Token, timeout time.Duration, r
 		if !time.Now().Before(deadline) {
 			return &TimeoutError{Store: store, Token: tok, Applied: applied, Waited: time.Since(start)}
 		}
-		t.Reset(min(pollInterval, time.Until(deadline)))
+		t.Reset(min(interval, time.Until(deadline)))
+		interval = min(2*interval, maxPoll)
 	}
 }
 

@@ -130,36 +130,87 @@ func demoServersGone(t *testing.T, done chan struct{}, after, tmp string, pgPort
 	}
 }
 
-// Closing the terminal sends SIGHUP: the demo stops, and its Postgres
-// cluster and redis-server go with it, temp dirs included.
-func TestDemoHangupStopsServices(t *testing.T) {
+// stopDemo starts the demo with its output on a pipe, lets it generate
+// orders, calls stop, and checks that its servers and temp dirs are gone
+// once it exited (after says what happened, for messages). It returns the
+// exit status.
+func stopDemo(t *testing.T, after string, stop func(cmd *exec.Cmd, stdout io.Closer, tmp string)) int {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts the demo's services")
 	}
 	tmp := demoTempDir(t)
-	cmd, r, _, out, done := demoUntilGenerating(t, tmp)
+	cmd, r, stdout, out, done := demoUntilGenerating(t, tmp)
 	pgPort, redisPort := demoServerPorts(t, out)
+	stop(cmd, stdout, tmp)
 	go func() { _, _ = io.Copy(io.Discard, r) }()
-	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	demoServersGone(t, done, "SIGHUP", tmp, pgPort, redisPort)
+	demoServersGone(t, done, after, tmp, pgPort, redisPort)
+	return cmd.ProcessState.ExitCode()
+}
+
+// Closing the terminal sends SIGHUP: the demo stops, and its Postgres
+// cluster and redis-server go with it, temp dirs included.
+func TestDemoHangupStopsServices(t *testing.T) {
+	stopDemo(t, "SIGHUP", func(cmd *exec.Cmd, _ io.Closer, _ string) {
+		if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // `cdcsync demo | head` or a pager the user quits: the demo's next write
 // fails (EPIPE), and it stops and removes its services instead of dying
 // by SIGPIPE with them left running.
 func TestDemoClosedPipeStopsServices(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts the demo's services")
+	stopDemo(t, "its output pipe closed", func(_ *exec.Cmd, stdout io.Closer, _ string) {
+		if err := stdout.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// SIGTERM (a service manager stopping it) ends the demo like Ctrl-C: the
+// pipeline catches up, and the services and temp dirs go.
+func TestDemoTerminateStopsServices(t *testing.T) {
+	code := stopDemo(t, "SIGTERM", func(cmd *exec.Cmd, _ io.Closer, _ string) {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if code != 0 {
+		t.Errorf("exit %d after SIGTERM, want 0", code)
 	}
-	tmp := demoTempDir(t)
-	_, _, stdout, out, done := demoUntilGenerating(t, tmp)
-	pgPort, redisPort := demoServerPorts(t, out)
-	if err := stdout.Close(); err != nil {
-		t.Fatal(err)
+}
+
+// An error ends the demo too (here its order database dies under the
+// order generator): it exits 1, and Redis and every temp dir still go.
+func TestDemoErrorStopsServices(t *testing.T) {
+	code := stopDemo(t, "its Postgres was killed", func(_ *exec.Cmd, _ io.Closer, tmp string) {
+		pid, err := os.ReadFile(filepath.Join(postgresDataDir(t, tmp), "postmaster.pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		postmaster, err := strconv.Atoi(strings.SplitN(string(pid), "\n", 2)[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := syscall.Kill(postmaster, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if code != 1 {
+		t.Errorf("exit %d after its database died, want 1", code)
 	}
-	demoServersGone(t, done, "its output pipe closed", tmp, pgPort, redisPort)
+}
+
+// postgresDataDir finds the demo's cluster's data directory under tmp.
+func postgresDataDir(t *testing.T, tmp string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(tmp, "cdcsync-pg-*", "data"))
+	if len(m) != 1 {
+		t.Fatalf("demo's Postgres data dir under %s: %v", tmp, m)
+	}
+	return m[0]
 }
 
 // The demo starts its servers with internal/services, not the test

@@ -24,7 +24,7 @@ func (o *statusOptions) flags() *flag.FlagSet {
 func statusCommand() command {
 	return command{
 		Name:    "status",
-		Summary: "slot lag, topic end offsets and consumer lag per sink",
+		Summary: "slot lag, topic end offsets, consumer lag per sink, and unfinished backfills (initial snapshot progress: rows, rate, ETA)",
 		Config:  func() any { return &config.Status{} },
 		Flags:   func() *flag.FlagSet { return (&statusOptions{}).flags() },
 		Run: func(ctx context.Context, st *streams, args []string) error {

@@ -25,6 +25,9 @@ type Report struct {
 	Slot   Slot    `json:"slot"`
 	Topics []Topic `json:"topics"`
 	Sinks  []Sink  `json:"sinks"`
+	// Backfills lists capture's backfills that are not done, the initial
+	// snapshot's among them (backfill.go).
+	Backfills []Backfill `json:"backfills"`
 }
 
 // Slot is the replication slot capture reads from.
@@ -113,11 +116,16 @@ type SinkPartition struct {
 	Lag int64 `json:"lag"`
 }
 
-// CaughtUp reports whether the slot has no lag and no sink has records
-// left to apply.
+// CaughtUp reports whether the slot has no lag, the initial snapshot is
+// complete and no sink has records left to apply.
 func (r *Report) CaughtUp() bool {
 	if !r.Slot.Exists || r.Slot.LagBytes > 0 {
 		return false
+	}
+	for _, b := range r.Backfills {
+		if b.Initial && b.Unfinished() {
+			return false
+		}
 	}
 	for _, s := range r.Sinks {
 		if s.Lag > 0 {
@@ -231,6 +239,9 @@ func (c *Collector) Collect(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	r := &Report{Slot: slot}
+	if r.Backfills, err = c.backfills(ctx); err != nil {
+		return nil, err
+	}
 	byName := map[string]Topic{}
 	for _, name := range c.topics {
 		t, err := c.Topic(ctx, name)

@@ -73,7 +73,38 @@ func WriteText(w io.Writer, r *Report) error {
 	for _, s := range r.Sinks {
 		fmt.Fprintf(w, "sink %s: %d records behind\n", s.Name, s.Lag)
 	}
-	return nil
+	return writeBackfills(w, r.Backfills)
+}
+
+// writeBackfills lists backfills not done: rows done of the total, the
+// rate and the time left.
+func writeBackfills(w io.Writer, bfs []Backfill) error {
+	if len(bfs) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw := newTable(w)
+	fmt.Fprintln(tw, "BACKFILL\tTABLE\tKIND\tSTATUS\tROWS\tRATE\tETA")
+	for _, b := range bfs {
+		kind := "replay snapshot"
+		if b.Initial {
+			kind = "initial snapshot"
+		}
+		pct := 100.0
+		if b.RowsTotal > 0 {
+			pct = float64(b.RowsDone) * 100 / float64(b.RowsTotal)
+		}
+		eta := "-"
+		if b.ETASeconds != nil {
+			eta = (time.Duration(*b.ETASeconds) * time.Second).String()
+		}
+		status := b.Status
+		if b.Error != "" {
+			status += ": " + b.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d/%d (%.0f%%)\t%.0f rows/s\t%s\n", b.ID, b.Table, kind, status, b.RowsDone, b.RowsTotal, pct, b.RowsPerSecond, eta)
+	}
+	return tw.Flush()
 }
 
 // writeApplied writes the stores' applied-through positions, when any

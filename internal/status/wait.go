@@ -20,6 +20,10 @@ var ErrNoSlot = errors.New("replication slot does not exist")
 
 // Progress is what WaitCaughtUp is still waiting for.
 type Progress struct {
+	// Snapshotting is true while capture's initial snapshot is
+	// unfinished, with about SnapshotRowsLeft rows still to read.
+	Snapshotting     bool
+	SnapshotRowsLeft int64
 	// SlotBytes is the WAL between the slot's confirmed position and the
 	// target position; zero once capture has passed it.
 	SlotBytes int64
@@ -29,6 +33,9 @@ type Progress struct {
 }
 
 func (p Progress) String() string {
+	if p.Snapshotting {
+		return fmt.Sprintf("initial snapshot: about %d rows to read", p.SnapshotRowsLeft)
+	}
 	if p.SinkLag == nil {
 		return fmt.Sprintf("slot %d bytes behind", p.SlotBytes)
 	}
@@ -53,13 +60,35 @@ func (p Progress) String() string {
 // progress, if not nil, is called after every poll. When ctx ends first
 // the error wraps ErrNotCaughtUp and says what is left.
 func (c *Collector) WaitCaughtUp(ctx context.Context, poll time.Duration, progress func(Progress)) error {
-	target, err := c.currentLSN(ctx)
-	if err != nil {
-		return err
-	}
 	var last Progress
 	notCaughtUp := func(cause error) error {
 		return fmt.Errorf("%w: %s (%v)", ErrNotCaughtUp, last, cause)
+	}
+	// The initial snapshot reads existing rows while capture streams, and
+	// its rows go to Kafka after the WAL position of now: wait for it
+	// before taking the target.
+	for {
+		left, unfinished, err := c.snapshotLeft(ctx)
+		if ctx.Err() != nil {
+			return notCaughtUp(ctx.Err())
+		}
+		if err != nil {
+			return err
+		}
+		if !unfinished {
+			break
+		}
+		last = Progress{SnapshotRowsLeft: left, Snapshotting: true}
+		if progress != nil {
+			progress(last)
+		}
+		if !sleep(ctx, poll) {
+			return notCaughtUp(ctx.Err())
+		}
+	}
+	target, err := c.currentLSN(ctx)
+	if err != nil {
+		return err
 	}
 	for {
 		confirmed, ok, err := c.confirmedLSN(ctx)

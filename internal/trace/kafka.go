@@ -58,6 +58,32 @@ func (t *tracer) readKafka(ctx context.Context, r *Report) error {
 		return fmt.Errorf("partition of the key: %w", err)
 	}
 	r.Kafka.Partition = p
+	if err := t.readPartition(ctx, client, topic, p, r); err != nil {
+		return err
+	}
+	if len(r.Kafka.Records) > 0 {
+		return nil
+	}
+	// Nothing there: with CDCSYNC_ENCODING=debezium the key bytes (and so
+	// the partition) are not cdcsync's, so look at the other partitions.
+	for _, other := range parts {
+		if other == p {
+			continue
+		}
+		if err := t.readPartition(ctx, client, topic, other, r); err != nil {
+			return err
+		}
+		if len(r.Kafka.Records) > 0 {
+			r.Kafka.Partition = other
+			return nil
+		}
+	}
+	return nil
+}
+
+// readPartition reads partition p of topic from its start to its end and
+// keeps the row's records.
+func (t *tracer) readPartition(ctx context.Context, client sarama.Client, topic string, p int32, r *Report) error {
 	oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
 	if err != nil {
 		return fmt.Errorf("start of %s/%d: %w", topic, p, err)

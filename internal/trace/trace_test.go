@@ -107,3 +107,28 @@ func TestTraceBadArguments(t *testing.T) {
 		}
 	}
 }
+
+// With CDCSYNC_ENCODING=debezium the records' keys are Debezium's (their
+// schema wrapper hashes them to another partition) and their values too:
+// trace still finds and reads them, and the row is in sync.
+func TestTraceDebeziumEncoding(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	p := pipelinetest.New(t, e, []string{"public.orders"}, ordersDDL,
+		`INSERT INTO orders SELECT g, 1 + g % 5, 1 + g % 3, 'created' FROM generate_series(1, 50) g`)
+	p.Exec(p.Inventory, `CREATE TABLE inventory_items (item_id bigint PRIMARY KEY, on_hand bigint NOT NULL DEFAULT 0,
+		reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`)
+	p.Capture.Encoding = config.Encoding{Encoding: "debezium", SchemasEnable: true, DecimalHandling: "precise",
+		TimePrecision: "adaptive", IntervalHandling: "numeric", BinaryHandling: "bytes", HstoreHandling: "json",
+		UnavailablePlaceholder: "__debezium_unavailable_value"}
+	p.Start()
+	p.WaitCaughtUp()
+	p.Exec(p.Source, `UPDATE orders SET status = 'paid' WHERE id = 42`)
+	p.WaitCaughtUp()
+	r := runTrace(t, p, `{"id":42}`)
+	if n := len(r.Kafka.Records); n != 2 || r.Kafka.Records[0].Op != "r" || r.Kafka.Records[1].Op != "u" {
+		t.Fatalf("records on Kafka %+v, want the snapshot row and the update", r.Kafka.Records)
+	}
+	if r.Verdict.State != InSync || r.RowCache == nil || r.RowCache.Position != r.Kafka.Records[1].Position {
+		t.Errorf("verdict %+v, row cache %+v, want in sync at the update's position", r.Verdict, r.RowCache)
+	}
+}

@@ -210,7 +210,9 @@ func changedAfter(c *cut, version *redis.StringCmd) (bool, error) {
 	}
 	pos, err := sink.ParsePositionKey(s)
 	if err != nil {
-		return false, err
+		// Not a position: not in flight, and reported as drift by the
+		// version check (versionField).
+		return false, nil
 	}
 	return c.after(pos.Commit), nil
 }

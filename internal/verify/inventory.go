@@ -149,12 +149,23 @@ func (v *Verifier) checkInventory(ctx context.Context, src *pgx.Conn, c *cut) ([
 	items := compareItems(expected, compared, v.cfg.MaxReport)
 	items.AfterCut = afterCut
 	checks := []Check{items}
+	proj, err := v.checkProjection(ctx, src, c)
+	if err != nil {
+		return nil, err
+	}
+	if proj != nil {
+		checks = append(checks, *proj)
+	}
 	if v.availabilityChecked() {
 		ch, err := v.checkAvailability(ctx, expected, stored, c != nil)
 		if err != nil {
 			return nil, err
 		}
-		checks = append(checks, ch)
+		vers, err := v.checkAvailabilityVersions(ctx, stored)
+		if err != nil {
+			return nil, err
+		}
+		checks = append(checks, ch, vers)
 	}
 	return checks, nil
 }

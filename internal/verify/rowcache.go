@@ -212,14 +212,13 @@ func (v *Verifier) compareRows(ctx context.Context, batch []cachedRow, col *coll
 	}
 	pipe := v.rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, len(batch))
-	// At a cut each row's version is read right after its hash: a hash
-	// changed after the cut has a version after the cut by then.
+	// Each row's version is read right after its hash: a hash needs one
+	// (without it an older event could overwrite the row), and at a cut a
+	// hash changed after the cut has a version after the cut by then.
 	versions := make([]*redis.StringCmd, len(batch))
 	for i, r := range batch {
 		cmds[i] = pipe.HGetAll(ctx, r.key)
-		if cut != nil {
-			versions[i] = pipe.Get(ctx, sink.VersionKeyOfRow(r.key))
-		}
+		versions[i] = pipe.Get(ctx, sink.VersionKeyOfRow(r.key))
 	}
 	_, err := pipe.Exec(ctx)
 	var replyErr redis.Error
@@ -251,7 +250,11 @@ func (v *Verifier) compareRows(ctx context.Context, batch []cachedRow, col *coll
 			col.add(Drift{Key: r.key, Problem: Missing})
 			continue
 		}
-		if f := rowFields(r, got); len(f) > 0 {
+		f := rowFields(r, got)
+		if vf := versionField(versions[i]); vf != nil {
+			f = append(f, *vf)
+		}
+		if len(f) > 0 {
 			col.add(Drift{Key: r.key, Problem: Differs, Fields: f})
 		}
 	}
@@ -287,4 +290,20 @@ func rowFields(r cachedRow, got map[string]string) []Field {
 		}
 	}
 	return out
+}
+
+// versionField reports a row's version key that is missing or is not a
+// position: the row cache's version check then cannot protect the row.
+func versionField(cmd *redis.StringCmd) *Field {
+	ver, err := cmd.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return &Field{Name: "(version)", Expected: ptr("the position of the row's last event")}
+	case err != nil:
+		return &Field{Name: "(version)", Expected: ptr("a position"), Actual: ptr(err.Error())}
+	}
+	if _, perr := sink.ParsePositionKey(ver); perr != nil {
+		return &Field{Name: "(version)", Expected: ptr("a position"), Actual: ptr(ver)}
+	}
+	return nil
 }

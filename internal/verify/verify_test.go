@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -114,9 +115,12 @@ func consistent(t *testing.T) *stores {
 	s.redis("HSET", "cdc:public.orders:4", "id", "4", "item_id", "20", "quantity", "5", "status", "cancelled")
 	s.redis("HSET", "cdc:public.orders:5", "id", "5", "item_id", "30", "quantity", "4", "status", "shipped", "note", `a "quoted" note`)
 	s.redis("HSET", "cdc:public.orders:6", "id", "6", "quantity", "1", "status", "created")
-	// Keys of the sinks' bookkeeping and of other tables are not drift.
-	s.redis("SET", "cdcver:public.orders:1", "00000000000000010000000000000001")
-	s.redis("HSET", "cdcsync:available:version", "10", "3")
+	// The sinks' bookkeeping: every cached row and availability value has
+	// a version; keys of other tables are not drift.
+	for id := 1; id <= 6; id++ {
+		s.redis("SET", "cdcver:public.orders:"+strconv.Itoa(id), "000000000000001000000000000000"+fmt.Sprintf("%02x", id))
+	}
+	s.redis("HSET", "cdcsync:available:version", "10", "3", "20", "4", "30", "5")
 	s.redis("HSET", "cdc:public.orders_archive:1", "id", "1")
 	return s
 }
@@ -127,8 +131,8 @@ func TestNoDrift(t *testing.T) {
 	if r.Drifted != 0 {
 		t.Fatalf("drift in consistent stores: %+v", r)
 	}
-	want := map[string]int64{CheckInventory: 4, CheckAvailability: 4, CheckRowCache: 6}
-	if len(r.Checks) != 3 {
+	want := map[string]int64{CheckInventory: 4, CheckAvailability: 4, CheckAvailabilityVersions: 3, CheckRowCache: 6}
+	if len(r.Checks) != 4 {
 		t.Fatalf("checks: %+v", r.Checks)
 	}
 	for _, c := range r.Checks {
@@ -226,7 +230,7 @@ func TestMaxReportKeepsCounts(t *testing.T) {
 		s.redis("HSET", "cdc:public.orders:"+strconv.Itoa(i), "id", strconv.Itoa(i))
 	}
 	r := s.verify()
-	c := r.Checks[2]
+	c := r.Checks[3]
 	if c.Name != CheckRowCache || c.Drifted != 10 || len(c.Drifts) != 2 || c.Drifts[0].Key != "cdc:public.orders:100" {
 		t.Errorf("row cache check: %+v", c)
 	}
@@ -243,7 +247,7 @@ func TestOnlySelectedSinks(t *testing.T) {
 	s := consistent(t)
 	s.redis("HSET", "cdc:public.orders:2", "status", "created")
 	s.cfg.Sinks = []string{"inventory"}
-	if r := s.verify(); r.Drifted != 0 || len(r.Checks) != 2 {
+	if r := s.verify(); r.Drifted != 0 || len(r.Checks) != 3 {
 		t.Errorf("inventory only: %+v", r)
 	}
 	s.cfg.Sinks, s.cfg.InventoryURL = []string{"redis"}, ""

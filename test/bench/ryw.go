@@ -2,7 +2,7 @@ package main
 
 // ryw: read-your-writes wait latency.
 //
-//	go run ./test/bench ryw [-rate 2000] [-duration 20s] [-sample 10]
+//	go run ./test/bench ryw [-rate 2000] [-duration 20s] [-sample 20]
 //
 // Capture and both sinks run in this process against throwaway services
 // (one Postgres cluster holding the order database and the inventory
@@ -38,7 +38,7 @@ func benchRYW(args []string) error {
 	fs := flag.NewFlagSet("ryw", flag.ExitOnError)
 	rate := fs.Int("rate", 2000, "writer transactions per second, all writers together")
 	duration := fs.Duration("duration", 20*time.Second, "how long to measure (after a 3s warm-up)")
-	sample := fs.Int("sample", 10, "measure every n-th transaction")
+	sample := fs.Int("sample", 20, "measure every n-th transaction")
 	_ = fs.Parse(args)
 	ctx := context.Background()
 
