@@ -63,6 +63,10 @@ type Column struct {
 	Name     string
 	Type     Type
 	Optional bool // not NOT NULL
+	// Serial: the column's default is a sequence (serial, bigserial).
+	// Debezium cannot evaluate it and gives a NOT NULL integer column the
+	// schema default 0 (AbstractRecordsProducerTest's ss, bs and pk).
+	Serial bool
 }
 
 // Table is a captured table as the encoder needs it.
@@ -156,6 +160,16 @@ func (c *Config) planColumn(name string, t Type, optional bool) *plan {
 	s.optional = optional
 	p.schema = &s
 	p.name = name
+	return p
+}
+
+// planTableColumn is planColumn for a table's column, with its default.
+func (c *Config) planTableColumn(col Column) *plan {
+	p := c.planColumn(col.Name, col.Type, col.Optional)
+	if p.kind != kOmit && col.Serial && !col.Optional && col.Type.Elem == nil &&
+		(col.Type.OID == oidInt2 || col.Type.OID == oidInt4 || col.Type.OID == oidInt8) {
+		p.schema.dflt = "0"
+	}
 	return p
 }
 

@@ -78,7 +78,7 @@ func (e *Encoder) SetTable(prefix string, t Table) {
 	byName := map[string]*plan{}
 	value := &schema{typ: "struct", optional: true, name: pipeline.Topic(prefix, t.Schema, t.Name) + ".Value"}
 	for _, c := range t.Columns {
-		p := e.cfg.planColumn(c.Name, c.Type, c.Optional)
+		p := e.cfg.planTableColumn(c)
 		if p.kind == kOmit {
 			continue
 		}
