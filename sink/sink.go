@@ -104,6 +104,9 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 		if s.background != nil {
 			wg.Go(func() { s.background(ctx) })
 		}
+		if s.applied != nil {
+			wg.Go(func() { positions.follow(ctx, s.sink, s.applied, logger) })
+		}
 	}
 	for _, c := range consumers {
 		wg.Go(func() {
