@@ -159,10 +159,18 @@ func recordApplied(ctx context.Context, tx pgx.Tx, sink string, topics []string,
 
 // read returns the sink's applied-through position in Redis.
 func (r *redisApplied) read(ctx context.Context) (Applied, error) {
+	// Two GETs rather than MGET: the documented ACL grants GET.
 	key := AppliedKey(r.sink)
-	vals, err := r.rdb.MGet(ctx, key, key+":source_ts").Result()
-	if err != nil {
+	pipe := r.rdb.Pipeline()
+	lsn, ts := pipe.Get(ctx, key), pipe.Get(ctx, key+":source_ts")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return Applied{}, fmt.Errorf("redis read applied position of %s: %w", r.sink, err)
+	}
+	vals := make([]any, 2)
+	for i, c := range []*redis.StringCmd{lsn, ts} {
+		if v, err := c.Result(); err == nil {
+			vals[i] = v
+		}
 	}
 	return parseRedisApplied(vals)
 }
