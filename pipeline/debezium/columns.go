@@ -129,6 +129,8 @@ const (
 	holdBytes
 	holdStringList
 	holdIntList
+	holdHstoreJSON // {placeholder: placeholder} as JSON text
+	holdHstoreMap  // {placeholder: placeholder} as a map
 )
 
 // typePrecision is the fractional-second precision of a time type's
@@ -303,9 +305,9 @@ func (c *Config) planType(t Type) *plan {
 	switch t.Name {
 	case "hstore":
 		if c.HstoreHandling == "map" {
-			return &plan{schema: &schema{typ: "map", keys: prim("string", false), values: prim("string", true)}, kind: kHstoreMap}
+			return &plan{schema: &schema{typ: "map", keys: prim("string", false), values: prim("string", true)}, kind: kHstoreMap, holder: holdHstoreMap}
 		}
-		return &plan{schema: named("string", nameJSON), kind: kHstoreJSON, holder: holdString}
+		return &plan{schema: named("string", nameJSON), kind: kHstoreJSON, holder: holdHstoreJSON}
 	case "ltree":
 		return &plan{schema: named("string", nameLtree), kind: kPass, holder: holdString}
 	case "citext", "isbn", "isbn13", "ismn", "issn", "ean13", "upc":

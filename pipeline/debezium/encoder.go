@@ -252,6 +252,12 @@ func (e *Encoder) appendPlaceholder(buf []byte, p *plan) []byte {
 		buf = append(buf, '[')
 		buf = appendJacksonString(buf, ph)
 		return append(buf, ']')
+	case holdHstoreJSON, holdHstoreMap:
+		obj := appendHstoreObject(nil, []string{ph}, []*string{&ph})
+		if p.holder == holdHstoreMap {
+			return append(buf, obj...)
+		}
+		return appendJacksonString(buf, string(obj))
 	case holdIntList:
 		buf = append(buf, '[')
 		for i := 0; i < len(ph); i++ {

@@ -81,17 +81,19 @@ func TestUnchangedToastPlaceholder(t *testing.T) {
 		{Name: "blob", Type: Type{OID: oidBytea, TypMod: -1}, Optional: true},
 		{Name: "tags", Type: Type{OID: 1009, Elem: &Type{OID: oidText, TypMod: -1}}, Optional: true},
 		{Name: "nums", Type: Type{OID: 1007, Elem: &Type{OID: oidInt4, TypMod: -1}}, Optional: true},
+		{Name: "hs", Type: Type{OID: 90001, Name: "hstore"}, Optional: true},
 	}}
 	enc.SetTable("cdc", tbl)
-	ev := &pipeline.Event{After: row("id", "1"), Unchanged: []string{"body", "blob", "tags", "nums"},
+	ev := &pipeline.Event{After: row("id", "1"), Unchanged: []string{"body", "blob", "tags", "nums", "hs"},
 		Source: pipeline.Source{Schema: "public", Table: "docs"}, Op: pipeline.OpUpdate}
 	got, err := enc.Value(ev)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// UnchangedToastedPlaceholder: the string, its bytes, a one-element
-	// text list, and the bytes as an int list.
-	want := `"after":{"id":1,"body":"__debezium_unavailable_value","blob":"X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==","tags":["__debezium_unavailable_value"],"nums":[95,95,100,101,98,101,122,105,117,109,95,117,110,97,118,97,105,108,97,98,108,101,95,118,97,108,117,101]}`
+	// text list, the bytes as an int list, and for hstore a map from the
+	// placeholder to itself (as JSON text in json mode).
+	want := `"after":{"id":1,"body":"__debezium_unavailable_value","blob":"X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==","tags":["__debezium_unavailable_value"],"nums":[95,95,100,101,98,101,122,105,117,109,95,117,110,97,118,97,105,108,97,98,108,101,95,118,97,108,117,101],"hs":"{\"__debezium_unavailable_value\":\"__debezium_unavailable_value\"}"}`
 	if !strings.Contains(string(got), want) {
 		t.Errorf("got %s\nwant it to contain %s", got, want)
 	}
