@@ -81,6 +81,8 @@ var dbzColumns = []dbzColumn{
 	{"db_ninf", "double precision", "'-Infinity'", w(`"-Infinity"`), srcNumeric},
 	{"b", "boolean", "true", w("true"), srcNumeric},
 	{"o", "oid", "4000000000", w("4000000000"), srcNumeric},
+	{"ss", "smallserial", "1", w("1"), srcNumeric},
+	{"bs_serial", "bigserial", "123", w("123"), srcNumeric + " (bs)"},
 
 	{"d", "numeric(3,2)", "1.1", w(`"bg=="`, "B", `"1.10"`, "C", "1.1"), srcDecimal},
 	{"dzs", "numeric(4)", "10.11", w(`"Cg=="`, "B", `"10"`, "C", "10.0"), srcDecimal},

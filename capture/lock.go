@@ -14,9 +14,9 @@ import (
 // advisory lock on an ordinary connection and holds it (and that
 // connection) until the session ends. A second capture (the standby of
 // deploy/k8s) fails to take it and waits; it never reads the slot's state,
-// creates, drops or streams the slot meanwhile. Without it, CREATE_
-// REPLICATION_SLOT releasing the slot during the snapshot let a standby see
-// an inactive slot and act on it.
+// creates, drops or streams the slot meanwhile. The slot's own "active"
+// flag cannot do this: the slot is inactive between its creation and the
+// start of streaming, and a standby used to act on it then.
 
 // lockClass is the first key of the two-key advisory lock (the letters
 // "cdcs"), so that capture's locks do not collide with an application's

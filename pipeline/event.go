@@ -337,10 +337,19 @@ func (e *Event) AppendJSON(buf []byte) []byte {
 	buf = strconv.AppendInt(buf, us, 10)
 	buf = append(buf, `,"ts_ns":`...)
 	buf = strconv.AppendInt(buf, us*1000, 10)
-	buf = append(buf, `,"sequence":`...)
-	var seq [64]byte
-	buf = AppendString(buf, string(AppendSequence(seq[:0], s)))
-	buf = append(buf, `,"xmin":null}`...)
+	// sequence is a JSON string holding ["<last commit>","<lsn>"]:
+	// written escaped in place, without building the inner text first.
+	buf = append(buf, `,"sequence":"[`...)
+	if s.LastCommitLSN == 0 {
+		buf = append(buf, "null"...)
+	} else {
+		buf = append(buf, '\\', '"')
+		buf = strconv.AppendUint(buf, s.LastCommitLSN, 10)
+		buf = append(buf, '\\', '"')
+	}
+	buf = append(buf, `,\"`...)
+	buf = strconv.AppendUint(buf, s.LSN, 10)
+	buf = append(buf, `\"]","xmin":null}`...)
 	if e.Transaction != nil {
 		buf = append(buf, `,"transaction":`...)
 		buf = e.Transaction.AppendJSON(buf)

@@ -49,3 +49,31 @@ func BenchmarkDecodeEvent(b *testing.B) {
 		}
 	}
 }
+
+// The source block carries Debezium's fields in the cdcsync encoding too;
+// sequence is a JSON string holding ["<last commit LSN>","<LSN>"].
+func TestSourceHasDebeziumFields(t *testing.T) {
+	for _, tc := range []struct {
+		last uint64
+		want string
+	}{{0, `[null,"7"]`}, {5, `["5","7"]`}} {
+		ev := Event{Op: OpCreate, After: Row{{Name: "id", Value: []byte("1")}},
+			Source: Source{Table: "t", LSN: 7, CommitLSN: 9, TsMs: 3, TsUs: 3004, LastCommitLSN: tc.last}}
+		var got struct {
+			Source struct {
+				Version  string `json:"version"`
+				TsUs     int64  `json:"ts_us"`
+				TsNs     int64  `json:"ts_ns"`
+				Sequence string `json:"sequence"`
+				Xmin     *int64 `json:"xmin"`
+			} `json:"source"`
+		}
+		if err := json.Unmarshal(ev.AppendJSON(nil), &got); err != nil {
+			t.Fatal(err)
+		}
+		s := got.Source
+		if s.Version != DebeziumVersion || s.TsUs != 3004 || s.TsNs != 3004000 || s.Sequence != tc.want || s.Xmin != nil {
+			t.Errorf("last commit %d: source %+v, want sequence %s", tc.last, s, tc.want)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"log/slog"
 	"sort"
 	"sync"
 	"time"
@@ -210,4 +211,35 @@ func (c *consumer) apply(ctx context.Context, batch []*Message, mark *partitionM
 		c.positions.update(c.sink, a)
 	}
 	return nil
+}
+
+// followInterval is how often a sink daemon reads its stores'
+// applied-through positions: at start, and for a process whose batches do
+// not report them (one left without partitions, or whose partitions are
+// quiet while another process's batches move the shared position).
+const followInterval = time.Second
+
+// follow reads a sink's applied-through position from its store every
+// followInterval until ctx ends.
+func (p *AppliedPositions) follow(ctx context.Context, sink string, read func(context.Context) (Applied, error), log *slog.Logger) {
+	t := time.NewTicker(followInterval)
+	defer t.Stop()
+	for {
+		rctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		a, err := read(rctx)
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Debug("read applied position", "sink", sink, "err", err)
+		case a.LSN > 0:
+			p.update(sink, a)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -10,9 +10,13 @@
 -- KEYS[1] cdcsync:applied:<sink>             string: applied-through LSN (0/16B3748)
 -- KEYS[2] cdcsync:applied:<sink>:partitions  hash: <topic>/<partition> -> "<hex LSN> <as-of ms> <partitions>"
 -- KEYS[3] cdcsync:applied:<sink>:source_ts   string: as-of (Unix ms) of the applied LSN
+-- KEYS[4] cdcsync:epoch:<sink> (optional)     the sink's Redis data epoch
 -- ARGV[1] <topic>/<partition>, ARGV[2] hex LSN, ARGV[3] as-of ms,
--- ARGV[4] the topic's partition count, ARGV[5..] the topics the sink follows
--- Returns {applied LSN or false, as-of ms or false}.
+-- ARGV[4] the topic's partition count, ARGV[5] the epoch the sink loaded
+-- (with KEYS[4]), ARGV[6..] the topics the sink follows
+-- Returns {applied LSN or false, as-of ms or false}, or -1 when KEYS[4]
+-- does not hold ARGV[5]: Redis lost the data the position would describe,
+-- so nothing is recorded until the sink has rebuilt it.
 
 -- Byte-wise, because Lua's string < follows the server's collation locale.
 local function before(a, b)
@@ -52,6 +56,10 @@ local function totext(h)
   return half(string.sub(h, 1, 8)) .. '/' .. half(string.sub(h, 9, 16))
 end
 
+if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[5] then
+  return -1
+end
+
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur or before(string.sub(cur, 1, 16), ARGV[2]) then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
@@ -59,7 +67,7 @@ end
 
 local low, lowts = nil, nil
 local complete = true
-for i = 5, #ARGV do
+for i = 6, #ARGV do
   local topic = ARGV[i]
   local first = redis.call('HGET', KEYS[2], topic .. '/0')
   if not first then

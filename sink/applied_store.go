@@ -11,6 +11,8 @@ import (
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/cdcsync/cdcsync/config"
 )
 
 // AppliedKey is the Redis key holding a sink's applied-through LSN, as
@@ -34,22 +36,36 @@ type redisApplied struct {
 	rdb    redis.UniversalClient
 	sink   string
 	topics []string // every topic the sink follows
+	// epoch, when set, must still be Redis's for a position to be
+	// recorded: the row cache tells a deleted row by its absence, so after
+	// a loss nothing may claim rows visible until the sink rebuilt them.
+	// (The availability cache has none: a lost item is absent, never
+	// stale, and refreshes only ever write the store's committed values.)
+	epoch *redisEpoch
 }
 
 // record stores mark after the data it covers was written, and returns
 // the sink's applied-through position in Redis.
 func (r *redisApplied) record(ctx context.Context, mark *partitionMark) (Applied, error) {
 	key := AppliedKey(r.sink)
-	args := make([]any, 0, 4+len(r.topics))
+	keys := []string{key, key + ":partitions", key + ":source_ts"}
+	epoch := ""
+	if r.epoch != nil {
+		keys, epoch = append(keys, r.epoch.key), r.epoch.current()
+	}
+	args := make([]any, 0, 5+len(r.topics))
 	args = append(args, mark.Topic+"/"+strconv.Itoa(int(mark.Partition)), hexLSN(mark.LSN),
-		mark.AsOf.UnixMilli(), mark.Partitions)
+		mark.AsOf.UnixMilli(), mark.Partitions, epoch)
 	for _, t := range r.topics {
 		args = append(args, t)
 	}
 	var out Applied
 	err := runScripts(ctx, r.rdb, appliedScript, 1, func(pipe redis.Pipeliner, _ int) *redis.Cmd {
-		return appliedScript.EvalSha(ctx, pipe, []string{key, key + ":partitions", key + ":source_ts"}, args...)
+		return appliedScript.EvalSha(ctx, pipe, keys, args...)
 	}, func(_ int, cmd *redis.Cmd) error {
+		if n, err := cmd.Int64(); err == nil && n == epochReply {
+			return fmt.Errorf("redis record applied position of %s: %w", r.sink, errRedisLost)
+		}
 		res, err := cmd.Slice()
 		if err != nil {
 			return fmt.Errorf("redis record applied position of %s: %w", r.sink, err)
@@ -128,20 +144,51 @@ func recordApplied(ctx context.Context, tx pgx.Tx, sink string, topics []string,
 	b.Queue(sqlRecordPartition, sink, mark.Topic, mark.Partition, mark.Partitions, mark.LSN.String(), mark.AsOf)
 	b.Queue(sqlLockApplied, sink)
 	b.Queue(sqlAdvanceApplied, sink, topics)
-	b.Queue(sqlReadApplied, sink)
 	res := tx.SendBatch(ctx, b)
 	var errs []error
 	for range 3 {
 		_, err := res.Exec()
 		errs = append(errs, err)
 	}
+	errs = append(errs, res.Close())
+	if err := errors.Join(errs...); err != nil {
+		return Applied{}, fmt.Errorf("inventory record applied position: %w", err)
+	}
+	return readApplied(ctx, tx, sink)
+}
+
+// read returns the sink's applied-through position in Redis.
+func (r *redisApplied) read(ctx context.Context) (Applied, error) {
+	// Two GETs rather than MGET: the documented ACL grants GET.
+	key := AppliedKey(r.sink)
+	pipe := r.rdb.Pipeline()
+	lsn, ts := pipe.Get(ctx, key), pipe.Get(ctx, key+":source_ts")
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return Applied{}, fmt.Errorf("redis read applied position of %s: %w", r.sink, err)
+	}
+	vals := make([]any, 2)
+	for i, c := range []*redis.StringCmd{lsn, ts} {
+		if v, err := c.Result(); err == nil {
+			vals[i] = v
+		}
+	}
+	return parseRedisApplied(vals)
+}
+
+// readApplied returns the inventory store's applied-through position.
+func readApplied(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, sink string) (Applied, error) {
 	var (
 		lsn  string
 		asOf *time.Time
 	)
-	errs = append(errs, res.QueryRow().Scan(&lsn, &asOf), res.Close())
-	if err := errors.Join(errs...); err != nil {
-		return Applied{}, fmt.Errorf("inventory record applied position: %w", err)
+	err := q.QueryRow(ctx, sqlReadApplied, sink).Scan(&lsn, &asOf)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Applied{}, nil
+	}
+	if err != nil {
+		return Applied{}, fmt.Errorf("inventory read applied position: %w", err)
 	}
 	p, err := pglogrepl.ParseLSN(lsn)
 	if err != nil {
@@ -152,4 +199,15 @@ func recordApplied(ctx context.Context, tx pgx.Tx, sink string, topics []string,
 		a.AsOf = *asOf
 	}
 	return a, nil
+}
+
+// readApplied is the inventory sink's applied-through position: the
+// lower of the inventory store's and the availability cache's.
+func (a *inventory) readApplied(ctx context.Context) (Applied, error) {
+	stored, err := readApplied(ctx, a.pool, config.SinkInventory)
+	if err != nil || a.availApplied == nil {
+		return stored, err
+	}
+	cached, err := a.availApplied.read(ctx)
+	return lowest(stored, cached), err
 }

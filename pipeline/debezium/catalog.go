@@ -9,9 +9,11 @@ import (
 
 // columnsSQL lists the columns pgoutput and the snapshot send for a table,
 // in table order (generated columns are not sent).
-const columnsSQL = `SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull
+const columnsSQL = `SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull,
+	coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid) LIKE 'nextval(%', false)
 FROM pg_catalog.pg_attribute a
 JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
 ORDER BY a.attnum`
@@ -45,11 +47,12 @@ func LoadTable(ctx context.Context, conn *pgx.Conn, schemaName, table string, ke
 		oid     uint32
 		typmod  int32
 		notNull bool
+		serial  bool
 	}
 	var cols []rawCol
 	for rows.Next() {
 		var c rawCol
-		if err := rows.Scan(&c.name, &c.oid, &c.typmod, &c.notNull); err != nil {
+		if err := rows.Scan(&c.name, &c.oid, &c.typmod, &c.notNull, &c.serial); err != nil {
 			rows.Close()
 			return t, fmt.Errorf("load columns of %s.%s: %w", schemaName, table, err)
 		}
@@ -76,7 +79,7 @@ func LoadTable(ctx context.Context, conn *pgx.Conn, schemaName, table string, ke
 		want = next
 	}
 	for _, c := range cols {
-		t.Columns = append(t.Columns, Column{Name: c.name, Type: resolve(types, c.oid, c.typmod, 0), Optional: !c.notNull})
+		t.Columns = append(t.Columns, Column{Name: c.name, Type: resolve(types, c.oid, c.typmod, 0), Optional: !c.notNull, Serial: c.serial})
 	}
 	return t, nil
 }

@@ -63,6 +63,10 @@ type Column struct {
 	Name     string
 	Type     Type
 	Optional bool // not NOT NULL
+	// Serial: the column's default is a sequence (serial, bigserial).
+	// Debezium cannot evaluate it and gives a NOT NULL integer column the
+	// schema default 0 (AbstractRecordsProducerTest's ss, bs and pk).
+	Serial bool
 }
 
 // Table is a captured table as the encoder needs it.
@@ -125,6 +129,8 @@ const (
 	holdBytes
 	holdStringList
 	holdIntList
+	holdHstoreJSON // {placeholder: placeholder} as JSON text
+	holdHstoreMap  // {placeholder: placeholder} as a map
 )
 
 // typePrecision is the fractional-second precision of a time type's
@@ -156,6 +162,16 @@ func (c *Config) planColumn(name string, t Type, optional bool) *plan {
 	s.optional = optional
 	p.schema = &s
 	p.name = name
+	return p
+}
+
+// planTableColumn is planColumn for a table's column, with its default.
+func (c *Config) planTableColumn(col Column) *plan {
+	p := c.planColumn(col.Name, col.Type, col.Optional)
+	if p.kind != kOmit && col.Serial && !col.Optional && col.Type.Elem == nil &&
+		(col.Type.OID == oidInt2 || col.Type.OID == oidInt4 || col.Type.OID == oidInt8) {
+		p.schema.dflt = "0"
+	}
 	return p
 }
 
@@ -289,9 +305,9 @@ func (c *Config) planType(t Type) *plan {
 	switch t.Name {
 	case "hstore":
 		if c.HstoreHandling == "map" {
-			return &plan{schema: &schema{typ: "map", keys: prim("string", false), values: prim("string", true)}, kind: kHstoreMap}
+			return &plan{schema: &schema{typ: "map", keys: prim("string", false), values: prim("string", true)}, kind: kHstoreMap, holder: holdHstoreMap}
 		}
-		return &plan{schema: named("string", nameJSON), kind: kHstoreJSON, holder: holdString}
+		return &plan{schema: named("string", nameJSON), kind: kHstoreJSON, holder: holdHstoreJSON}
 	case "ltree":
 		return &plan{schema: named("string", nameLtree), kind: kPass, holder: holdString}
 	case "citext", "isbn", "isbn13", "ismn", "issn", "ean13", "upc":

@@ -143,6 +143,8 @@ var placeholderForms = [][]byte{
 	[]byte(`"` + DefaultPlaceholder + `"`),
 	[]byte(`"` + base64.StdEncoding.EncodeToString([]byte(DefaultPlaceholder)) + `"`),
 	[]byte(`["` + DefaultPlaceholder + `"]`),
+	[]byte(`{"` + DefaultPlaceholder + `":"` + DefaultPlaceholder + `"}`),
+	[]byte(`"{\"` + DefaultPlaceholder + `\":\"` + DefaultPlaceholder + `\"}"`),
 }
 
 func isPlaceholder(v json.RawMessage) bool {

@@ -78,7 +78,7 @@ func (e *Encoder) SetTable(prefix string, t Table) {
 	byName := map[string]*plan{}
 	value := &schema{typ: "struct", optional: true, name: pipeline.Topic(prefix, t.Schema, t.Name) + ".Value"}
 	for _, c := range t.Columns {
-		p := e.cfg.planColumn(c.Name, c.Type, c.Optional)
+		p := e.cfg.planTableColumn(c)
 		if p.kind == kOmit {
 			continue
 		}
@@ -252,6 +252,12 @@ func (e *Encoder) appendPlaceholder(buf []byte, p *plan) []byte {
 		buf = append(buf, '[')
 		buf = appendJacksonString(buf, ph)
 		return append(buf, ']')
+	case holdHstoreJSON, holdHstoreMap:
+		obj := appendHstoreObject(nil, []string{ph}, []*string{&ph})
+		if p.holder == holdHstoreMap {
+			return append(buf, obj...)
+		}
+		return appendJacksonString(buf, string(obj))
 	case holdIntList:
 		buf = append(buf, '[')
 		for i := 0; i < len(ph); i++ {

@@ -18,6 +18,7 @@ import (
 	"github.com/cdcsync/cdcsync/consistency"
 	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/sink"
 )
 
 // rywStores is one read-your-writes test's order database, inventory
@@ -255,5 +256,49 @@ func TestStatusShowsApplied(t *testing.T) {
 			t.Fatalf("the idle pipeline's stores still lag: %+v", r.Sinks)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestAppliedAfterRedisLoss: when Redis loses its data, the row cache's
+// applied-through position comes back only with the rows: a deleted row
+// is an absent one, so a position claimed over an empty cache would make
+// every lost row read as deleted.
+func TestAppliedAfterRedisLoss(t *testing.T) {
+	s := startRYW(t, 15)
+	ctx := context.Background()
+	const rows = 300
+	if _, err := s.src.Exec(ctx, `INSERT INTO orders (item_id, quantity, status) SELECT 1 + g % 50, 1, 'created' FROM generate_series(1, 300) g`); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := consistency.TakeToken(ctx, s.src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.waitAll(ctx, tok, 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rdb.FlushDB(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// The idle pipeline keeps writing watermarks; the position must not
+	// return before every row has.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		v, err := s.rdb.Get(ctx, sink.AppliedKey(consistency.SinkRedis)).Result()
+		if err == nil {
+			keys, err := s.rdb.Keys(ctx, "cdc:public.orders:*").Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(keys) != rows {
+				t.Fatalf("the row cache claims applied through %s with %d of %d rows after Redis lost its data", v, len(keys), rows)
+			}
+			t.Logf("applied through %s again, with all %d rows", v, rows)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the row cache's applied position did not come back after Redis lost its data")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
