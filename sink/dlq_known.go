@@ -9,6 +9,7 @@ import (
 
 	"github.com/IBM/sarama"
 
+	"github.com/cdcsync/cdcsync/internal/kafkaclient"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
@@ -89,7 +90,7 @@ func readOrigins(client sarama.Client, topic string) (map[string]bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+		end, err := kafkaclient.StableOffset(client, topic, p) // read_committed reads no further
 		if err != nil {
 			return nil, err
 		}

@@ -303,7 +303,7 @@ func resolveRanges(client sarama.Client, topics []string, from, to Bound) ([]Rep
 			if err != nil {
 				return nil, fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
 			}
-			newest, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+			newest, err := kafkaclient.StableOffset(client, topic, p) // read_committed reads no further
 			if err != nil {
 				return nil, fmt.Errorf("end offset of %s/%d: %w", topic, p, err)
 			}

@@ -13,7 +13,7 @@ import (
 )
 
 // Config returns a sarama configuration for the brokers in k: protocol
-// version, client id, TLS and SASL. Callers set producer or consumer
+// version, client id, TLS and SASL, and read_committed for consumers. Callers set producer or consumer
 // options on it. Files named in k are read now, so a missing or malformed
 // certificate is reported here rather than at the first connection.
 func Config(k config.Kafka) (*sarama.Config, error) {
@@ -24,6 +24,13 @@ func Config(k config.Kafka) (*sarama.Config, error) {
 	}
 	cfg.Version = v
 	cfg.ClientID = k.ClientID
+	// Every reader (sinks, replay, trace, status) reads read_committed:
+	// records of open or aborted Kafka transactions are never applied or
+	// counted; ends of partitions come from StableOffset.
+	// (Kafka before 0.11 has no transactions, and sarama refuses it.)
+	if v.IsAtLeast(sarama.V0_11_0_0) {
+		cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
 	if k.TLS {
 		tc, err := tlsConfig(k)
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"github.com/IBM/sarama"
+
+	"github.com/cdcsync/cdcsync/internal/kafkaclient"
 )
 
 // Topic reads the start and end offsets of every partition of topic. A
@@ -38,7 +40,7 @@ func (c *Collector) Topic(ctx context.Context, topic string) (Topic, error) {
 		if err != nil {
 			return t, fmt.Errorf("start offset of %s/%d: %w", topic, p, err)
 		}
-		end, err := c.client.GetOffset(topic, p, sarama.OffsetNewest)
+		end, err := kafkaclient.StableOffset(c.client, topic, p) // what read_committed sinks can reach
 		if err != nil {
 			return t, fmt.Errorf("end offset of %s/%d: %w", topic, p, err)
 		}
