@@ -318,10 +318,12 @@ func TestLostLockConnectionStopsAndReacquires(t *testing.T) {
 		_ = conn.QueryRow(ctx, `SELECT coalesce(active_pid, 0) FROM pg_replication_slots WHERE slot_name = $1`, cfg.Slot).Scan(&pid)
 		return pid
 	}
-	lockPID, streamPID := holder(), walsender()
-	if lockPID == 0 || streamPID == 0 {
-		t.Fatalf("lock holder %d, walsender %d: want both", lockPID, streamPID)
-	}
+	// The slot is active while it is created too: wait for both.
+	var lockPID, streamPID int32
+	waitFor(t, 30*time.Second, "the lock holder and the walsender", func() bool {
+		lockPID, streamPID = holder(), walsender()
+		return lockPID != 0 && streamPID != 0
+	})
 	mustExec(t, conn, fmt.Sprintf("SELECT pg_terminate_backend(%d)", lockPID))
 	waitFor(t, 30*time.Second, "capture to end the session and take the lock again", func() bool {
 		l, w := holder(), walsender()
