@@ -53,27 +53,48 @@ type daemon struct {
 // capture and the sinks for them. Nothing runs until Start.
 func New(t testing.TB, env *testenv.Env, tables []string, ddl ...string) *Pipeline {
 	t.Helper()
-	p := &Pipeline{t: t, Env: env, running: map[string]*daemon{}}
-	p.Source, p.Inventory = env.PG.CreateDB(t), env.PG.CreateDB(t)
+	src, inv := env.PG.CreateDB(t), env.PG.CreateDB(t)
 	rd, err := testenv.StartRedis()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(rd.Close)
-	p.Redis = rd
-	p.RDB = redis.NewClient(&redis.Options{Addr: rd.Addr()})
+	if err := env.PG.Exec(context.Background(), src, ddl...); err != nil {
+		t.Fatal(err)
+	}
+	var v config.Verify
+	if err := config.Defaults(&v); err != nil {
+		t.Fatal(err)
+	}
+	v.SourceURL, v.InventoryURL, v.RedisURL, v.Tables = env.PG.URL(src), env.PG.URL(inv), rd.URL(), tables
+	p := NewFor(t, env, v)
+	p.Source, p.Inventory, p.Redis = src, inv, rd
+	return p
+}
+
+// NewFor configures capture and the sinks for the stores and tables of v
+// (its URLs and Tables; the slot, topic prefix and group prefix are made
+// up and set in p.Verify) and creates the topics. Nothing runs until
+// Start.
+func NewFor(t testing.TB, env *testenv.Env, v config.Verify) *Pipeline {
+	t.Helper()
+	p := &Pipeline{t: t, Env: env, running: map[string]*daemon{}}
+	opts, err := redis.ParseURL(v.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.RDB = redis.NewClient(opts)
 	t.Cleanup(func() { _ = p.RDB.Close() })
-	p.Exec(p.Source, ddl...)
 
 	prefix, group := testenv.RandomName("cdc"), testenv.RandomName("grp")
-	for _, spec := range []any{&p.Capture, &p.Sink, &p.Verify} {
+	for _, spec := range []any{&p.Capture, &p.Sink} {
 		if err := config.Defaults(spec); err != nil {
 			t.Fatal(err)
 		}
 	}
 	brokers := env.Kafka.Brokers()
 	c := &p.Capture
-	c.SourceURL, c.Tables = env.PG.URL(p.Source), tables
+	c.SourceURL, c.Tables = v.SourceURL, v.Tables
 	c.Slot, c.Publication = testenv.RandomName("slot"), testenv.RandomName("pub")
 	c.TopicPrefix = prefix
 	c.HeartbeatInterval, c.StatusInterval = 500*time.Millisecond, 200*time.Millisecond
@@ -81,16 +102,15 @@ func New(t testing.TB, env *testenv.Env, tables []string, ddl ...string) *Pipeli
 	c.HTTP.Addr = ""
 
 	s := &p.Sink
-	s.InventoryURL, s.RedisURL, s.Tables = env.PG.URL(p.Inventory), rd.URL(), tables
+	s.InventoryURL, s.RedisURL, s.Tables = v.InventoryURL, v.RedisURL, v.Tables
 	s.TopicPrefix, s.GroupPrefix = prefix, group
 	s.Kafka.Brokers = brokers
 	s.HTTP.Addr = ""
 
-	v := &p.Verify
-	v.SourceURL, v.InventoryURL, v.RedisURL, v.Tables = c.SourceURL, s.InventoryURL, s.RedisURL, tables
 	v.Slot, v.TopicPrefix, v.GroupPrefix = c.Slot, prefix, group
 	v.Kafka.Brokers = brokers
-	for _, table := range tables {
+	p.Verify = v
+	for _, table := range v.Tables {
 		schema, name, _ := strings.Cut(table, ".")
 		if err := env.Kafka.CreateTopic(prefix+"."+schema+"."+name, 4); err != nil {
 			t.Fatal(err)
@@ -188,33 +208,40 @@ func (p *Pipeline) stopAll() {
 // so far is applied by the sinks in sinks (default: both).
 func (p *Pipeline) WaitCaughtUp(sinks ...string) {
 	p.t.Helper()
+	WaitCaughtUp(p.t, p.Verify, sinks...)
+}
+
+// WaitCaughtUp waits until capture streams from the slot of v and every
+// change so far is applied by the sinks in sinks (default: v's).
+func WaitCaughtUp(t testing.TB, v config.Verify, sinks ...string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	cfg := p.Verify.StatusConfig()
+	cfg := v.StatusConfig()
 	if len(sinks) > 0 {
 		cfg.Sinks = sinks
 	}
 	c, err := status.New(ctx, cfg)
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer c.Close()
 	for {
 		r, err := c.Collect(ctx)
 		if err != nil {
-			p.t.Fatal(err)
+			t.Fatal(err)
 		}
 		if r.Slot.Exists && r.Slot.Active {
 			break
 		}
 		select {
 		case <-ctx.Done():
-			p.t.Fatal(fmt.Errorf("capture did not start streaming: %w", ctx.Err()))
+			t.Fatal(fmt.Errorf("capture did not start streaming: %w", ctx.Err()))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	if err := c.WaitCaughtUp(ctx, 100*time.Millisecond, nil); err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 }
 

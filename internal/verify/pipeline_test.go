@@ -1,17 +1,10 @@
 package verify
 
 import (
-	"context"
-	"log/slog"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/cdcsync/cdcsync/capture"
-	"github.com/cdcsync/cdcsync/config"
-	"github.com/cdcsync/cdcsync/internal/status"
-	"github.com/cdcsync/cdcsync/internal/testenv"
-	"github.com/cdcsync/cdcsync/sink"
+	"github.com/cdcsync/cdcsync/internal/pipelinetest"
 )
 
 // The real pipeline (capture and both sinks, in-process) leaves no drift,
@@ -84,85 +77,17 @@ func TestPipelineLeavesNoDrift(t *testing.T) {
 }
 
 // pipelineStart runs capture and both sinks in-process for s until the
-// test ends.
+// test ends (internal/pipelinetest), and points s.cfg at their slot,
+// topics and groups.
 func pipelineStart(t *testing.T, s *stores) {
 	t.Helper()
-	prefix, group := testenv.RandomName("cdc"), testenv.RandomName("grp")
-	var cc config.Capture
-	if err := config.Defaults(&cc); err != nil {
-		t.Fatal(err)
-	}
-	cc.SourceURL = s.cfg.SourceURL
-	cc.Tables = s.cfg.Tables
-	cc.Slot, cc.Publication = testenv.RandomName("slot"), testenv.RandomName("pub")
-	cc.TopicPrefix = prefix
-	cc.HeartbeatInterval, cc.StatusInterval = 500*time.Millisecond, 200*time.Millisecond
-	cc.Kafka.Brokers = s.e.Kafka.Brokers()
-	cc.HTTP.Addr = ""
-
-	var sc config.Sink
-	if err := config.Defaults(&sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.InventoryURL, sc.RedisURL, sc.Tables = s.cfg.InventoryURL, s.cfg.RedisURL, s.cfg.Tables
-	sc.TopicPrefix, sc.GroupPrefix = prefix, group
-	sc.Kafka.Brokers = s.e.Kafka.Brokers()
-	sc.HTTP.Addr = ""
-
-	s.cfg.Slot, s.cfg.TopicPrefix, s.cfg.GroupPrefix = cc.Slot, prefix, group
-	s.cfg.Kafka.Brokers = s.e.Kafka.Brokers()
-	for _, table := range cc.Tables {
-		schema, name, _ := strings.Cut(table, ".")
-		if err := s.e.Kafka.CreateTopic(prefix+"."+schema+"."+name, 4); err != nil {
-			t.Fatal(err)
-		}
-	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	capDone, sinkDone := make(chan error, 1), make(chan error, 1)
-	go func() { capDone <- capture.Run(ctx, cc, logger.With("c", "capture"), nil) }()
-	go func() { sinkDone <- sink.Run(ctx, sc, logger.With("c", "sink"), nil) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-capDone; err != nil {
-			t.Errorf("capture: %v", err)
-		}
-		if err := <-sinkDone; err != nil {
-			t.Errorf("sink: %v", err)
-		}
-	})
+	p := pipelinetest.NewFor(t, s.e, s.cfg)
+	s.cfg = p.Verify
+	p.Start()
 }
 
 // pipelineWait waits until every change so far is applied by both sinks.
 func pipelineWait(t *testing.T, s *stores) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	c, err := status.New(ctx, s.cfg.StatusConfig())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	// The slot appears once capture has started.
-	for {
-		r, err := c.Collect(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Slot.Exists {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err := c.WaitCaughtUp(ctx, 100*time.Millisecond, nil); err != nil {
-		t.Fatal(err)
-	}
-}
-
-type testLog struct{ t *testing.T }
-
-func (w testLog) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
+	pipelinetest.WaitCaughtUp(t, s.cfg)
 }
