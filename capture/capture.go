@@ -412,7 +412,9 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()
-	closeErr := prod.close(c.cfg.ShutdownTimeout, c.cfg.ShutdownTimeout)
+	// Within CDCSYNC_SHUTDOWN_TIMEOUT: half to flush, half to wait for a
+	// request the broker still holds (see close).
+	closeErr := prod.close(c.cfg.ShutdownTimeout/2, c.cfg.ShutdownTimeout/2)
 	producerClosed = true
 	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelStatus()

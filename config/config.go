@@ -125,6 +125,10 @@ type Sink struct {
 	// GroupInstanceID turns on static group membership (Kafka 2.3+).
 	GroupInstanceID string        `envconfig:"GROUP_INSTANCE_ID" desc:"static consumer group member id, unique per process: a restarted sink replaces its dead self and gets its partitions back without a rebalance; empty derives it from the host name and the port of CDCSYNC_HTTP_ADDR; - for dynamic membership"`
 	ShutdownTimeout time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to finish the batch being applied on SIGTERM or a rebalance"`
+
+	// TombstoneRetention bounds how long the sinks keep what deleted rows
+	// leave behind (README, Inventory store and availability).
+	TombstoneRetention time.Duration `envconfig:"TOMBSTONE_RETENTION" default:"0s" desc:"how long the sinks keep the tombstones of deleted rows (inventory projection rows, Redis cdcver: keys), which make a late older event of a deleted row stale; 0 uses the topics' delete.retention.ms (Kafka's default 24h), after which a compacted topic drops the row's delete too"`
 	// Embedded for the variable names; see Capture.
 	Inventory
 	Kafka

@@ -158,6 +158,7 @@ func (s Sink) Validate() error {
 			return errorf("GROUP_INSTANCE_ID", "must be up to 249 characters of a-z A-Z 0-9 . _ -, got %q", s.GroupInstanceID)
 		},
 		func() error { return checkDuration("SHUTDOWN_TIMEOUT", s.ShutdownTimeout, false) },
+		func() error { return checkDuration("TOMBSTONE_RETENTION", s.TombstoneRetention, true) },
 		s.Inventory.Validate,
 		s.Kafka.Validate,
 		s.HTTP.Validate,

@@ -55,6 +55,7 @@ func opsCases() []opsCase {
 		{"verify inventory url", "verify", func(_ *Status, v *Verify, _ *Demo) { v.InventoryURL = "" }, "CDCSYNC_INVENTORY_URL", "required when CDCSYNC_SINKS includes inventory"},
 		{"verify redis url", "verify", func(_ *Status, v *Verify, _ *Demo) { v.RedisURL = "http://:hunter2@cache" }, "CDCSYNC_REDIS_URL", `got scheme "http"`},
 		{"verify redis empty", "verify", func(_ *Status, v *Verify, _ *Demo) { v.RedisURL = "" }, "CDCSYNC_REDIS_URL", "required when CDCSYNC_SINKS includes redis"},
+		{"verify cut wait", "verify", func(_ *Status, v *Verify, _ *Demo) { v.CutWait = -time.Second }, "CDCSYNC_VERIFY_CUT_WAIT", "negative"},
 		{"verify availability cache", "verify", func(_ *Status, v *Verify, _ *Demo) { v.AvailabilityCache = "0" }, "CDCSYNC_AVAILABILITY_CACHE", `must be "on" or "off"`},
 		{"verify tables", "verify", func(_ *Status, v *Verify, _ *Demo) { v.Tables = []string{"a.b.c"} }, "CDCSYNC_TABLES", "schema.table"},
 		{"verify slot", "verify", func(_ *Status, v *Verify, _ *Demo) { v.Slot = "" }, "CDCSYNC_SLOT", "1 to 63"},

@@ -203,6 +203,7 @@ func sinkCases() []sinkCase {
 		{"retry", func(s *Sink) { s.RetryMax = -time.Second }, "CDCSYNC_RETRY_MAX_BACKOFF", "negative"},
 		{"instance id", func(s *Sink) { s.GroupInstanceID = "pod/1" }, "CDCSYNC_GROUP_INSTANCE_ID", `got "pod/1"`},
 		{"sink shutdown", func(s *Sink) { s.ShutdownTimeout = 0 }, "CDCSYNC_SHUTDOWN_TIMEOUT", "longer than 0"},
+		{"tombstone retention", func(s *Sink) { s.TombstoneRetention = -time.Second }, "CDCSYNC_TOMBSTONE_RETENTION", "negative"},
 		{"orders table", func(s *Sink) { s.Inventory.OrdersTable = "orders" }, "CDCSYNC_ORDERS_TABLE", "schema.table"},
 		{"id column", func(s *Sink) { s.Inventory.OrderIDColumn = "" }, "CDCSYNC_ORDER_ID_COLUMN", "must not be empty"},
 		{"item column", func(s *Sink) { s.Inventory.ItemColumn = " " }, "CDCSYNC_ORDER_ITEM_COLUMN", "must not be empty"},

@@ -47,6 +47,10 @@ var inventorySchema = []string{
 		truncate_commit_lsn bigint NOT NULL DEFAULT 0,
 		truncate_change_lsn bigint NOT NULL DEFAULT 0)`,
 	`CREATE SEQUENCE IF NOT EXISTS cdcsync_available_version`,
+	// When an order was deleted: its tombstone goes after the horizon
+	// (tombstones.go).
+	`ALTER TABLE cdcsync_order_projection ADD COLUMN IF NOT EXISTS deleted_at timestamptz`,
+	`CREATE INDEX IF NOT EXISTS cdcsync_order_projection_deleted ON cdcsync_order_projection (deleted_at) WHERE deleted`,
 	`CREATE TABLE IF NOT EXISTS cdcsync_item_version (
 		item_id bigint PRIMARY KEY,
 		version bigint NOT NULL)`,
@@ -123,6 +127,7 @@ const (
 		AND to_regclass('cdcsync_applied') IS NOT NULL
 		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL
 		AND to_regclass('cdcsync_item_version') IS NOT NULL
+		AND to_regclass('cdcsync_order_projection_deleted') IS NOT NULL
 		AND to_regclass('cdcsync_availability_queue') IS NOT NULL
 		AND (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('inventory_items')
 			AND tgname IN ('cdcsync_stock_update', 'cdcsync_stock_insert')) = 2`
@@ -194,11 +199,23 @@ const (
 		FROM cdcsync_order_projection WHERE order_id = ANY($1)`
 
 	sqlUpsertOrders = `INSERT INTO cdcsync_order_projection AS p
-			(order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn)
-		SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[])
+			(order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn, deleted_at)
+		SELECT u.*, CASE WHEN u.deleted THEN now() END
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[])
+			AS u(order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn)
 		ON CONFLICT (order_id) DO UPDATE SET
 			item_id = excluded.item_id, quantity = excluded.quantity, status = excluded.status,
-			deleted = excluded.deleted, commit_lsn = excluded.commit_lsn, change_lsn = excluded.change_lsn`
+			deleted = excluded.deleted, commit_lsn = excluded.commit_lsn, change_lsn = excluded.change_lsn,
+			deleted_at = excluded.deleted_at`
+
+	// Drops up to $2 tombstones of orders deleted longer than $1 ago, and
+	// placeholders no event replaced (position zero: any event replaces
+	// them, so they say nothing). The conditions are checked again on a
+	// row a concurrent batch changed, so a re-created order stays.
+	sqlSweepTombstones = `DELETE FROM cdcsync_order_projection WHERE ctid IN (
+			SELECT ctid FROM cdcsync_order_projection
+			WHERE deleted AND (deleted_at < now() - $1::interval OR commit_lsn = 0) LIMIT $2)
+		AND deleted AND (deleted_at < now() - $1::interval OR commit_lsn = 0)`
 
 	// A truncate releases what every order it covers contributed and drops
 	// their projection rows (the watermark now covers them).

@@ -116,15 +116,20 @@ func (c *rowCache) applyRows(ctx context.Context, msgs []*Message) error {
 		ops = appendRowOps(ops, m)
 	}
 	epoch := c.epoch.current()
-	sealed := make(map[string]bool, len(ops))
+	// A full write supersedes the key's earlier writes of the batch that
+	// are older by position. Not by offset alone: a late event older than
+	// one before it on the partition (a late update after a delete) must
+	// not hide the newer one, which the script then finds and refuses it.
+	sealed := make(map[string]pipeline.Position, len(ops))
 	calls := make([]rowCall, 0, len(ops))
 	for i := len(ops) - 1; i >= 0; i-- {
 		op := ops[i]
-		if sealed[op.key] {
+		pos := op.msg.Event.Position()
+		if seal, ok := sealed[op.key]; ok && pos.Less(seal) {
 			continue
 		}
-		if op.full {
-			sealed[op.key] = true
+		if seal, ok := sealed[op.key]; op.full && (!ok || seal.Less(pos)) {
+			sealed[op.key] = pos
 		}
 		calls = append(calls, rowCall{msg: op.msg, keys: c.rowKeys(op.key, op.msg.Event), args: withEpoch(op.args, epoch)})
 	}

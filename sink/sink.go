@@ -101,8 +101,8 @@ func Run(ctx context.Context, cfg config.Sink, logger *slog.Logger, reg promethe
 		positions.register(s.sink)
 	}
 	for _, s := range st.list {
-		if s.background != nil {
-			wg.Go(func() { s.background(ctx) })
+		for _, run := range s.background {
+			wg.Go(func() { run(ctx) })
 		}
 		if s.applied != nil {
 			wg.Go(func() { positions.follow(ctx, s.sink, s.applied, logger) })

@@ -30,9 +30,9 @@ type store struct {
 	// for the inventory sink.
 	epoch *redisEpoch
 	// background runs beside the daemon's consumer until ctx ends (the
-	// availability refresh queue); nil when there is none. Replay does not
+	// availability refresh queue, the tombstone sweep). Replay does not
 	// run it.
-	background func(context.Context)
+	background []func(context.Context)
 	// applied reads the store's applied-through position (nil: it keeps
 	// none); the daemon follows it (AppliedPositions.follow).
 	applied func(context.Context) (Applied, error)
@@ -119,6 +119,10 @@ func openStores(ctx context.Context, cfg config.Sink, logger *slog.Logger) (*sto
 				return nil
 			},
 			probe: func(ctx context.Context) error { return pingRedis(ctx, rdb, "Redis") },
+			background: []func(context.Context){(&tombstoneSweeper{
+				cfg: cfg, topics: topics, log: logger.With("sink", config.SinkRedis),
+				sweep: newVersionSweeper(rdb, cfg.Tables).sweep,
+			}).run},
 		})
 	}
 	ok = true
@@ -167,8 +171,10 @@ func (s *stores) inventoryStore(ctx context.Context, cfg config.Sink, rdb redis.
 			}
 			return nil
 		},
-		background: queue.run,
-		applied:    inv.readApplied,
+		background: []func(context.Context){queue.run, (&tombstoneSweeper{
+			cfg: cfg, topics: []string{topic}, log: log, sweep: inv.sweepProjection,
+		}).run},
+		applied: inv.readApplied,
 		probe: func(ctx context.Context) error {
 			var errs []error
 			if err := pool.Ping(ctx); err != nil {
