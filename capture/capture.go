@@ -285,6 +285,14 @@ func (c *capturer) session(parent context.Context) (err error) {
 		return err
 	}
 
+	// Before the decoder exists: every position carries the epoch.
+	if src.Epoch, err = state.sourceEpoch(ctx, conn, sources, c.cfg.Slot, slot.Exists); err != nil {
+		return err
+	}
+	if src.Epoch != 0 {
+		c.log.Info("source epoch", "slot", c.cfg.Slot, "epoch", src.Epoch)
+	}
+
 	// The outbox table's existing rows are old events: the router would
 	// drop every one, so they are not read at all.
 	snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })

@@ -171,7 +171,7 @@ func (s *stream) undecodable(msg pglogrepl.Message, at pglogrepl.LSN, err error)
 	return &PoisonError{
 		Table: rel.schema + "." + rel.table, KeyColumns: keys,
 		Topic:    pipeline.Topic(s.decoder.src.Name, rel.schema, rel.table),
-		Position: pipeline.Position{Commit: s.txCommit, Change: at}, Undecodable: err.Error(),
+		Position: pipeline.Position{Epoch: s.decoder.src.Epoch, Commit: s.txCommit, Change: at}, Undecodable: err.Error(),
 	}
 }
 
