@@ -225,7 +225,7 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	// although the chunk did not see them. at-1 lies inside the
 	// watermark's own record: after every commit before it, before every
 	// commit after it.
-	pos := pipeline.Position{Commit: at - 1, Change: at - 1}
+	pos := pipeline.Position{Epoch: b.source.Epoch, Commit: at - 1, Change: at - 1}
 	// Which rows go out, first: the first and last of them may carry
 	// the initial snapshot's marks.
 	out := rows[:0]

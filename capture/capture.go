@@ -285,6 +285,14 @@ func (c *capturer) session(parent context.Context) (err error) {
 		return err
 	}
 
+	// Before the decoder exists: every position carries the epoch.
+	if src.Epoch, err = state.sourceEpoch(ctx, conn, sources, c.cfg.Slot, slot.Exists); err != nil {
+		return err
+	}
+	if src.Epoch != 0 {
+		c.log.Info("source epoch", "slot", c.cfg.Slot, "epoch", src.Epoch)
+	}
+
 	// The outbox table's existing rows are old events: the router would
 	// drop every one, so they are not read at all.
 	snapTables := slices.DeleteFunc(slices.Clone(tables), func(t tableInfo) bool { return router.IsOutboxTable(t.Schema, t.Name) })
@@ -313,9 +321,11 @@ func (c *capturer) session(parent context.Context) (err error) {
 		if router.IsOutboxTable(t.Schema, t.Name) {
 			continue // its inserts go to event topics, created when first seen
 		}
-		if err := prod.ensureTableTopic(pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)); err != nil {
+		topic := pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)
+		if err := prod.ensureTableTopic(topic); err != nil {
 			return err
 		}
+		c.checkTopicLimit(prod, topic)
 	}
 
 	records, err := newRecordEncoder(c.cfg, c.connect, tables)
@@ -412,7 +422,9 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()
-	closeErr := prod.close(c.cfg.ShutdownTimeout, c.cfg.ShutdownTimeout)
+	// Within CDCSYNC_SHUTDOWN_TIMEOUT: half to flush, half to wait for a
+	// request the broker still holds (see close).
+	closeErr := prod.close(c.cfg.ShutdownTimeout/2, c.cfg.ShutdownTimeout/2)
 	producerClosed = true
 	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelStatus()

@@ -33,6 +33,9 @@ type SourceInfo struct {
 	// order, read from the catalog. Tables missing here are keyed by the
 	// columns the Relation message flags as replica identity.
 	PrimaryKeys map[string][]string
+	// Epoch is the source epoch every position carries (see
+	// pipeline.Position and stateStore.sourceEpoch).
+	Epoch uint32
 }
 
 // Decoder turns pgoutput messages (protocol version 1) into Changes. It keeps
@@ -514,7 +517,7 @@ func (d *Decoder) row(rel *relation, vals []byte, at int, keyOnly bool, cols []p
 }
 
 func (d *Decoder) position(walStart pglogrepl.LSN) pipeline.Position {
-	return pipeline.Position{Commit: d.tx.commitLSN, Change: walStart}
+	return pipeline.Position{Epoch: d.src.Epoch, Commit: d.tx.commitLSN, Change: walStart}
 }
 
 func (d *Decoder) fillSource(s *pipeline.Source, rel *relation, walStart pglogrepl.LSN) {

@@ -220,6 +220,7 @@ func (s stateStore) ensure(ctx context.Context, conn *pgx.Conn) error {
 			slot text PRIMARY KEY,
 			snapshot_done boolean NOT NULL,
 			consistent_lsn pg_lsn,
+			source_epoch bigint NOT NULL DEFAULT 0,
 			updated_at timestamptz NOT NULL DEFAULT now())`)
 }
 

@@ -303,7 +303,7 @@ func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecoding
 	if s.message == nil {
 		return nil
 	}
-	pos := pipeline.Position{Commit: s.txCommit, Change: at}
+	pos := pipeline.Position{Epoch: s.decoder.src.Epoch, Commit: s.txCommit, Change: at}
 	if !m.Transactional {
 		pos.Commit = at
 	}

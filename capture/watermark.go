@@ -121,6 +121,9 @@ type watermarker struct {
 	clock    *sourceClock
 	topics   []string
 	interval time.Duration
+	// key is the record key of a partition's watermarks: wrapped in
+	// JsonConverter's envelope when the topics are.
+	key func(partition int32) []byte
 	// snapshotting reports a topic whose table's initial snapshot is
 	// unfinished: its rows that existed before the slot are not all on
 	// Kafka, so no LSN is complete for it yet.
@@ -189,7 +192,7 @@ func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Tim
 		headers := wm.Headers()
 		for _, p := range parts {
 			msg := &sarama.ProducerMessage{
-				Topic: topic, Partition: p, Key: sarama.ByteEncoder(pipeline.WatermarkKey(p)),
+				Topic: topic, Partition: p, Key: sarama.ByteEncoder(w.key(p)),
 				Headers: headers, Metadata: &watermarkMeta{},
 			}
 			select {
@@ -219,7 +222,10 @@ func (c *capturer) startWatermarks(ctx context.Context, st *stream, prod *produc
 		}
 	}
 	w := &watermarker{log: c.log, prod: prod, tracker: c.tracker, clock: st.clock, topics: topics, interval: c.cfg.WatermarkInterval,
-		snapshotting: func(topic string) bool { return st.backfill.snapshotting(tableOf[topic]) }}
+		snapshotting: func(topic string) bool { return st.backfill.snapshotting(tableOf[topic]) }, key: pipeline.WatermarkKey}
+	if c.cfg.Encoding.Encoding == "debezium" && c.cfg.SchemasEnable {
+		w.key = pipeline.WatermarkKeyWithSchema
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); w.run(wctx) }()

@@ -212,6 +212,10 @@ type Source struct {
 	// LastCommitLSN is the commit LSN of the transaction before this one
 	// on the stream (0: unknown), the first half of Debezium's sequence.
 	LastCommitLSN uint64 `json:"-"`
+	// Epoch is the source epoch of the event's position (see Position). It
+	// travels in the position header only, so the value stays what every
+	// Debezium consumer reads.
+	Epoch uint32 `json:"-"`
 }
 
 // DebeziumVersion is the Debezium release whose record format cdcsync
@@ -276,11 +280,12 @@ func (t *Transaction) AppendJSON(buf []byte) []byte {
 
 // Position returns the stream position the event carries.
 func (e *Event) Position() Position {
-	return Position{Commit: pglogrepl.LSN(e.Source.CommitLSN), Change: pglogrepl.LSN(e.Source.LSN)}
+	return Position{Epoch: e.Source.Epoch, Commit: pglogrepl.LSN(e.Source.CommitLSN), Change: pglogrepl.LSN(e.Source.LSN)}
 }
 
 // SetPosition stores p in the event's source block.
 func (e *Event) SetPosition(p Position) {
+	e.Source.Epoch = p.Epoch
 	e.Source.CommitLSN = uint64(p.Commit)
 	e.Source.LSN = uint64(p.Change)
 }

@@ -11,25 +11,38 @@ import (
 	"github.com/jackc/pglogrepl"
 )
 
-// Position orders an event in the change stream: first by the commit LSN of
-// its transaction, then by the LSN of the change inside that transaction.
-// Snapshot and backfill rows carry the position of the stream point at which
-// they were emitted, with Change equal to Commit.
+// Position orders an event in the change stream: first by the source epoch,
+// then by the commit LSN of its transaction, then by the LSN of the change
+// inside that transaction. Snapshot and backfill rows carry the position of
+// the stream point at which they were emitted, with Change equal to Commit.
+//
+// The source epoch is a number capture raises whenever it starts over on a
+// new slot after the old one was lost (a failover, a restore, an
+// invalidated slot): a promoted standby or a restored cluster may write at
+// LSNs below those already sent, and those later changes must still count
+// as newer. Events without one (older captures, and every event until the
+// first such change) are in epoch 0.
 type Position struct {
+	Epoch  uint32
 	Commit pglogrepl.LSN
 	Change pglogrepl.LSN
 }
 
 // String renders a position as "<commit>:<change>" using Postgres' LSN text
-// form, e.g. "0/16B3748:0/16B3700". ParsePosition reads it back.
+// form, e.g. "0/16B3748:0/16B3700", prefixed with "<epoch>@" when the epoch
+// is not 0 ("1795600000@0/16B3748:0/16B3700"). ParsePosition reads it back.
 func (p Position) String() string {
-	var buf [40]byte
+	var buf [52]byte
 	return string(p.AppendText(buf[:0]))
 }
 
 // AppendText appends the String form to buf without allocating (it runs
 // once per produced message).
 func (p Position) AppendText(buf []byte) []byte {
+	if p.Epoch != 0 {
+		buf = strconv.AppendUint(buf, uint64(p.Epoch), 10)
+		buf = append(buf, '@')
+	}
 	buf = appendLSN(buf, p.Commit)
 	buf = append(buf, ':')
 	return appendLSN(buf, p.Change)
@@ -52,7 +65,11 @@ func appendLSN(buf []byte, lsn pglogrepl.LSN) []byte {
 
 // ParsePosition parses the text form produced by Position.String.
 func ParsePosition(s string) (Position, error) {
-	commit, change, ok := strings.Cut(s, ":")
+	epoch, lsns, err := cutEpoch(s)
+	if err != nil {
+		return Position{}, err
+	}
+	commit, change, ok := strings.Cut(lsns, ":")
 	if !ok {
 		return Position{}, fmt.Errorf("parse position %q: want <commit lsn>:<change lsn>", s)
 	}
@@ -64,11 +81,34 @@ func ParsePosition(s string) (Position, error) {
 	if err != nil {
 		return Position{}, fmt.Errorf("parse position %q: change lsn: %w", s, err)
 	}
-	return Position{Commit: c, Change: l}, nil
+	return Position{Epoch: epoch, Commit: c, Change: l}, nil
+}
+
+// cutEpoch splits the "<epoch>@" prefix off a position's text form.
+func cutEpoch(s string) (uint32, string, error) {
+	e, rest, ok := strings.Cut(s, "@")
+	if !ok {
+		return 0, s, nil
+	}
+	n, err := strconv.ParseUint(e, 10, 32)
+	if err != nil {
+		return 0, s, fmt.Errorf("parse position %q: source epoch: %w", s, err)
+	}
+	return uint32(n), rest, nil
+}
+
+// PositionEpoch returns the source epoch of a position in text form (the
+// position header), 0 when it has none or it does not parse.
+func PositionEpoch(s string) uint32 {
+	e, _, _ := cutEpoch(s)
+	return e
 }
 
 // Less reports whether p comes strictly before q in the stream.
 func (p Position) Less(q Position) bool {
+	if p.Epoch != q.Epoch {
+		return p.Epoch < q.Epoch
+	}
 	if p.Commit != q.Commit {
 		return p.Commit < q.Commit
 	}
@@ -76,7 +116,7 @@ func (p Position) Less(q Position) bool {
 }
 
 // IsZero reports whether p is the zero position (before everything).
-func (p Position) IsZero() bool { return p.Commit == 0 && p.Change == 0 }
+func (p Position) IsZero() bool { return p.Epoch == 0 && p.Commit == 0 && p.Change == 0 }
 
 // Scan implements sql.Scanner for the text form.
 func (p *Position) Scan(src any) error {

@@ -48,6 +48,16 @@ func WatermarkKey(partition int32) []byte {
 	return append(strconv.AppendInt([]byte(`{"cdcsync.watermark":`), int64(partition), 10), '}')
 }
 
+// WatermarkKeyWithSchema is WatermarkKey in Kafka Connect JsonConverter's
+// envelope, for topics written with the debezium encoding and schemas
+// enabled: a Connect consumer converts every key, a tombstone's too, and
+// refuses one without "schema" and "payload".
+func WatermarkKeyWithSchema(partition int32) []byte {
+	b := []byte(`{"schema":{"type":"struct","fields":[{"type":"int32","optional":false,"field":"cdcsync.watermark"}],` +
+		`"optional":false,"name":"cdcsync.Watermark"},"payload":`)
+	return append(append(b, WatermarkKey(partition)...), '}')
+}
+
 // Headers returns the record headers carrying w.
 func (w Watermark) Headers() []sarama.RecordHeader {
 	return []sarama.RecordHeader{

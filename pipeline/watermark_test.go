@@ -29,6 +29,13 @@ func TestWatermarkRoundTrip(t *testing.T) {
 	if err := json.Unmarshal(WatermarkKey(3), &key); err != nil || key["cdcsync.watermark"] != 3 {
 		t.Errorf("WatermarkKey(3) = %s (%v)", WatermarkKey(3), err)
 	}
+	var wrapped struct {
+		Schema  struct{ Type string }
+		Payload map[string]int
+	}
+	if err := json.Unmarshal(WatermarkKeyWithSchema(3), &wrapped); err != nil || wrapped.Schema.Type != "struct" || wrapped.Payload["cdcsync.watermark"] != 3 {
+		t.Errorf("WatermarkKeyWithSchema(3) = %s (%v)", WatermarkKeyWithSchema(3), err)
+	}
 }
 
 func TestParseWatermarkRefusesMalformed(t *testing.T) {

@@ -3,7 +3,9 @@
 -- resurrects a row, whichever sink process sends it.
 --
 -- Positions are 32 hex digits (commit LSN, change LSN, each zero-padded to
--- 16), so comparing them byte by byte compares stream positions.
+-- 16), after "g" and the source epoch in 8 hex digits when that is not 0
+-- (positionKey in position.go), so comparing them byte by byte compares
+-- stream positions: "g" sorts after every hex digit.
 --
 -- Every call first checks the epoch: ARGV[3] must be the value of the
 -- cdcsync:epoch:redis key (KEYS[4], KEYS[2] for a truncate), or Redis lost its

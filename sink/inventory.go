@@ -264,15 +264,15 @@ func (a *inventory) applyTx(ctx context.Context, segments []segment, hasTruncate
 	if hasTruncate {
 		lockState = sqlStateExclusive
 	}
-	var tc, tl int64
-	if err := tx.QueryRow(ctx, lockState, a.stateKey()).Scan(&tc, &tl); err != nil {
+	var te, tc, tl int64
+	if err := tx.QueryRow(ctx, lockState, a.stateKey()).Scan(&te, &tc, &tl); err != nil {
 		if errors.Is(err, pgx.ErrNoRows) {
 			// Someone removed the row; recreate it and retry.
 			_, _ = a.pool.Exec(ctx, sqlEnsureState, a.stateKey())
 		}
 		return nil, fmt.Errorf("inventory lock state: %w", err)
 	}
-	truncatedAt := lsnPair(tc, tl)
+	truncatedAt := storedPosition(te, tc, tl)
 
 	deltas := map[int64]*itemDelta{}
 	for _, seg := range segments {
@@ -408,13 +408,13 @@ func (a *inventory) lockOrders(ctx context.Context, tx pgx.Tx, ids []string) (ma
 	rows, _ := tx.Query(ctx, sqlReadOrders, ids)
 	states := make(map[string]*orderState, len(ids))
 	var (
-		id     string
-		s      orderState
-		tc, tl int64
+		id         string
+		s          orderState
+		te, tc, tl int64
 	)
-	_, err := pgx.ForEachRow(rows, []any{&id, &s.Item, &s.Quantity, &s.Status, &s.Deleted, &tc, &tl}, func() error {
+	_, err := pgx.ForEachRow(rows, []any{&id, &s.Item, &s.Quantity, &s.Status, &s.Deleted, &te, &tc, &tl}, func() error {
 		st := s
-		st.Pos = lsnPair(tc, tl)
+		st.Pos = storedPosition(te, tc, tl)
 		states[id] = &st
 		s = orderState{}
 		return nil
@@ -430,13 +430,13 @@ func (a *inventory) writeOrders(ctx context.Context, tx pgx.Tx, states map[strin
 	items, qtys := make([]*int64, n), make([]*int64, n)
 	statuses := make([]*string, n)
 	deleted := make([]bool, n)
-	commits, changes := make([]int64, n), make([]int64, n)
+	epochs, commits, changes := make([]int64, n), make([]int64, n), make([]int64, n)
 	for i, id := range ids {
 		s := states[id]
 		items[i], qtys[i], statuses[i], deleted[i] = s.Item, s.Quantity, s.Status, s.Deleted
-		commits[i], changes[i] = int64(s.Pos.Commit), int64(s.Pos.Change)
+		epochs[i], commits[i], changes[i] = int64(s.Pos.Epoch), int64(s.Pos.Commit), int64(s.Pos.Change)
 	}
-	if _, err := tx.Exec(ctx, sqlUpsertOrders, ids, items, qtys, statuses, deleted, commits, changes); err != nil {
+	if _, err := tx.Exec(ctx, sqlUpsertOrders, ids, items, qtys, statuses, deleted, epochs, commits, changes); err != nil {
 		return fmt.Errorf("inventory write orders: %w", err)
 	}
 	return nil
@@ -450,7 +450,7 @@ func (a *inventory) applyTruncate(ctx context.Context, tx pgx.Tx, m *Message, tr
 		m.Skip = skipStale
 		return nil
 	}
-	rows, _ := tx.Query(ctx, sqlTruncateOrders, int64(pos.Commit), int64(pos.Change), a.orders.reserved, a.orders.shipped)
+	rows, _ := tx.Query(ctx, sqlTruncateOrders, int64(pos.Commit), int64(pos.Change), a.orders.reserved, a.orders.shipped, int64(pos.Epoch))
 	var item, reserved, shipped int64
 	_, err := pgx.ForEachRow(rows, []any{&item, &reserved, &shipped}, func() error {
 		d := touch(deltas, item)
@@ -461,7 +461,7 @@ func (a *inventory) applyTruncate(ctx context.Context, tx pgx.Tx, m *Message, tr
 	if err != nil {
 		return fmt.Errorf("inventory truncate: %w", err)
 	}
-	if _, err := tx.Exec(ctx, sqlSetTruncate, a.stateKey(), int64(pos.Commit), int64(pos.Change)); err != nil {
+	if _, err := tx.Exec(ctx, sqlSetTruncate, a.stateKey(), int64(pos.Commit), int64(pos.Change), int64(pos.Epoch)); err != nil {
 		return fmt.Errorf("inventory record truncate: %w", err)
 	}
 	*truncatedAt = pos
@@ -491,6 +491,7 @@ func (a *inventory) writeItems(ctx context.Context, tx pgx.Tx, deltas map[int64]
 	return out, nil
 }
 
-func lsnPair(commit, change int64) pipeline.Position {
-	return pipeline.Position{Commit: pglogrepl.LSN(commit), Change: pglogrepl.LSN(change)}
+// storedPosition is a position as the inventory store's columns hold it.
+func storedPosition(epoch, commit, change int64) pipeline.Position {
+	return pipeline.Position{Epoch: uint32(epoch), Commit: pglogrepl.LSN(commit), Change: pglogrepl.LSN(change)}
 }

@@ -26,8 +26,9 @@ package sink
 //     items a truncate changed. It is durable, so a refresh is never lost
 //     to a sink restart; the sinks drain it in chunks (availabilityQueue).
 //
-// Positions are two bigint columns (commit LSN, change LSN), compared as a
-// row value.
+// Positions are three bigint columns (source epoch, commit LSN, change LSN),
+// compared as a row value. The epoch columns were added after the others:
+// a store from before has them added with 0, the epoch of its positions.
 var inventorySchema = []string{
 	`CREATE TABLE IF NOT EXISTS inventory_items (
 		item_id  bigint PRIMARY KEY,
@@ -42,10 +43,12 @@ var inventorySchema = []string{
 		deleted    boolean NOT NULL DEFAULT false,
 		commit_lsn bigint NOT NULL,
 		change_lsn bigint NOT NULL)`,
+	`ALTER TABLE cdcsync_order_projection ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0`,
 	`CREATE TABLE IF NOT EXISTS cdcsync_sink_state (
 		table_name          text PRIMARY KEY,
 		truncate_commit_lsn bigint NOT NULL DEFAULT 0,
 		truncate_change_lsn bigint NOT NULL DEFAULT 0)`,
+	`ALTER TABLE cdcsync_sink_state ADD COLUMN IF NOT EXISTS truncate_epoch bigint NOT NULL DEFAULT 0`,
 	`CREATE SEQUENCE IF NOT EXISTS cdcsync_available_version`,
 	// When an order was deleted: its tombstone goes after the horizon
 	// (tombstones.go).
@@ -123,6 +126,9 @@ const (
 	sqlSchemaExists = `SELECT to_regclass('inventory_items') IS NOT NULL
 		AND to_regclass('cdcsync_order_projection') IS NOT NULL
 		AND to_regclass('cdcsync_sink_state') IS NOT NULL
+		AND (SELECT count(*) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped
+			AND ((attrelid = to_regclass('cdcsync_order_projection') AND attname = 'epoch')
+			OR (attrelid = to_regclass('cdcsync_sink_state') AND attname = 'truncate_epoch'))) = 2
 		AND to_regclass('cdcsync_available_version') IS NOT NULL
 		AND to_regclass('cdcsync_applied') IS NOT NULL
 		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL
@@ -177,9 +183,9 @@ const (
 	// thus never interleaves with a batch that read the old watermark, and
 	// all transactions take locks in the same order (state row, projection
 	// rows by order_id, item rows by item_id), so they cannot deadlock.
-	sqlStateShare = `SELECT truncate_commit_lsn, truncate_change_lsn FROM cdcsync_sink_state
+	sqlStateShare = `SELECT truncate_epoch, truncate_commit_lsn, truncate_change_lsn FROM cdcsync_sink_state
 		WHERE table_name = $1 FOR SHARE`
-	sqlStateExclusive = `SELECT truncate_commit_lsn, truncate_change_lsn FROM cdcsync_sink_state
+	sqlStateExclusive = `SELECT truncate_epoch, truncate_commit_lsn, truncate_change_lsn FROM cdcsync_sink_state
 		WHERE table_name = $1 FOR UPDATE`
 
 	// Locks the projection rows of a batch's orders in order_id order,
@@ -191,21 +197,22 @@ const (
 	// and then sees its row, instead of overwriting it unseen. ON CONFLICT
 	// DO UPDATE locks the existing row even though WHERE false updates
 	// nothing.
-	sqlLockOrders = `INSERT INTO cdcsync_order_projection AS p (order_id, deleted, commit_lsn, change_lsn)
-		SELECT id, true, 0, 0 FROM unnest($1::text[]) AS id ORDER BY id
+	sqlLockOrders = `INSERT INTO cdcsync_order_projection AS p (order_id, deleted, epoch, commit_lsn, change_lsn)
+		SELECT id, true, 0, 0, 0 FROM unnest($1::text[]) AS id ORDER BY id
 		ON CONFLICT (order_id) DO UPDATE SET deleted = p.deleted WHERE false`
 
-	sqlReadOrders = `SELECT order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn
+	sqlReadOrders = `SELECT order_id, item_id, quantity, status, deleted, epoch, commit_lsn, change_lsn
 		FROM cdcsync_order_projection WHERE order_id = ANY($1)`
 
 	sqlUpsertOrders = `INSERT INTO cdcsync_order_projection AS p
-			(order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn, deleted_at)
+			(order_id, item_id, quantity, status, deleted, epoch, commit_lsn, change_lsn, deleted_at)
 		SELECT u.*, CASE WHEN u.deleted THEN now() END
-		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[])
-			AS u(order_id, item_id, quantity, status, deleted, commit_lsn, change_lsn)
+		FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], $6::bigint[], $7::bigint[], $8::bigint[])
+			AS u(order_id, item_id, quantity, status, deleted, epoch, commit_lsn, change_lsn)
 		ON CONFLICT (order_id) DO UPDATE SET
 			item_id = excluded.item_id, quantity = excluded.quantity, status = excluded.status,
-			deleted = excluded.deleted, commit_lsn = excluded.commit_lsn, change_lsn = excluded.change_lsn,
+			deleted = excluded.deleted, epoch = excluded.epoch,
+			commit_lsn = excluded.commit_lsn, change_lsn = excluded.change_lsn,
 			deleted_at = excluded.deleted_at`
 
 	// Drops up to $2 tombstones of orders deleted longer than $1 ago, and
@@ -221,14 +228,14 @@ const (
 	// their projection rows (the watermark now covers them).
 	sqlTruncateOrders = `WITH gone AS (
 			DELETE FROM cdcsync_order_projection
-			WHERE (commit_lsn, change_lsn) < ($1, $2)
+			WHERE (epoch, commit_lsn, change_lsn) < ($5, $1, $2)
 			RETURNING item_id, quantity, status, deleted)
 		SELECT item_id,
 			coalesce(sum(quantity) FILTER (WHERE NOT deleted AND status = ANY($3)), 0)::bigint,
 			coalesce(sum(quantity) FILTER (WHERE NOT deleted AND status = ANY($4)), 0)::bigint
 		FROM gone WHERE item_id IS NOT NULL GROUP BY item_id`
 
-	sqlSetTruncate = `UPDATE cdcsync_sink_state SET truncate_commit_lsn = $2, truncate_change_lsn = $3
+	sqlSetTruncate = `UPDATE cdcsync_sink_state SET truncate_commit_lsn = $2, truncate_change_lsn = $3, truncate_epoch = $4
 		WHERE table_name = $1`
 
 	// Items are written in item_id order (deadlock-free between concurrent

@@ -51,11 +51,14 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 	m := &Message{Raw: raw}
 	// Either encoding: cdcsync's, or Debezium's (whose source has no
 	// commit LSN, so the position header supplies it).
-	ev, err := debezium.DecodeEvent(raw.Value, header(raw, pipeline.HeaderPosition), header(raw, debezium.HeaderUnchanged))
+	posHeader := header(raw, pipeline.HeaderPosition)
+	ev, err := debezium.DecodeEvent(raw.Value, posHeader, header(raw, debezium.HeaderUnchanged))
 	if err != nil {
 		m.Err = permanentf("%v", err)
 		return m
 	}
+	// The source epoch travels only in the header (none: epoch 0).
+	ev.Source.Epoch = pipeline.PositionEpoch(posHeader)
 	m.Event = ev
 	if ev.Source.CommitLSN == 0 {
 		// Without a commit position the event cannot be ordered: the

@@ -58,10 +58,10 @@ func (t *tracer) readInventory(ctx context.Context, r *Report) error {
 		return fmt.Errorf("%w: the key has no %s (CDCSYNC_ORDER_ID_COLUMN)", ErrUsage, t.cfg.OrderIDColumn)
 	}
 	p := &Projection{}
-	var commit, change int64
-	err = t.inv.QueryRow(ctx, `SELECT item_id, quantity, status, deleted, commit_lsn, change_lsn
+	var epoch, commit, change int64
+	err = t.inv.QueryRow(ctx, `SELECT item_id, quantity, status, deleted, epoch, commit_lsn, change_lsn
 		FROM cdcsync_order_projection WHERE order_id = $1`, pipeline.ScalarText(idRaw)).
-		Scan(&p.ItemID, &p.Quantity, &p.Status, &p.Deleted, &commit, &change)
+		Scan(&p.ItemID, &p.Quantity, &p.Status, &p.Deleted, &epoch, &commit, &change)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 	case isUndefinedTable(err):
@@ -70,7 +70,7 @@ func (t *tracer) readInventory(ctx context.Context, r *Report) error {
 		return fmt.Errorf("read the inventory projection: %w", err)
 	default:
 		p.Exists = true
-		p.Position = positionOf(uint64(commit), uint64(change))
+		p.Position = pipeline.Position{Epoch: uint32(epoch), Commit: pglogrepl.LSN(commit), Change: pglogrepl.LSN(change)}.String()
 	}
 	r.Projection = p
 	r.orderColumns = map[string]string{}
@@ -187,10 +187,6 @@ func (t *tracer) keyRow() pipeline.Row {
 		return nil
 	}
 	return row
-}
-
-func positionOf(commit, change uint64) string {
-	return pipeline.Position{Commit: pglogrepl.LSN(commit), Change: pglogrepl.LSN(change)}.String()
 }
 
 func int64Field(row map[string]string, col string) (int64, bool) {
