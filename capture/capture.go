@@ -330,9 +330,11 @@ func (c *capturer) session(parent context.Context) (err error) {
 		if router.IsOutboxTable(t.Schema, t.Name) {
 			continue // its inserts go to event topics, created when first seen
 		}
-		if err := prod.ensureTableTopic(pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)); err != nil {
+		topic := pipeline.Topic(c.cfg.TopicPrefix, t.Schema, t.Name)
+		if err := prod.ensureTableTopic(topic); err != nil {
 			return err
 		}
+		c.checkTopicLimit(prod, topic)
 	}
 
 	records, err := newRecordEncoder(c.cfg, c.connect, tables)

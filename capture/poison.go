@@ -205,3 +205,19 @@ func (g *poisonGate) passed(confirmed pglogrepl.LSN) bool {
 	}
 	return g.stuck.CompareAndSwap(e, nil)
 }
+
+// checkTopicLimit warns when topic accepts less than the producer sends:
+// a message between the two limits would stop capture (the broker refuses
+// its whole batch). Only warned: the limit is the operator's to change.
+func (c *capturer) checkTopicLimit(prod *producer, topic string) {
+	limit, err := prod.topicLimit(topic)
+	if err != nil {
+		c.log.Warn("cannot read the topic's max.message.bytes", "topic", topic, "err", err)
+		return
+	}
+	if limit > 0 && limit < c.cfg.MaxMessageBytes {
+		c.log.Warn("topic accepts smaller messages than capture produces: a change between the two sizes would stop capture; raise the topic's max.message.bytes (or lower CDCSYNC_KAFKA_MAX_MESSAGE_BYTES)",
+			"topic", topic, "max.message.bytes", limit, "CDCSYNC_KAFKA_MAX_MESSAGE_BYTES", c.cfg.MaxMessageBytes,
+			"fix", fmt.Sprintf("kafka-configs --alter --entity-type topics --entity-name %s --add-config max.message.bytes=%d", topic, c.cfg.MaxMessageBytes+batchOverhead))
+	}
+}

@@ -279,3 +279,25 @@ func TestUndecodableValueIsPoison(t *testing.T) {
 		}
 	})
 }
+
+// TestExistingTopicWithSmallerLimitIsWarned: a table topic that existed
+// before capture (created by hand, or by an older version) with a
+// max.message.bytes below CDCSYNC_KAFKA_MAX_MESSAGE_BYTES would make Kafka
+// refuse whole batches later; capture says so at start, with the fix.
+func TestExistingTopicWithSmallerLimitIsWarned(t *testing.T) {
+	prefix := testenv.RandomName("cdc")
+	admin, err := sarama.NewClusterAdmin(env.Kafka.Brokers(), testenv.SaramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	small := "500000"
+	if err := admin.CreateTopic(pipeline.Topic(prefix, "public", "orders"), &sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: 1,
+		ConfigEntries: map[string]*string{"max.message.bytes": &small}}, false); err != nil {
+		t.Fatal(err)
+	}
+	r := startObserved(t, func(c *config.Capture) { c.TopicPrefix = prefix })
+	waitFor(t, 10*time.Second, "a warning about the topic's limit", func() bool {
+		return r.logs.count(slog.LevelWarn, "max.message.bytes") == 1
+	})
+}

@@ -219,6 +219,27 @@ func (p *producer) ensureTableTopic(topic string) error {
 	return err
 }
 
+// topicLimit returns the max.message.bytes of an existing topic (0 when
+// the broker does not say). Topics capture creates get the producer's
+// limit; one that existed before may have less, and Kafka then refuses
+// whole batches (see PoisonError.Broker).
+func (p *producer) topicLimit(topic string) (int, error) {
+	entries, err := p.admin.DescribeConfig(sarama.ConfigResource{Type: sarama.TopicResource, Name: topic, ConfigNames: []string{"max.message.bytes"}})
+	if err != nil {
+		return 0, fmt.Errorf("describe topic %s: %w", topic, err)
+	}
+	for _, e := range entries {
+		if e.Name == "max.message.bytes" {
+			n, err := strconv.Atoi(e.Value)
+			if err != nil {
+				return 0, fmt.Errorf("topic %s: max.message.bytes %q: %w", topic, e.Value, err)
+			}
+			return n, nil
+		}
+	}
+	return 0, nil
+}
+
 // topic returns the state of topic, creating the topic on first use.
 func (p *producer) topic(topic string) (*topicState, error) {
 	detail := p.topicCfg

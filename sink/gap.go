@@ -163,7 +163,12 @@ func (c *consumer) mayConsume(sess sarama.ConsumerGroupSession, claim sarama.Con
 	if c.gaps == nil {
 		return true
 	}
+	// The claims' context: the session's, which the redis sink's loss
+	// detection may end early (consumer_loss.go).
 	ctx := sess.Context()
+	if cc := c.claimContext(); cc != nil {
+		ctx = cc
+	}
 	key := claim.Topic() + "/" + strconv.Itoa(int(claim.Partition()))
 	b := newBackoff(200*time.Millisecond, c.cfg.RetryMax)
 	for {

@@ -162,7 +162,7 @@ func TestPositionKeyOrdersLikePositions(t *testing.T) {
 }
 
 func TestDecodeMessage(t *testing.T) {
-	ev := &pipeline.Event{Op: pipeline.OpCreate, After: row("id", `1`), Source: pipeline.Source{Schema: "public", Table: "orders"}}
+	ev := &pipeline.Event{Op: pipeline.OpCreate, After: row("id", `1`), Source: pipeline.Source{Schema: "public", Table: "orders", CommitLSN: 0x100, LSN: 0xF0}}
 	value := ev.AppendJSON(nil)
 	raw := func(key, value string) *Message {
 		return decodeMessage(newRawMessage([]byte(key), []byte(value)))
@@ -185,7 +185,7 @@ func TestDecodeMessage(t *testing.T) {
 			t.Errorf("%s: Err = %v", name, m.Err)
 		}
 	}
-	tr := &pipeline.Event{Op: pipeline.OpTruncate, Source: pipeline.Source{Schema: "public", Table: "orders"}}
+	tr := &pipeline.Event{Op: pipeline.OpTruncate, Source: pipeline.Source{Schema: "public", Table: "orders", CommitLSN: 0x200, LSN: 0x1F0}}
 	if m := decodeMessage(newRawMessage(nil, tr.AppendJSON(nil))); m.Err != nil || m.Key != nil {
 		t.Fatalf("truncate: %+v", m)
 	}

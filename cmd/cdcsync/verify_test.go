@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/sink"
 )
 
 // startServices starts Postgres, Redis and a broker for one test.
@@ -56,6 +57,10 @@ func newOpsStores(t *testing.T, e *testenv.Env) *opsStores {
 		{"SET", "inventory:available:7", "7"},
 		{"HSET", "cdc:public.orders:1", "id", "1", "item_id", "7", "quantity", "2", "status", "created"},
 		{"HSET", "cdc:public.orders:2", "id", "2", "item_id", "7", "quantity", "1", "status", "shipped"},
+		// The versions the sinks keep beside each value (verify checks them).
+		{"HSET", sink.AvailabilityVersionKey, "7", "1"},
+		{"SET", sink.VersionKeyOfRow("cdc:public.orders:1"), "00000000010000000000000000000100"},
+		{"SET", sink.VersionKeyOfRow("cdc:public.orders:2"), "00000000010000000000000000000100"},
 	} {
 		if err := s.rdb.Do(ctx, cmd...).Err(); err != nil {
 			t.Fatal(err)
@@ -90,7 +95,7 @@ func TestVerifyCommand(t *testing.T) {
 			Compared int64  `json:"compared"`
 		} `json:"checks"`
 	}
-	if err := json.Unmarshal([]byte(r.stdout), &report); err != nil || r.code != 0 || report.Drifted != 0 || len(report.Checks) != 3 {
+	if err := json.Unmarshal([]byte(r.stdout), &report); err != nil || r.code != 0 || report.Drifted != 0 || len(report.Checks) != 4 {
 		t.Fatalf("--json: exit %d, %v, %s", r.code, err, r.stdout)
 	}
 

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -57,6 +58,27 @@ func TestTraceVerdicts(t *testing.T) {
 	}
 	if r.Projection == nil || r.Projection.Position != r.Kafka.Records[1].Position || r.Item == nil || r.Availability == nil {
 		t.Errorf("inventory side: projection %+v item %+v availability %+v", r.Projection, r.Item, r.Availability)
+	}
+	// --json: the same report for machines.
+	js, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back struct {
+		Kafka struct {
+			Records []struct {
+				Offset   int64  `json:"offset"`
+				Position string `json:"position"`
+				Op       string `json:"op"`
+			} `json:"records"`
+		} `json:"kafka"`
+		Verdict Verdict `json:"verdict"`
+	}
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Verdict.State != InSync || len(back.Kafka.Records) != 2 || back.Kafka.Records[1].Position != r.Kafka.Records[1].Position {
+		t.Errorf("JSON report %s", js)
 	}
 
 	// Held back: the redis sink is stopped, the change is on Kafka and

@@ -137,9 +137,8 @@ func (v *Verifier) appliedPositions() []appliedPosition {
 func (v *Verifier) inventoryApplied(ctx context.Context) (pglogrepl.LSN, bool, error) {
 	var s string
 	err := v.inv.QueryRow(ctx, `SELECT lsn::text FROM cdcsync_applied WHERE sink = 'inventory'`).Scan(&s)
-	var pgErr *pgconn.PgError
 	switch {
-	case errors.Is(err, pgx.ErrNoRows), errors.As(err, &pgErr) && pgErr.Code == "42P01":
+	case errors.Is(err, pgx.ErrNoRows), isUndefinedTable(err):
 		return 0, false, nil
 	case err != nil:
 		return 0, false, fmt.Errorf("read cdcsync_applied: %w", err)

@@ -3,12 +3,19 @@ package verify
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/cdcsync/cdcsync/sink"
 )
 
 // projectedOrder is an order as the inventory projection holds it now.
@@ -150,27 +157,55 @@ func (v *Verifier) ordersAtCut(ctx context.Context, src *pgx.Conn, orders []*pro
 	return nil
 }
 
-// availabilityInFlight reads an item's availability and inventory row
-// again a few times and reports whether the cached value caught up or
-// moved (a change in flight) rather than staying wrong (drift).
+// availabilityInFlight tells a cached availability that differs from its
+// inventory row because a change is in flight from drift. The inventory
+// sink writes each item's version (cdcsync_item_version) with the row, and
+// the cache holds the version of the value it holds
+// (cdcsync:available:version): read together, different versions mean a
+// refresh is on its way (or the row moved on since), equal versions with
+// different values mean drift. Without versions (an older store) the
+// value is read again a few times and counts as drift only if it stays
+// wrong without either side moving.
 func (v *Verifier) availabilityInFlight(ctx context.Context, item int64, cached string) (bool, error) {
 	for i := 0; i < 3; i++ {
+		var avail int64
+		var version *int64
+		err := v.inv.QueryRow(ctx, `SELECT i.on_hand - i.reserved - i.shipped, v.version
+			FROM inventory_items i LEFT JOIN cdcsync_item_version v USING (item_id) WHERE i.item_id = $1`, item).Scan(&avail, &version)
+		if isUndefinedTable(err) {
+			version = nil
+			err = v.inv.QueryRow(ctx, `SELECT on_hand - reserved - shipped FROM inventory_items WHERE item_id = $1`, item).Scan(&avail)
+		}
+		if err != nil {
+			return false, fmt.Errorf("read inventory item %d: %w", item, err)
+		}
+		// One MULTI: the refresh script writes value and version together.
+		pipe := v.rdb.TxPipeline()
+		val := pipe.Get(ctx, availabilityPrefix+itoa(item))
+		ver := pipe.HGet(ctx, sink.AvailabilityVersionKey, itoa(item))
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return false, fmt.Errorf("read the availability of item %d: %w", item, err)
+		}
+		got, gotVer := val.Val(), ver.Val()
+		if got == itoa(avail) {
+			return true, nil // caught up
+		}
+		if version != nil && gotVer != "" {
+			return gotVer != strconv.FormatInt(*version, 10), nil
+		}
+		if got != cached {
+			return true, nil // moved
+		}
 		select {
 		case <-ctx.Done():
 			return false, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
 		}
-		var avail int64
-		if err := v.inv.QueryRow(ctx, `SELECT on_hand - reserved - shipped FROM inventory_items WHERE item_id = $1`, item).Scan(&avail); err != nil {
-			return false, fmt.Errorf("read inventory item %d: %w", item, err)
-		}
-		got, err := v.rdb.Get(ctx, availabilityPrefix+itoa(item)).Result()
-		if err != nil {
-			return false, fmt.Errorf("read the availability of item %d: %w", item, err)
-		}
-		if got != cached || got == itoa(avail) {
-			return true, nil
-		}
 	}
 	return false, nil
+}
+
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable
 }

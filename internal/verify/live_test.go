@@ -43,7 +43,9 @@ func TestLiveVerifyUnderLoad(t *testing.T) {
 		fmt.Sprintf(`INSERT INTO orders (item_id, quantity, status) SELECT 1 + g %% %d, 1 + g %% 4, 'created' FROM generate_series(1, 500) g`, items))
 	p.Exec(p.Inventory, `CREATE TABLE inventory_items (item_id bigint PRIMARY KEY, on_hand bigint NOT NULL DEFAULT 0,
 		reserved bigint NOT NULL DEFAULT 0, shipped bigint NOT NULL DEFAULT 0)`,
-		fmt.Sprintf(`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 100000 FROM generate_series(1, %d) g`, items))
+		// One more item than the writers order: its availability is
+		// tampered with below.
+		fmt.Sprintf(`INSERT INTO inventory_items (item_id, on_hand) SELECT g, 100000 FROM generate_series(1, %d) g`, items+1))
 	p.Start()
 	p.WaitCaughtUp()
 
@@ -110,14 +112,18 @@ func TestLiveVerifyUnderLoad(t *testing.T) {
 
 	// Real drift under the same load: found by the next run.
 	p.Exec(p.Inventory, `UPDATE inventory_items SET reserved = reserved + 1000 WHERE item_id = 7`)
+	if err := p.RDB.Set(ctx, fmt.Sprintf("inventory:available:%d", items+1), "5", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
 	r, err := v.Run(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var b strings.Builder
 	_ = WriteText(&b, r)
-	if r.Drifted == 0 || !strings.Contains(b.String(), "item 7: differs: reserved") {
-		t.Fatalf("tampered item 7 not reported by the next run:\n%s", b.String())
+	if !strings.Contains(b.String(), "item 7: differs: reserved") ||
+		!strings.Contains(b.String(), fmt.Sprintf(`inventory:available:%d: differs: value expected "100000", actual "5"`, items+1)) {
+		t.Fatalf("tampered item 7 or availability of item %d not reported by the next run:\n%s", items+1, b.String())
 	}
 	t.Logf("after tampering:\n%s", b.String())
 }
