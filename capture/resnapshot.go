@@ -42,10 +42,15 @@ func (s *stream) resnapshotDone(ctx context.Context, content string) error {
 		return fmt.Errorf("resnapshot message %q: %w", content, err)
 	}
 	pos := pipeline.Position{Epoch: uint32(epoch)}
+	cfg := s.backfill.cfg
+	key := pipeline.ResnapshotKey
+	if cfg.Encoding.Encoding == "debezium" && cfg.SchemasEnable {
+		key = pipeline.ResnapshotKeyWithSchema // Connect consumers convert every key
+	}
 	for _, t := range s.backfill.snapshotted {
 		rec := Record{
-			Topic:    pipeline.Topic(s.backfill.cfg.TopicPrefix, t.Schema, t.Name),
-			Key:      []byte(pipeline.ResnapshotKey),
+			Topic:    pipeline.Topic(cfg.TopicPrefix, t.Schema, t.Name),
+			Key:      []byte(key),
 			Position: pos,
 			Headers: []sarama.RecordHeader{
 				{Key: headerPosition, Value: pos.AppendText(nil)},

@@ -413,6 +413,12 @@ const TruncateKey = `{"__cdcsync_control":"truncate"}`
 // HeaderControl). A null value, so consumers that skip tombstones skip it.
 const ResnapshotKey = `{"__cdcsync_control":"resnapshot"}`
 
+// ResnapshotKeyWithSchema is ResnapshotKey in Kafka Connect JsonConverter's
+// envelope (see WatermarkKeyWithSchema), for topics written with the
+// debezium encoding and schemas enabled.
+const ResnapshotKeyWithSchema = `{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"__cdcsync_control"}],` +
+	`"optional":false,"name":"cdcsync.Control"},"payload":` + ResnapshotKey + `}`
+
 // A resnapshot-done record (key ResnapshotKey, null value) carries these
 // headers: HeaderControl = ControlResnapshotDone, HeaderTable the table and
 // HeaderPosition the start of its source epoch ("<epoch>@0/0:0/0"). It
