@@ -87,12 +87,21 @@ func (t *tracer) readInventory(ctx context.Context, r *Report) error {
 	}
 	if ok {
 		it := &Item{ItemID: item}
-		err := t.inv.QueryRow(ctx, `SELECT on_hand, reserved, shipped FROM inventory_items WHERE item_id = $1`, item).
-			Scan(&it.OnHand, &it.Reserved, &it.Shipped)
+		var version *int64
+		err := t.inv.QueryRow(ctx, `SELECT i.on_hand, i.reserved, i.shipped, v.version
+			FROM inventory_items i LEFT JOIN cdcsync_item_version v USING (item_id) WHERE i.item_id = $1`, item).
+			Scan(&it.OnHand, &it.Reserved, &it.Shipped, &version)
+		if isUndefinedTable(err) { // a store without availability versions
+			err = t.inv.QueryRow(ctx, `SELECT on_hand, reserved, shipped FROM inventory_items WHERE item_id = $1`, item).
+				Scan(&it.OnHand, &it.Reserved, &it.Shipped)
+		}
 		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("read inventory item %d: %w", item, err)
 		}
 		it.Exists = err == nil
+		if version != nil {
+			it.Version = strconv.FormatInt(*version, 10)
+		}
 		if it.ExpectedReserved, it.ExpectedShipped, err = verify.ExpectedItem(ctx, t.src, t.cfg.Inventory, item); err != nil {
 			return err
 		}

@@ -107,6 +107,9 @@ type Item struct {
 	Shipped          int64 `json:"shipped"`
 	ExpectedReserved int64 `json:"expected_reserved"`
 	ExpectedShipped  int64 `json:"expected_shipped"`
+	// Version is the availability version the sink wrote with the row
+	// (cdcsync_item_version); empty when the store keeps none.
+	Version string `json:"version,omitempty"`
 }
 
 // RowCache is the row's hash in Redis and its version.

@@ -108,6 +108,18 @@ func TestTraceVerdicts(t *testing.T) {
 		t.Errorf("tampered: verdict %+v, want drift naming quantity", r.Verdict)
 	}
 
+	// The availability cache of order 43's item (item 4) tampered with:
+	// its version is still the row's, so it is drift, not a refresh in
+	// flight.
+	if err := p.RDB.Set(context.Background(), "inventory:available:4", "1", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r = runTrace(t, p, `{"id":43}`)
+	if r.Verdict.State != Drift || len(r.Verdict.Details) != 1 ||
+		!strings.Contains(r.Verdict.Details[0], "availability inventory:available:4: 1, inventory_items says") {
+		t.Errorf("tampered availability: verdict %+v, want drift naming inventory:available:4", r.Verdict)
+	}
+
 	// A deleted row: gone from the source and the row cache, a tombstone
 	// in the projection; in sync.
 	p.Exec(p.Source, `DELETE FROM orders WHERE id = 7`)

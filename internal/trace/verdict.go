@@ -193,7 +193,15 @@ func (d *decision) availability() {
 	case a.Value == nil && d.r.Item != nil && (d.r.Item.Reserved != 0 || d.r.Item.Shipped != 0):
 		d.drift = append(d.drift, fmt.Sprintf("availability %s: missing, inventory_items says %s", a.Key, a.Expected))
 	case a.Value != nil && *a.Value != a.Expected:
-		d.drift = append(d.drift, fmt.Sprintf("availability %s: %s, inventory_items says %s", a.Key, *a.Value, a.Expected))
+		differs := fmt.Sprintf("availability %s: %s, inventory_items says %s", a.Key, *a.Value, a.Expected)
+		// The cache holds the version of its value; a version other than
+		// the one written with the inventory row is a refresh on its way.
+		if it := d.r.Item; it != nil && it.Version != "" && a.Version != it.Version {
+			d.behind = append(d.behind, fmt.Sprintf("%s (version %s, the row's %s: refresh in flight)", differs, strOr(a.Version, "none"), it.Version))
+			d.setHowFar("the availability cache has not been refreshed from the inventory row yet")
+			return
+		}
+		d.drift = append(d.drift, differs)
 	}
 }
 
