@@ -67,9 +67,12 @@ type backfiller struct {
 	types    *Types
 	source   SourceInfo
 	captured map[string]bool // "schema.table" of the session's tables
-	connect  func(context.Context) (*pgx.Conn, error)
-	store    backfillStore
-	wake     chan struct{}
+	// snapshotted are the tables the initial snapshot reads (the outbox
+	// table is not): those whose topics get the resnapshot-done marker.
+	snapshotted []tableInfo
+	connect     func(context.Context) (*pgx.Conn, error)
+	store       backfillStore
+	wake        chan struct{}
 
 	mu      sync.Mutex
 	windows map[string]*window // by tag, registered before the low watermark
@@ -226,11 +229,30 @@ func (b *backfiller) finishSnapshot(ctx context.Context, conn *pgx.Conn) error {
 	if b.cfg.Snapshot == "never" {
 		return nil
 	}
-	finished, err := stateStore{schema: b.cfg.StateSchema}.finishSnapshot(ctx, conn, b.cfg.Slot)
-	if finished {
-		b.log.Info("initial snapshot done", "slot", b.cfg.Slot)
+	// The snapshot's end and, in a source epoch above 0, the message that
+	// has the sinks sweep (resnapshot.go) commit together: neither is
+	// lost to a stop between the two.
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("finish initial snapshot: %w", err)
 	}
-	return err
+	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
+	finished, err := stateStore{schema: b.cfg.StateSchema}.finishSnapshot(ctx, tx, b.cfg.Slot)
+	if err != nil {
+		return err
+	}
+	if finished && b.source.Epoch > 0 {
+		if err := requestResnapshotDone(ctx, tx, b.cfg.Slot, b.source.Epoch); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("finish initial snapshot: %w", err)
+	}
+	if finished {
+		b.log.Info("initial snapshot done", "slot", b.cfg.Slot, "source_epoch", b.source.Epoch)
+	}
+	return nil
 }
 
 // runOne runs (or resumes) one backfill. Errors it returns are transient:

@@ -84,6 +84,8 @@ func (s *stream) backfillMessage(ctx context.Context, m *pglogrepl.LogicalDecodi
 			return true, nil
 		}
 		return true, s.backfill.watermark(ctx, s, string(m.Content), at)
+	case resnapshotPrefix:
+		return true, s.resnapshotDone(ctx, string(m.Content))
 	}
 	return false, nil
 }

@@ -280,13 +280,22 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// A slot lost to a failover, a restore or invalidation, or another
 	// source cluster: refused before anything is created or confirmed.
 	sources := sourceStore{schema: c.cfg.StateSchema}
-	identity, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
+	identity, exists, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
 	if err != nil {
 		return err
 	}
+	lost := slot.Exists != exists // accepted a lost slot (when_needed)
+	if !exists {
+		_, recorded, err := sources.read(ctx, conn, c.cfg.Slot)
+		if err != nil {
+			return err
+		}
+		lost = lost || recorded
+	}
+	slot.Exists = exists
 
 	// Before the decoder exists: every position carries the epoch.
-	if src.Epoch, err = state.sourceEpoch(ctx, conn, sources, c.cfg.Slot, slot.Exists); err != nil {
+	if src.Epoch, err = state.sourceEpoch(ctx, conn, c.cfg.Slot, slot.Exists, lost); err != nil {
 		return err
 	}
 	if src.Epoch != 0 {
@@ -374,6 +383,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 	}
 
 	st.backfill = newBackfiller(c, src, types, tables, initial)
+	st.backfill.snapshotted = snapTables
 	if c.cfg.WatermarkInterval > 0 {
 		st.clock = &sourceClock{}
 	}

@@ -24,7 +24,9 @@ import (
 // existed is in. It is stored before the slot is created, so a stop between
 // the two raises it again rather than streaming the new slot in an old
 // epoch.
-func (s stateStore) sourceEpoch(ctx context.Context, conn *pgx.Conn, sources sourceStore, slot string, slotExists bool) (uint32, error) {
+// lost says the slot was there before and was lost (its source record
+// exists, or a lost slot was just accepted).
+func (s stateStore) sourceEpoch(ctx context.Context, conn *pgx.Conn, slot string, slotExists, lost bool) (uint32, error) {
 	if err := s.ensureEpochColumn(ctx, conn); err != nil {
 		return 0, err
 	}
@@ -37,11 +39,7 @@ func (s stateStore) sourceEpoch(ctx context.Context, conn *pgx.Conn, sources sou
 		return 0, fmt.Errorf("read source epoch: %w", err)
 	}
 	if !slotExists {
-		_, recorded, err := sources.read(ctx, conn, slot)
-		if err != nil {
-			return 0, err
-		}
-		if created || recorded {
+		if created || lost {
 			err := conn.QueryRow(ctx, "INSERT INTO "+s.table()+` AS s (slot, snapshot_done, source_epoch)
 				VALUES ($1, false, greatest($2::bigint + 1, extract(epoch FROM clock_timestamp())::bigint))
 				ON CONFLICT (slot) DO UPDATE SET source_epoch = EXCLUDED.source_epoch, updated_at = now()

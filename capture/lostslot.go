@@ -141,26 +141,52 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, store sourceStore, name stri
 }
 
 // checkSlotAndSource identifies the source and refuses a lost slot (see
-// refuseLostSlot). It returns the identity to record once the slot exists.
-func (c *capturer) checkSlotAndSource(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, store sourceStore, exists bool) (sourceIdentity, error) {
+// refuseLostSlot), or with CDCSYNC_SNAPSHOT=when_needed accepts it (see
+// acceptLostSlot). It returns the identity to record once the slot exists,
+// and whether the slot exists now (false once a lost one was accepted).
+func (c *capturer) checkSlotAndSource(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, store sourceStore, exists bool) (sourceIdentity, bool, error) {
 	if err := store.ensure(ctx, conn); err != nil {
-		return sourceIdentity{}, err
+		return sourceIdentity{}, exists, err
 	}
 	id, err := identifySource(ctx, repl)
 	if err != nil {
-		return id, err
+		return id, exists, err
 	}
 	loss, err := checkSlot(ctx, conn, store, c.cfg.Slot, exists, id)
 	if err != nil {
-		return id, err
+		return id, exists, err
 	}
 	if loss.note != "" {
 		c.log.Info("source changed timeline; the slot is intact", "slot", c.cfg.Slot, "detail", loss.note)
 	}
-	if loss.reason != "" {
-		return id, c.refuseLostSlot(loss)
+	if loss.reason == "" {
+		return id, exists, nil
 	}
-	return id, nil
+	if c.cfg.Snapshot != "when_needed" {
+		return id, exists, c.refuseLostSlot(loss)
+	}
+	return id, false, c.acceptLostSlot(ctx, conn, store, loss, exists)
+}
+
+// acceptLostSlot starts over after a lost slot (CDCSYNC_SNAPSHOT=
+// when_needed): it drops what is left of the slot and forgets the recorded
+// source, so that this session creates the slot again, in a new source
+// epoch, and reads every table again (planSnapshot, for a new slot). Once
+// that snapshot is done, capture tells the sinks to remove what it did not
+// re-emit (sendResnapshotDone).
+func (c *capturer) acceptLostSlot(ctx context.Context, conn *pgx.Conn, store sourceStore, loss slotLoss, exists bool) error {
+	c.log.Error("replication slot lost: changes committed while no slot recorded them were never captured; "+
+		"CDCSYNC_SNAPSHOT=when_needed: creating the slot again and reading every table again, then the sinks remove rows deleted meanwhile",
+		"slot", c.cfg.Slot, "reason", loss.reason, "detail", loss.detail)
+	if exists {
+		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", c.cfg.Slot); err != nil {
+			return fmt.Errorf("drop lost replication slot %s: %w", c.cfg.Slot, err)
+		}
+	}
+	if _, err := conn.Exec(ctx, "DELETE FROM "+store.table()+" WHERE slot = $1", c.cfg.Slot); err != nil {
+		return fmt.Errorf("forget the capture source record of slot %s: %w", c.cfg.Slot, err)
+	}
+	return nil
 }
 
 // refuseLostSlot reports a lost slot in one log line, /readyz and the
@@ -176,6 +202,6 @@ func (c *capturer) refuseLostSlot(loss slotLoss) error {
 		"slot", c.cfg.Slot, "reason", loss.reason, "detail", loss.detail, "snapshot", c.cfg.Snapshot)
 	return fmt.Errorf("%w: %s. With CDCSYNC_SNAPSHOT=%s capture confirms nothing and stops: the topics and sinks would keep rows deleted in the gap. "+
 		"Recover by hand (README: When the order database fails over): run %s, restart capture (with initial it snapshots every table again; with never run `cdcsync replay snapshot`), "+
-		"then rebuild or check the sinks (`cdcsync verify`). CDCSYNC_SNAPSHOT=when_needed, which would do this by itself, is not available yet",
+		"then rebuild or check the sinks (`cdcsync verify`). CDCSYNC_SNAPSHOT=when_needed does this by itself, and has the sinks remove the rows deleted in the gap",
 		ErrSlotLost, msg, c.cfg.Snapshot, loss.fix)
 }

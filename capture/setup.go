@@ -300,7 +300,7 @@ func (s stateStore) setConsistentLSN(ctx context.Context, conn *pgx.Conn, slot s
 
 // finishSnapshot marks the slot's initial snapshot complete once every
 // backfill in snapshot_tables is done, and reports whether it did so now.
-func (s stateStore) finishSnapshot(ctx context.Context, conn *pgx.Conn, slot string) (bool, error) {
+func (s stateStore) finishSnapshot(ctx context.Context, conn pgx.Tx, slot string) (bool, error) {
 	registry := snapshotTables{schema: s.schema}
 	backfills := backfillStore{schema: s.schema}
 	tag, err := conn.Exec(ctx, "UPDATE "+s.table()+` SET snapshot_done = true, updated_at = now()

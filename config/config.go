@@ -41,7 +41,7 @@ type Capture struct {
 	Slot              string        `envconfig:"SLOT" default:"cdcsync" desc:"logical replication slot (created if missing)"`
 	Publication       string        `envconfig:"PUBLICATION" default:"cdcsync" desc:"publication (created if missing)"`
 	SlotBusy          string        `envconfig:"SLOT_BUSY" default:"wait" desc:"when the slot is active in another process: wait (standby; take over when it is released) or fail"`
-	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (read existing rows as a resumable backfill when the slot is new, and those of tables added to CDCSYNC_TABLES later) or never; both refuse to continue over a lost slot (README: When the order database fails over)"`
+	Snapshot          string        `envconfig:"SNAPSHOT" default:"initial" desc:"initial (read existing rows as a resumable backfill when the slot is new, and those of tables added to CDCSYNC_TABLES later), never, or when_needed (as initial, and over a lost slot or changed source: a new slot, every table read again, and the sinks remove what was not re-emitted); initial and never refuse to continue over a lost slot (README: When the order database fails over)"`
 	SnapshotChunkSize int           `envconfig:"SNAPSHOT_CHUNK_SIZE" default:"10000" desc:"rows per primary-key chunk when snapshotting"`
 	SnapshotMaxBytes  int           `envconfig:"SNAPSHOT_MAX_CHUNK_BYTES" default:"33554432" desc:"bytes of row data in one snapshot chunk (it ends early at this size) and of the keys changed while it is read (more: the chunk is read again); bounds snapshot memory"`
 	StateSchema       string        `envconfig:"STATE_SCHEMA" default:"cdcsync" desc:"schema in the order database for capture's own state (snapshot progress, signals)"`

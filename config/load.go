@@ -12,7 +12,7 @@ import (
 )
 
 // Error is a problem with one variable. Its text is a single line naming
-// the variable, e.g. `CDCSYNC_SNAPSHOT: must be "initial" or "never", got
+// the variable, e.g. `CDCSYNC_SNAPSHOT: must be one of "initial", "never", "when_needed", got
 // "sometimes"`, so that a daemon can print it and exit with status 2.
 type Error struct {
 	Var     string

@@ -121,7 +121,7 @@ func TestLoadErrorsNameTheVariable(t *testing.T) {
 		{map[string]string{}, "CDCSYNC_SOURCE_URL: required but not set"},
 		{map[string]string{"CDCSYNC_SOURCE_URL": "  "}, "CDCSYNC_SOURCE_URL: required but not set"},
 		{map[string]string{"CDCSYNC_SOURCE_URL": src, "CDCSYNC_SNAPSHOT": "sometimes"},
-			`CDCSYNC_SNAPSHOT: must be "initial" or "never", got "sometimes"`},
+			`CDCSYNC_SNAPSHOT: must be one of "initial", "never", "when_needed", got "sometimes"`},
 		{map[string]string{"CDCSYNC_SOURCE_URL": src, "CDCSYNC_HEARTBEAT_INTERVAL": "10"},
 			`CDCSYNC_HEARTBEAT_INTERVAL: must be a duration such as 500ms, 10s or 2m, got "10"`},
 		{map[string]string{"CDCSYNC_SOURCE_URL": src, "CDCSYNC_MAX_IN_FLIGHT": "lots"},

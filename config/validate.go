@@ -26,7 +26,7 @@ func (c Capture) Validate() error {
 		func() error { return checkSlotName("SLOT", c.Slot) },
 		func() error { return checkSlotName("PUBLICATION", c.Publication) },
 		func() error { return checkOneOf("SLOT_BUSY", c.SlotBusy, "wait", "fail") },
-		func() error { return checkOneOf("SNAPSHOT", c.Snapshot, "initial", "never") },
+		func() error { return checkOneOf("SNAPSHOT", c.Snapshot, "initial", "never", "when_needed") },
 		func() error { return checkPositive("SNAPSHOT_CHUNK_SIZE", c.SnapshotChunkSize) },
 		func() error { return checkPositive("SNAPSHOT_MAX_CHUNK_BYTES", c.SnapshotMaxBytes) },
 		func() error { return checkIdentifier("STATE_SCHEMA", c.StateSchema) },

@@ -80,7 +80,7 @@ func captureCases(t *testing.T) []captureCase {
 		{"slot too long", func(c *Capture) { c.Slot = strings.Repeat("s", 64) }, "CDCSYNC_SLOT", "1 to 63"},
 		{"publication", func(c *Capture) { c.Publication = "pub lic" }, "CDCSYNC_PUBLICATION", "a-z, 0-9 and _"},
 		{"slot busy", func(c *Capture) { c.SlotBusy = "steal" }, "CDCSYNC_SLOT_BUSY", `must be "wait" or "fail", got "steal"`},
-		{"snapshot", func(c *Capture) { c.Snapshot = "sometimes" }, "CDCSYNC_SNAPSHOT", `must be "initial" or "never", got "sometimes"`},
+		{"snapshot", func(c *Capture) { c.Snapshot = "sometimes" }, "CDCSYNC_SNAPSHOT", `must be one of "initial", "never", "when_needed", got "sometimes"`},
 		{"chunk", func(c *Capture) { c.SnapshotChunkSize = 0 }, "CDCSYNC_SNAPSHOT_CHUNK_SIZE", "positive"},
 		{"chunk bytes", func(c *Capture) { c.SnapshotMaxBytes = 0 }, "CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES", "positive"},
 		{"state schema", func(c *Capture) { c.StateSchema = "" }, "CDCSYNC_STATE_SCHEMA", "Postgres name"},

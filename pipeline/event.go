@@ -408,6 +408,30 @@ func Topic(prefix, schema, table string) string {
 // rebuild needs (it supersedes every event at or before it).
 const TruncateKey = `{"__cdcsync_control":"truncate"}`
 
+// ResnapshotKey is the key of the control record capture writes to a
+// table's topic when it has read the table again after a lost slot (see
+// HeaderControl). A null value, so consumers that skip tombstones skip it.
+const ResnapshotKey = `{"__cdcsync_control":"resnapshot"}`
+
+// ResnapshotKeyWithSchema is ResnapshotKey in Kafka Connect JsonConverter's
+// envelope (see WatermarkKeyWithSchema), for topics written with the
+// debezium encoding and schemas enabled.
+const ResnapshotKeyWithSchema = `{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"__cdcsync_control"}],` +
+	`"optional":false,"name":"cdcsync.Control"},"payload":` + ResnapshotKey + `}`
+
+// A resnapshot-done record (key ResnapshotKey, null value) carries these
+// headers: HeaderControl = ControlResnapshotDone, HeaderTable the table and
+// HeaderPosition the start of its source epoch ("<epoch>@0/0:0/0"). It
+// means: every row of the table that exists is on the topic at a position
+// in that epoch or later, so a consumer drops what it holds of the table
+// from an older epoch (rows deleted while no slot recorded), like a
+// truncate at that position that re-emitted rows outlive.
+const (
+	HeaderControl         = "cdcsync.control"
+	HeaderTable           = "cdcsync.table"
+	ControlResnapshotDone = "resnapshot-done"
+)
+
 // Header names written on every change message.
 const (
 	HeaderPosition = "cdcsync.position" // Position.String()

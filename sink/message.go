@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"strings"
 
 	"github.com/IBM/sarama"
 
@@ -46,7 +47,7 @@ type Applier interface {
 // that cannot be decoded come back with Err set.
 func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 	if raw.Value == nil {
-		return nil
+		return resnapshotDone(raw)
 	}
 	m := &Message{Raw: raw}
 	// Either encoding: cdcsync's, or Debezium's (whose source has no
@@ -81,6 +82,34 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 	if len(m.Key) == 0 {
 		m.Err = permanentf("op %q with an empty key", ev.Op)
 	}
+	return m
+}
+
+// resnapshotDone decodes capture's resnapshot-done control record (see
+// pipeline.ResnapshotKey), and returns nil for any other tombstone. Both
+// sinks apply it as a truncate at the start of its source epoch: the rows
+// the re-snapshot re-emitted, and every change since, are after it and
+// stay; what the stores hold from older epochs goes, and late events of
+// older epochs are skipped. Applying it is idempotent and, like a
+// truncate, safe to repeat after a stop in the middle.
+func resnapshotDone(raw *sarama.ConsumerMessage) *Message {
+	if header(raw, pipeline.HeaderControl) != pipeline.ControlResnapshotDone {
+		return nil
+	}
+	m := &Message{Raw: raw}
+	pos, err := pipeline.ParsePosition(header(raw, pipeline.HeaderPosition))
+	if err != nil {
+		m.Err = permanentf("resnapshot-done record: %v", err)
+		return m
+	}
+	schema, table, ok := strings.Cut(header(raw, pipeline.HeaderTable), ".")
+	if !ok {
+		m.Err = permanentf("resnapshot-done record: header %s %q: want schema.table", pipeline.HeaderTable, header(raw, pipeline.HeaderTable))
+		return m
+	}
+	ev := &pipeline.Event{Op: pipeline.OpTruncate, Source: pipeline.Source{Schema: schema, Table: table}}
+	ev.SetPosition(pos)
+	m.Event = ev
 	return m
 }
 
