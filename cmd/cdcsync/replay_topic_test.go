@@ -164,8 +164,10 @@ func TestReplayTopicRebuildsRedis(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "replayed 51 messages of "+p.prefix+".public.orders to the redis sink") {
 		t.Fatalf("replay --from %s: exit %d\nstdout:\n%s\nstderr:\n%s", since.Format(time.RFC3339Nano), r.code, r.stdout, r.stderr)
 	}
-	for key, want := range map[string]int64{"cdc:public.orders:1001": 1, "cdc:public.orders:1050": 1, "cdc:public.orders:3": 1,
-		"cdc:public.orders:1": 0, "cdc:public.orders:300": 0} {
+	// Only rows changed since come back from the replay. Older rows (1, 300)
+	// may come back too: the daemons notice the flush (Redis epoch) and
+	// rebuild on their own, so their absence is not asserted.
+	for key, want := range map[string]int64{"cdc:public.orders:1001": 1, "cdc:public.orders:1050": 1, "cdc:public.orders:3": 1} {
 		if n := p.rdb.Exists(ctx, key).Val(); n != want {
 			t.Errorf("after replay --from: %s exists %d, want %d", key, n, want)
 		}
@@ -183,9 +185,19 @@ func TestReplayTopicRebuildsRedis(t *testing.T) {
 	if r := runBinary(t, p.env("CDCSYNC_SINKS=redis"), "verify"); r.code != 0 {
 		t.Fatalf("verify of the row cache after the replay: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	// The availability cache belongs to the inventory sink: still empty.
-	if r := runBinary(t, p.env(), "verify"); r.code != 1 || !strings.Contains(r.stdout, "inventory:available:") {
-		t.Fatalf("verify with the availability cache flushed: exit %d, want 1\n%s%s", r.code, r.stdout, r.stderr)
+	// The availability cache belongs to the inventory sink, which notices
+	// that Redis lost its data (the epoch key is gone) and refreshes every
+	// item by itself: verify ends clean without an inventory replay.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r := runBinary(t, p.env(), "verify")
+		if r.code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the inventory sink did not refill the flushed availability cache within 30s: verify exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 	r = runBinary(t, p.env(), "replay", "topic", "--sink", "inventory", "--from", "beginning", "--to", "end")
 	if r.code != 0 || !strings.Contains(r.stdout, " 0 applied") {
