@@ -280,19 +280,13 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// A slot lost to a failover, a restore or invalidation, or another
 	// source cluster: refused before anything is created or confirmed.
 	sources := sourceStore{schema: c.cfg.StateSchema}
-	identity, exists, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
+	identity, lost, err := c.checkSlotAndSource(ctx, conn, repl, sources, slot.Exists)
 	if err != nil {
 		return err
 	}
-	lost := slot.Exists != exists // accepted a lost slot (when_needed)
-	if !exists {
-		_, recorded, err := sources.read(ctx, conn, c.cfg.Slot)
-		if err != nil {
-			return err
-		}
-		lost = lost || recorded
+	if lost {
+		slot.Exists = false // dropped, or missing: created again below
 	}
-	slot.Exists = exists
 
 	// Before the decoder exists: every position carries the epoch.
 	if src.Epoch, err = state.sourceEpoch(ctx, conn, c.cfg.Slot, slot.Exists, lost); err != nil {

@@ -143,29 +143,29 @@ func checkSlot(ctx context.Context, conn *pgx.Conn, store sourceStore, name stri
 // checkSlotAndSource identifies the source and refuses a lost slot (see
 // refuseLostSlot), or with CDCSYNC_SNAPSHOT=when_needed accepts it (see
 // acceptLostSlot). It returns the identity to record once the slot exists,
-// and whether the slot exists now (false once a lost one was accepted).
+// and whether a lost slot was accepted (it is to be created again).
 func (c *capturer) checkSlotAndSource(ctx context.Context, conn *pgx.Conn, repl *pgconn.PgConn, store sourceStore, exists bool) (sourceIdentity, bool, error) {
 	if err := store.ensure(ctx, conn); err != nil {
-		return sourceIdentity{}, exists, err
+		return sourceIdentity{}, false, err
 	}
 	id, err := identifySource(ctx, repl)
 	if err != nil {
-		return id, exists, err
+		return id, false, err
 	}
 	loss, err := checkSlot(ctx, conn, store, c.cfg.Slot, exists, id)
 	if err != nil {
-		return id, exists, err
+		return id, false, err
 	}
 	if loss.note != "" {
 		c.log.Info("source changed timeline; the slot is intact", "slot", c.cfg.Slot, "detail", loss.note)
 	}
 	if loss.reason == "" {
-		return id, exists, nil
+		return id, false, nil
 	}
 	if c.cfg.Snapshot != "when_needed" {
-		return id, exists, c.refuseLostSlot(loss)
+		return id, false, c.refuseLostSlot(loss)
 	}
-	return id, false, c.acceptLostSlot(ctx, conn, store, loss, exists)
+	return id, true, c.acceptLostSlot(ctx, conn, store, loss, exists)
 }
 
 // acceptLostSlot starts over after a lost slot (CDCSYNC_SNAPSHOT=
@@ -179,7 +179,8 @@ func (c *capturer) acceptLostSlot(ctx context.Context, conn *pgx.Conn, store sou
 		"CDCSYNC_SNAPSHOT=when_needed: creating the slot again and reading every table again, then the sinks remove rows deleted meanwhile",
 		"slot", c.cfg.Slot, "reason", loss.reason, "detail", loss.detail)
 	if exists {
-		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot($1)", c.cfg.Slot); err != nil {
+		// Only if it is still there: it may have been dropped since.
+		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", c.cfg.Slot); err != nil {
 			return fmt.Errorf("drop lost replication slot %s: %w", c.cfg.Slot, err)
 		}
 	}
