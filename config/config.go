@@ -50,7 +50,7 @@ type Capture struct {
 	TopicReplication  int16         `envconfig:"TOPIC_REPLICATION_FACTOR" default:"-1" desc:"replication factor of topics created at start-up; -1 uses the broker default"`
 	HeartbeatInterval time.Duration `envconfig:"HEARTBEAT_INTERVAL" default:"10s" desc:"how often a heartbeat message is written so an idle slot advances; 0 disables"`
 	StatusInterval    time.Duration `envconfig:"STATUS_INTERVAL" default:"1s" desc:"how often the confirmed LSN is sent to Postgres"`
-	WatermarkInterval time.Duration `envconfig:"WATERMARK_INTERVAL" default:"10ms" desc:"how often, at most, capture writes watermarks telling the sinks how far each partition of the table topics is complete (read-your-writes); 0 disables"`
+	WatermarkInterval time.Duration `envconfig:"WATERMARK_INTERVAL" default:"10ms" desc:"how often, at most, capture writes watermarks telling the sinks how far each partition of the table topics is complete (read-your-writes); 0 disables; 0 unless set when CDCSYNC_ENCODING=debezium, whose consumers expect only Debezium records on the table topics"`
 	MaxInFlight       int           `envconfig:"MAX_IN_FLIGHT" default:"20000" desc:"messages produced but not yet acknowledged before reading pauses (backpressure)"`
 	MaxInFlightBytes  int64         `envconfig:"MAX_IN_FLIGHT_BYTES" default:"67108864" desc:"bytes of messages produced but not yet acknowledged before reading pauses (64 MiB; whichever of this and MAX_IN_FLIGHT is reached first; one larger message still passes); capture's memory follows it"`
 	Compression       string        `envconfig:"KAFKA_COMPRESSION" default:"lz4" desc:"none, gzip, snappy, lz4 or zstd"`
@@ -202,4 +202,14 @@ type Demo struct {
 	Rate     int           `envconfig:"DEMO_RATE" default:"200" desc:"order writes per second of the generator (creates, payments, shipments, cancellations, changes, deletes)"`
 	Items    int           `envconfig:"DEMO_ITEMS" default:"1000" desc:"items in the demo inventory, each stocked before the sinks start"`
 	Log
+}
+
+// derivedDefaults turns read-your-writes watermarks off under the debezium
+// encoding unless CDCSYNC_WATERMARK_INTERVAL asks for them: watermarks are
+// null-valued records with cdcsync's own keys, which a Debezium consumer
+// (the JDBC sink deleting by key, say) would take for a delete of a row.
+func (c *Capture) derivedDefaults(isSet func(name string) bool) {
+	if c.Encoding.Encoding == "debezium" && !isSet("WATERMARK_INTERVAL") {
+		c.WatermarkInterval = 0
+	}
 }

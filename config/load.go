@@ -60,6 +60,12 @@ func Load(spec any) error {
 		}
 		return fmt.Errorf("read environment: %w", err)
 	}
+	if d, ok := spec.(derivedDefaulter); ok {
+		d.derivedDefaults(func(name string) bool {
+			_, set := os.LookupEnv(Prefix + "_" + name)
+			return set
+		})
+	}
 	if v, ok := spec.(Validator); ok {
 		return v.Validate()
 	}
@@ -111,4 +117,11 @@ func Unknown(spec any, environ []string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// derivedDefaulter is a spec whose defaults depend on other settings: after
+// the environment is read, derivedDefaults may replace a default that isSet
+// (by the variable's name without the prefix) reports as not set.
+type derivedDefaulter interface {
+	derivedDefaults(isSet func(name string) bool)
 }

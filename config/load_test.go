@@ -168,3 +168,27 @@ func TestUnknown(t *testing.T) {
 		t.Errorf("Unknown = %v", got)
 	}
 }
+
+// Under the debezium encoding the table topics carry only Debezium's
+// records: watermarks are off unless asked for.
+func TestDebeziumEncodingTurnsWatermarksOffByDefault(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{map[string]string{}, 10 * time.Millisecond},
+		{map[string]string{"CDCSYNC_ENCODING": "debezium"}, 0},
+		{map[string]string{"CDCSYNC_ENCODING": "debezium", "CDCSYNC_WATERMARK_INTERVAL": "50ms"}, 50 * time.Millisecond},
+		{map[string]string{"CDCSYNC_ENCODING": "cdcsync", "CDCSYNC_WATERMARK_INTERVAL": "0"}, 0},
+	} {
+		var c Capture
+		tc.env["CDCSYNC_SOURCE_URL"] = "postgres://cdc@db/orders"
+		isolateEnv(t, &c, tc.env)
+		if err := Load(&c); err != nil {
+			t.Fatal(err)
+		}
+		if c.WatermarkInterval != tc.want {
+			t.Errorf("%v: watermark interval %v, want %v", tc.env, c.WatermarkInterval, tc.want)
+		}
+	}
+}
