@@ -178,6 +178,7 @@ func (c *capturer) acceptLostSlot(ctx context.Context, conn *pgx.Conn, store sou
 	c.log.Error("replication slot lost: changes committed while no slot recorded them were never captured; "+
 		"CDCSYNC_SNAPSHOT=when_needed: creating the slot again and reading every table again, then the sinks remove rows deleted meanwhile",
 		"slot", c.cfg.Slot, "reason", loss.reason, "detail", loss.detail)
+	c.metrics.slotRecreated.WithLabelValues(loss.reason).Inc()
 	if exists {
 		// Only if it is still there: it may have been dropped since.
 		if _, err := conn.Exec(ctx, "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1", c.cfg.Slot); err != nil {

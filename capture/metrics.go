@@ -31,6 +31,9 @@ type metrics struct {
 	// slotLost is 1 per reason once capture found its slot lost or the
 	// source changed (and stopped).
 	slotLost *prometheus.GaugeVec
+	// slotRecreated counts the lost slots capture started over from
+	// (CDCSYNC_SNAPSHOT=when_needed), per reason.
+	slotRecreated *prometheus.CounterVec
 	// Backfills (the initial snapshot's too), per table.
 	backfillRowsDone     *prometheus.GaugeVec
 	backfillRowsExpected *prometheus.GaugeVec
@@ -79,6 +82,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		slotLost: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_slot_lost", Help: "1 when capture found its replication slot missing or invalidated, or the source changed, and refused to continue; label reason: slot_missing, slot_invalidated, source_changed.",
 		}, []string{"reason"}),
+		slotRecreated: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcsync_capture_slot_recreated_total", Help: "Times capture found its replication slot missing or invalidated, or the source changed, and with CDCSYNC_SNAPSHOT=when_needed created the slot again and read every table again; label reason: slot_missing, slot_invalidated, source_changed.",
+		}, []string{"reason"}),
 		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
 		}),
@@ -103,7 +109,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
 		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
-		m.poisonRecords, m.stoppedOnPoison, m.slotLost,
+		m.poisonRecords, m.stoppedOnPoison, m.slotLost, m.slotRecreated,
 		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

@@ -38,6 +38,9 @@ type Pipeline struct {
 	Verify  config.Verify
 	Capture config.Capture
 	Sink    config.Sink
+	// CaptureMetrics is the registry of the capture StartCapture last
+	// started.
+	CaptureMetrics *prometheus.Registry
 
 	mu      sync.Mutex
 	running map[string]*daemon // "capture", "inventory", "redis"
@@ -139,8 +142,10 @@ func (p *Pipeline) Start() {
 // StartCapture runs capture until StopCapture or the end of the test.
 func (p *Pipeline) StartCapture() {
 	cfg := p.Capture
+	reg := prometheus.NewRegistry()
+	p.CaptureMetrics = reg
 	p.run("capture", func(ctx context.Context, log *slog.Logger) error {
-		return capture.Run(ctx, cfg, log, prometheus.NewRegistry())
+		return capture.Run(ctx, cfg, log, reg)
 	})
 }
 

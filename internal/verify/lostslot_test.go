@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/pipelinetest"
@@ -73,6 +74,9 @@ func TestInvalidatedSlotWhenNeededEndsExact(t *testing.T) {
 
 	p.StartCapture()
 	p.WaitCaughtUp(config.SinkInventory)
+	if n := counterValue(t, p.CaptureMetrics, "cdcsync_capture_slot_recreated_total", "slot_invalidated"); n != 1 {
+		t.Errorf("cdcsync_capture_slot_recreated_total{reason=\"slot_invalidated\"} = %v, want 1", n)
+	}
 	// After the new slot exists: a delete the stream carries.
 	exec(`DELETE FROM orders WHERE id = 1001`, `UPDATE orders SET status = 'cancelled' WHERE id = 1`)
 	p.WaitCaughtUp(config.SinkInventory)
@@ -93,4 +97,27 @@ func TestInvalidatedSlotWhenNeededEndsExact(t *testing.T) {
 			t.Errorf("%s compared nothing", c.Label())
 		}
 	}
+}
+
+// counterValue is the value of counter name with the given reason label in
+// reg (0 when absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name, reason string) float64 {
+	t.Helper()
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
