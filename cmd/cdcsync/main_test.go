@@ -99,7 +99,7 @@ func TestBadConfigurationExits2WithOneLine(t *testing.T) {
 		want string
 	}{
 		{"capture", nil, "CDCSYNC_SOURCE_URL: required but not set"},
-		{"capture", []string{src, "CDCSYNC_SNAPSHOT=sometimes"}, `CDCSYNC_SNAPSHOT: must be "initial" or "never", got "sometimes"`},
+		{"capture", []string{src, "CDCSYNC_SNAPSHOT=sometimes"}, `CDCSYNC_SNAPSHOT: must be one of "initial", "never", "when_needed", got "sometimes"`},
 		{"capture", []string{src, "CDCSYNC_HEARTBEAT_INTERVAL=10"}, `CDCSYNC_HEARTBEAT_INTERVAL: must be a duration such as 500ms, 10s or 2m, got "10"`},
 		{"capture", []string{src, "CDCSYNC_MAX_IN_FLIGHT=many"}, `CDCSYNC_MAX_IN_FLIGHT: must be an integer, got "many"`},
 		{"capture", []string{"CDCSYNC_SOURCE_URL=mysql://cdc:hunter2@db/orders"}, `CDCSYNC_SOURCE_URL: must be a postgres:// or postgresql:// URL, got scheme "mysql"`},
