@@ -147,19 +147,8 @@ func TestFailoverToStandbyRefusedWithInitial(t *testing.T) {
 		return n == 1
 	})
 
-	if err := primary.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := standby.Promote(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// The same URL now reaches the new primary: restart it on the old
-	// primary's port, as a virtual IP or DNS switch would.
-	if err := standby.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	standby.Port = primary.Port
-	if err := standby.Start(); err != nil {
+	// The same URL now reaches the new primary (a virtual IP or DNS switch).
+	if err := standby.TakeOver(ctx, primary.Postgres); err != nil {
 		t.Fatal(err)
 	}
 

@@ -67,3 +67,24 @@ func (p *Postgres) Promote(ctx context.Context) error {
 	}
 	return nil
 }
+
+// TakeOver fails over from primary to p, a standby of it, as an operator
+// with a virtual IP or a DNS switch would: the primary is killed, p is
+// promoted and restarted on the primary's port, so the primary's URLs now
+// reach the new primary.
+func (p *Postgres) TakeOver(ctx context.Context, primary *Postgres) error {
+	if err := primary.Kill(); err != nil {
+		return fmt.Errorf("fail over: kill the primary: %w", err)
+	}
+	if err := p.Promote(ctx); err != nil {
+		return err
+	}
+	if err := p.Stop(); err != nil {
+		return fmt.Errorf("fail over: stop the promoted standby: %w", err)
+	}
+	p.Port = primary.Port
+	if err := p.Start(); err != nil {
+		return fmt.Errorf("fail over: start the new primary on port %d: %w", p.Port, err)
+	}
+	return nil
+}

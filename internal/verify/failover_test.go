@@ -50,17 +50,8 @@ func TestFailoverToStandbyWhenNeededEndsExact(t *testing.T) {
 	time.Sleep(time.Second) // writers at work before the failover (not an assertion)
 	waitStandby(t, standby.URL(db), p.Capture.Slot)
 
-	if err := primary.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	if err := standby.Promote(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := standby.Stop(); err != nil {
-		t.Fatal(err)
-	}
-	standby.Port = primary.Port
-	if err := standby.Start(); err != nil {
+	// The same URL now reaches the new primary (a virtual IP or DNS switch).
+	if err := standby.TakeOver(ctx, primary.Postgres); err != nil {
 		t.Fatal(err)
 	}
 	// Deleted on the new primary, most likely before capture is back
