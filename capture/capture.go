@@ -400,8 +400,9 @@ func (c *capturer) session(parent context.Context) (err error) {
 		},
 	}
 
-	st.txn, st.resumeAt = prod.txn, resume
+	st.txn, st.resumeAt = prod.txn, resume.LSN
 	st.backfill = newBackfiller(c, src, types, tables, initial)
+	st.backfill.resume = resume.Backfills
 	st.backfill.snapshotted = snapTables
 	if c.cfg.WatermarkInterval > 0 {
 		st.clock = &sourceClock{}
@@ -422,7 +423,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 		}
 	}
 	// Exactly-once: what the checkpoint covers is committed on Kafka.
-	c.tracker.Release(resume)
+	c.tracker.Release(resume.LSN)
 	// The slot exists now: from here on, its absence means it was lost.
 	if err := sources.record(ctx, conn, c.cfg.Slot, identity); err != nil {
 		return err

@@ -402,6 +402,11 @@ func headerValue(headers []sarama.RecordHeader, key []byte) string {
 
 // err returns the first delivery failure, if any, without consuming it.
 func (p *producer) err() error {
+	if p.txn != nil {
+		if err := p.txn.fatal(); err != nil {
+			return err
+		}
+	}
 	select {
 	case err := <-p.failed:
 		p.failed <- err
