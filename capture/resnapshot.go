@@ -48,14 +48,18 @@ func (s *stream) resnapshotDone(ctx context.Context, content string, at pglogrep
 	}
 	pos := pipeline.Position{Epoch: uint32(epoch)}
 	cfg := s.backfill.cfg
-	key := pipeline.ResnapshotKey
+	key, value := pipeline.ResnapshotKey, pipeline.ResnapshotValue
 	if cfg.Encoding.Encoding == "debezium" && cfg.SchemasEnable {
-		key = pipeline.ResnapshotKeyWithSchema // Connect consumers convert every key
+		// Connect consumers convert every key and value.
+		key, value = pipeline.ResnapshotKeyWithSchema, pipeline.ResnapshotValueWithSchema
 	}
 	for _, t := range s.backfill.snapshotted {
 		rec := Record{
-			Topic:    pipeline.Topic(cfg.TopicPrefix, t.Schema, t.Name),
-			Key:      []byte(key),
+			Topic: pipeline.Topic(cfg.TopicPrefix, t.Schema, t.Name),
+			Key:   []byte(key),
+			// Not null: compaction keeps the latest record of a key with
+			// a value, but drops tombstones (pipeline.ResnapshotKey).
+			Value:    value(t.String(), uint32(epoch)),
 			Position: pos,
 			Headers: []sarama.RecordHeader{
 				{Key: headerPosition, Value: pos.AppendText(nil)},
