@@ -19,8 +19,18 @@ func TestMain(m *testing.M) { os.Exit(testenv.Main(m, &env)) }
 
 func TestTokenText(t *testing.T) {
 	tok, err := ParseToken("0/16B3748")
-	if err != nil || tok != 0x16B3748 || tok.String() != "0/16B3748" {
+	if err != nil || tok != (Token{LSN: 0x16B3748}) || tok.String() != "0/16B3748" {
 		t.Fatalf("ParseToken = %v (%v)", tok, err)
+	}
+	tok, err = ParseToken("1795600000@0/16B3748")
+	if err != nil || tok != (Token{Epoch: 1795600000, LSN: 0x16B3748}) || tok.String() != "1795600000@0/16B3748" {
+		t.Fatalf("ParseToken with an epoch = %v (%v)", tok, err)
+	}
+	// A newer epoch has applied an older epoch's token whatever the LSNs,
+	// and never the other way round.
+	old, next := Token{LSN: 0x9000}, Token{Epoch: 1795600000, LSN: 0x100}
+	if !old.Reached(next) || next.Reached(old) || !next.Reached(next) {
+		t.Error("Reached does not order source epochs first")
 	}
 	if _, err := ParseToken("16B3748"); err == nil {
 		t.Error("ParseToken accepted a malformed LSN")
@@ -76,7 +86,7 @@ func TestTakeTokenCoversTheCommit(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		e, _ := ParseToken(end)
-		if tok < e {
+		if tok.LSN < e.LSN {
 			t.Errorf("synchronous_commit=%s: token %s before the commit's end %s", sc, tok, end)
 		}
 		t.Logf("synchronous_commit=%s: commit ends at %s, token %s", sc, end, tok)
@@ -94,9 +104,9 @@ func TestWaitRedis(t *testing.T) {
 
 	// Nothing applied yet: a timeout the caller can tell apart, not early.
 	start := time.Now()
-	err := WaitRedis(ctx, rdb, sink, 0x100, 150*time.Millisecond)
+	err := WaitRedis(ctx, rdb, sink, Token{LSN: 0x100}, 150*time.Millisecond)
 	var te *TimeoutError
-	if !errors.Is(err, ErrTimeout) || !errors.As(err, &te) || te.Token != 0x100 || te.Applied != 0 {
+	if !errors.Is(err, ErrTimeout) || !errors.As(err, &te) || te.Token != (Token{LSN: 0x100}) || te.Applied != (Token{}) {
 		t.Fatalf("WaitRedis with nothing applied = %v, want a *TimeoutError", err)
 	}
 	if d := time.Since(start); d < 150*time.Millisecond {
@@ -104,7 +114,7 @@ func TestWaitRedis(t *testing.T) {
 	}
 	// Applied, but not far enough.
 	rdb.Set(ctx, key, "0/FF", 0)
-	if err := WaitRedis(ctx, rdb, sink, 0x100, 50*time.Millisecond); !errors.As(err, &te) || te.Applied != 0xFF {
+	if err := WaitRedis(ctx, rdb, sink, Token{LSN: 0x100}, 50*time.Millisecond); !errors.As(err, &te) || te.Applied != (Token{LSN: 0xFF}) {
 		t.Errorf("WaitRedis short of the token = %v, want a timeout reporting 0/FF", err)
 	}
 	// The position arrives while waiting.
@@ -112,13 +122,13 @@ func TestWaitRedis(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 		rdb.Set(ctx, key, "0/100", 0)
 	}()
-	if err := WaitRedis(ctx, rdb, sink, 0x100, 10*time.Second); err != nil {
+	if err := WaitRedis(ctx, rdb, sink, Token{LSN: 0x100}, 10*time.Second); err != nil {
 		t.Errorf("WaitRedis once applied = %v", err)
 	}
 	// The caller's context ends the wait with its own error.
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if err := WaitRedis(cctx, rdb, sink, 0x200, time.Second); !errors.Is(err, context.Canceled) {
+	if err := WaitRedis(cctx, rdb, sink, Token{LSN: 0x200}, time.Second); !errors.Is(err, context.Canceled) {
 		t.Errorf("WaitRedis with a cancelled context = %v", err)
 	}
 }
@@ -135,14 +145,14 @@ func TestWaitInventory(t *testing.T) {
 		INSERT INTO cdcsync_applied VALUES ('inventory', '0/10', now())`); err != nil {
 		t.Fatal(err)
 	}
-	if err := WaitInventory(ctx, pool, 0x11, 50*time.Millisecond); !errors.Is(err, ErrTimeout) {
+	if err := WaitInventory(ctx, pool, Token{LSN: 0x11}, 50*time.Millisecond); !errors.Is(err, ErrTimeout) {
 		t.Errorf("WaitInventory short of the token = %v, want ErrTimeout", err)
 	}
 	go func() {
 		time.Sleep(100 * time.Millisecond)
 		_, _ = pool.Exec(ctx, `UPDATE cdcsync_applied SET lsn = '0/20'`)
 	}()
-	if err := WaitInventory(ctx, pool, 0x11, 10*time.Second); err != nil {
+	if err := WaitInventory(ctx, pool, Token{LSN: 0x11}, 10*time.Second); err != nil {
 		t.Errorf("WaitInventory once applied = %v", err)
 	}
 }
