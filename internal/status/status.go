@@ -65,6 +65,16 @@ type Slot struct {
 	Recovering string `json:"recovering,omitempty"`
 }
 
+// Streaming reports whether capture holds the slot and the slot has its
+// consistent point: every transaction that commits from now on reaches
+// Kafka. While CREATE_REPLICATION_SLOT waits for running transactions
+// the slot already exists and is active, but what commits then is in no
+// stream; only table rows reach Kafka (through the initial snapshot),
+// logical messages such as outbox events never do.
+func (s Slot) Streaming() bool {
+	return s.Exists && s.Active && s.ConfirmedLSN != ""
+}
+
 // Topic is one change topic and its partitions' offsets.
 type Topic struct {
 	Name       string      `json:"name"`
