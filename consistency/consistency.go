@@ -97,17 +97,17 @@ type Querier interface {
 func TakeToken(ctx context.Context, q Querier, opts ...TokenOption) (Token, error) {
 	o := newTokenOptions(opts)
 	var (
-		s       string
-		healthy bool
+		s  string
+		sl slotState
 	)
-	if err := q.QueryRow(ctx, sqlToken, o.slot).Scan(&s, &healthy); err != nil {
+	if err := q.QueryRow(ctx, sqlToken, o.slot, o.table()).Scan(&s, &sl.healthy, &sl.stateExists, &sl.stateReadable); err != nil {
 		return Token{}, fmt.Errorf("take read-your-writes token: %w", err)
 	}
 	tok, err := ParseToken(s)
 	if err != nil {
 		return Token{}, err
 	}
-	if tok.Epoch, err = sourceEpoch(ctx, q, o, healthy); err != nil {
+	if tok.Epoch, err = sourceEpoch(ctx, q, o, sl); err != nil {
 		return Token{}, fmt.Errorf("take read-your-writes token: %w", err)
 	}
 	return tok, nil
@@ -118,13 +118,19 @@ func TakeToken(ctx context.Context, q Querier, opts ...TokenOption) (Token, erro
 // COMMIT returns after its record is flushed, so the WAL write position
 // is past it; with synchronous_commit off the record may not be written
 // yet, and only the insert position is certainly past it.
-// The slot's health is read with it (see sourceEpoch).
+// The slot's health and capture's state table are read with it (see
+// sourceEpoch).
 const sqlToken = `SELECT (CASE WHEN current_setting('synchronous_commit') = 'off'
-	THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_lsn() END)::text, ` + sqlSlotHealthy
+	THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_lsn() END)::text, ` + sqlSlotState
 
 // sqlSlotHealthy: capture's slot ($1) is on this server and can still
 // stream (not invalidated).
 const sqlSlotHealthy = `EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND wal_status IS DISTINCT FROM 'lost')`
+
+// sqlSlotState reads slotState: the slot's health, and whether capture's
+// state table ($2) exists and may be read.
+const sqlSlotState = sqlSlotHealthy + `, to_regclass($2) IS NOT NULL,
+	to_regclass($2) IS NOT NULL AND has_table_privilege(to_regclass($2), 'SELECT')`
 
 // ErrTimeout is matched (errors.Is) by every wait that ran out of time
 // before the store applied the token.

@@ -156,3 +156,51 @@ func TestWaitInventory(t *testing.T) {
 		t.Errorf("WaitInventory once applied = %v", err)
 	}
 }
+
+// SourceEpoch (and a token's epoch): 0 without capture's state; the
+// slot's epoch while the slot is healthy on the server; the next one while
+// it is missing (a failover or restore capture has not started over from
+// yet); the raised one while capture is about to create the slot again.
+func TestSourceEpoch(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, e.PG.URL(e.PG.CreateDB(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	slot := testenv.RandomName("slot")
+	check := func(what string, want uint32) {
+		t.Helper()
+		got, err := SourceEpoch(ctx, pool, WithSlot(slot))
+		if err != nil || got != want {
+			t.Fatalf("%s: SourceEpoch = %d (%v), want %d", what, got, err, want)
+		}
+		tok, err := TakeToken(ctx, pool, WithSlot(slot))
+		if err != nil || tok.Epoch != want {
+			t.Fatalf("%s: token %s (%v), want epoch %d", what, tok, err, want)
+		}
+	}
+	check("no capture state", 0)
+	if _, err := pool.Exec(ctx, `CREATE SCHEMA cdcsync; CREATE TABLE cdcsync.capture_state (slot text PRIMARY KEY,
+		snapshot_done boolean NOT NULL, consistent_lsn pg_lsn, source_epoch bigint NOT NULL DEFAULT 0)`); err != nil {
+		t.Fatal(err)
+	}
+	check("no record", 0)
+	if _, err := pool.Exec(ctx, `INSERT INTO cdcsync.capture_state VALUES ($1, true, '0/100', 1795600000)`, slot); err != nil {
+		t.Fatal(err)
+	}
+	check("slot missing", 1795600001)
+	if _, err := pool.Exec(ctx, `UPDATE cdcsync.capture_state SET source_epoch = 1795600500, consistent_lsn = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	check("epoch raised, slot not created yet", 1795600500)
+	if _, err := pool.Exec(ctx, `SELECT pg_create_logical_replication_slot($1, 'test_decoding')`, slot); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _, _ = pool.Exec(ctx, `SELECT pg_drop_replication_slot($1)`, slot) }()
+	if _, err := pool.Exec(ctx, `UPDATE cdcsync.capture_state SET consistent_lsn = '0/200'`); err != nil {
+		t.Fatal(err)
+	}
+	check("slot healthy", 1795600500)
+}

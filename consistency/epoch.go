@@ -24,6 +24,11 @@ func WithStateSchema(schema string) TokenOption {
 	return func(o *tokenOptions) { o.stateSchema = schema }
 }
 
+// table is capture's state table.
+func (o tokenOptions) table() string {
+	return pgx.Identifier{o.stateSchema, "capture_state"}.Sanitize()
+}
+
 func newTokenOptions(opts []TokenOption) tokenOptions {
 	o := tokenOptions{slot: "cdcsync", stateSchema: "cdcsync"}
 	for _, opt := range opts {
@@ -46,38 +51,39 @@ func newTokenOptions(opts []TokenOption) tokenOptions {
 // table or a record capture never created a slot here: epoch 0.
 func SourceEpoch(ctx context.Context, q Querier, opts ...TokenOption) (uint32, error) {
 	o := newTokenOptions(opts)
-	var healthy bool
-	if err := q.QueryRow(ctx, "SELECT "+sqlSlotHealthy, o.slot).Scan(&healthy); err != nil {
+	var sl slotState
+	if err := q.QueryRow(ctx, "SELECT "+sqlSlotState, o.slot, o.table()).Scan(&sl.healthy, &sl.stateExists, &sl.stateReadable); err != nil {
 		return 0, fmt.Errorf("read source epoch: slot %s: %w", o.slot, err)
 	}
-	return sourceEpoch(ctx, q, o, healthy)
+	return sourceEpoch(ctx, q, o, sl)
+}
+
+// slotState is what sqlSlotState reads.
+type slotState struct {
+	healthy                    bool // capture's slot is on the server and not invalidated
+	stateExists, stateReadable bool // capture's state table
 }
 
 // sourceEpoch reads capture's record after the slot's health was read
 // (healthy): a slot seen before the record is read has its epoch in it,
 // since capture writes the epoch before it creates the slot. When the slot
 // appeared in between, the record is read again.
-func sourceEpoch(ctx context.Context, q Querier, o tokenOptions, healthy bool) (uint32, error) {
-	table := pgx.Identifier{o.stateSchema, "capture_state"}.Sanitize()
+func sourceEpoch(ctx context.Context, q Querier, o tokenOptions, sl slotState) (uint32, error) {
+	table := o.table()
+	if !sl.stateExists {
+		return 0, nil // no capture ever ran against this database
+	}
+	if !sl.stateReadable {
+		return 0, fmt.Errorf("read source epoch: the role may not read %s (GRANT SELECT ON %s TO <the writer's role>; README: Read your own writes)", table, table)
+	}
+	healthy := sl.healthy
 	for range 3 {
-		var exists, readable bool
-		err := q.QueryRow(ctx, `SELECT to_regclass($1) IS NOT NULL, to_regclass($1) IS NOT NULL AND has_table_privilege(to_regclass($1), 'SELECT')`,
-			table).Scan(&exists, &readable)
-		if err != nil {
-			return 0, fmt.Errorf("read source epoch: %w", err)
-		}
-		if !exists {
-			return 0, nil // no capture ever ran against this database
-		}
-		if !readable {
-			return 0, fmt.Errorf("read source epoch: the role may not read %s (GRANT SELECT ON %s TO <the writer's role>; README: Read your own writes)", table, table)
-		}
 		var (
 			epoch      int64
 			pending    bool // raised for a slot not created yet
 			healthyNow bool
 		)
-		err = q.QueryRow(ctx, `SELECT source_epoch, consistent_lsn IS NULL, `+sqlSlotHealthy+` FROM `+table+` WHERE slot = $1`,
+		err := q.QueryRow(ctx, `SELECT source_epoch, consistent_lsn IS NULL, `+sqlSlotHealthy+` FROM `+table+` WHERE slot = $1`,
 			o.slot).Scan(&epoch, &pending, &healthyNow)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return 0, nil
