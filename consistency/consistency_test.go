@@ -40,13 +40,8 @@ func TestTokenText(t *testing.T) {
 // TakeToken is at or after the end of the commit record just written
 // (as logical decoding reports it), with synchronous commit on and off.
 func TestTakeTokenCoversTheCommit(t *testing.T) {
-	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, e.PG.URL(e.PG.CreateDB(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := newPool(t)
 	conn, err := pool.Acquire(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -134,13 +129,8 @@ func TestWaitRedis(t *testing.T) {
 }
 
 func TestWaitInventory(t *testing.T) {
-	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, e.PG.URL(e.PG.CreateDB(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := newPool(t)
 	if _, err := pool.Exec(ctx, `CREATE TABLE cdcsync_applied (sink text PRIMARY KEY, lsn pg_lsn NOT NULL, updated_at timestamptz NOT NULL);
 		INSERT INTO cdcsync_applied VALUES ('inventory', '0/10', now())`); err != nil {
 		t.Fatal(err)
@@ -162,13 +152,8 @@ func TestWaitInventory(t *testing.T) {
 // it is missing (a failover or restore capture has not started over from
 // yet); the raised one while capture is about to create the slot again.
 func TestSourceEpoch(t *testing.T) {
-	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
-	pool, err := pgxpool.New(ctx, e.PG.URL(e.PG.CreateDB(t)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Close()
+	pool := newPool(t)
 	slot := testenv.RandomName("slot")
 	check := func(what string, want uint32) {
 		t.Helper()
@@ -203,4 +188,17 @@ func TestSourceEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("slot healthy", 1795600500)
+}
+
+// newPool is a pool on a new database of the test environment, closed
+// with the test.
+func newPool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	e := testenv.RequireEnv(t, env)
+	pool, err := pgxpool.New(context.Background(), e.PG.URL(e.PG.CreateDB(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
 }
