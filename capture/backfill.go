@@ -70,9 +70,12 @@ type backfiller struct {
 	// snapshotted are the tables the initial snapshot reads (the outbox
 	// table is not): those whose topics get the resnapshot-done marker.
 	snapshotted []tableInfo
-	connect     func(context.Context) (*pgx.Conn, error)
-	store       backfillStore
-	wake        chan struct{}
+	// recovery is the re-snapshot after a lost slot, when this session
+	// runs or resumes one (recovery.go); nil otherwise.
+	recovery *recovery
+	connect  func(context.Context) (*pgx.Conn, error)
+	store    backfillStore
+	wake     chan struct{}
 
 	mu      sync.Mutex
 	windows map[string]*window // by tag, registered before the low watermark
@@ -240,12 +243,13 @@ func (b *backfiller) finishSnapshot(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("finish initial snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	finished, err := stateStore{schema: b.cfg.StateSchema}.finishSnapshot(ctx, tx, b.cfg.Slot)
+	state := stateStore{schema: b.cfg.StateSchema}
+	finished, err := state.finishSnapshot(ctx, tx, b.cfg.Slot)
 	if err != nil {
 		return err
 	}
 	if finished && b.source.Epoch > 0 {
-		if err := requestResnapshotDone(ctx, tx, b.cfg.Slot, b.source.Epoch); err != nil {
+		if err := requestResnapshotDone(ctx, tx, state, b.cfg.Slot, b.source.Epoch); err != nil {
 			return err
 		}
 	}

@@ -90,7 +90,7 @@ func (s *stream) backfillMessage(ctx context.Context, m *pglogrepl.LogicalDecodi
 		}
 		return true, s.backfill.watermark(ctx, s, string(m.Content), at)
 	case resnapshotPrefix:
-		return true, s.resnapshotDone(ctx, string(m.Content))
+		return true, s.resnapshotDone(ctx, string(m.Content), at)
 	}
 	return false, nil
 }
