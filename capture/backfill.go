@@ -87,6 +87,9 @@ type backfiller struct {
 
 	open   *window // window between its low and high watermark in the stream
 	keyBuf []byte
+	// resume holds the backfills' progress in the Kafka checkpoint the
+	// session started from (exactly-once delivery; backfill_eos.go).
+	resume map[int64]backfillMark
 }
 
 func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo, initial initialBackfills) *backfiller {
@@ -271,6 +274,9 @@ func (b *backfiller) runOne(ctx context.Context, conn *pgx.Conn, bf Backfill) er
 		return err
 	}
 	log := b.log.With("backfill", bf.ID, "table", bf.TableName())
+	if err := b.resumeFromCheckpoint(ctx, conn, &bf, log); err != nil {
+		return err
+	}
 	if bf.LastKey == nil {
 		log.Info("backfill started", "where", bf.Where, "chunk_size", bf.ChunkSize, "rows_estimate", bf.RowsTotal)
 	} else {
@@ -475,6 +481,7 @@ func (b *backfiller) chunks(ctx context.Context, conn *pgx.Conn, bf *Backfill, t
 			b.abandon(p.w)
 			return false, err
 		}
+		b.setMark(p, bf)
 		if err := b.handOver(ctx, conn, bf, p); err != nil {
 			b.abandon(p.w)
 			return false, err
