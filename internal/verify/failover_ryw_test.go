@@ -18,12 +18,14 @@ import (
 // TestFailoverReadYourWritesWaitsForNewEpoch: the order database fails over
 // to a standby that stopped replaying long before, so the new primary
 // writes at LSNs far below those the stores have applied from the old one.
-// A writer's token for an order on the new primary is not answered by any
-// store (Redis row cache, availability cache, inventory store) while the
-// order cannot be there (capture is stopped), and verify does not compare
+// A writer's token for a transaction on the new primary (an order created,
+// another deleted) is not answered by any store (Redis row cache,
+// availability cache, inventory store) while the change cannot be there
+// (capture is stopped), and verify does not compare
 // at a cut the stores have not reached; once capture recreated the slot
-// in a new source epoch and re-read the table, every wait returns, each
-// only with the order visible, and verify finds no drift.
+// in a new source epoch, re-read the table and swept what it did not
+// re-emit, every wait returns, each only with the change visible, and
+// verify finds no drift.
 func TestFailoverReadYourWritesWaitsForNewEpoch(t *testing.T) {
 	s := newStores(t)
 	ctx := context.Background()
@@ -63,13 +65,15 @@ func TestFailoverReadYourWritesWaitsForNewEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// A writer on the new primary: an order for an item no other order has.
+	// A writer on the new primary: an order for an item no other order has,
+	// and order 5 (item 6, one of its ten orders) deleted in the same
+	// transaction, which only the resnapshot-done record's sweep removes.
 	conn, err := pgx.Connect(ctx, primary.URL(db))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, `INSERT INTO orders VALUES (1000001, 999, 5, 'created')`); err != nil {
+	if _, err := conn.Exec(ctx, `BEGIN; INSERT INTO orders VALUES (1000001, 999, 5, 'created'); DELETE FROM orders WHERE id = 5; COMMIT`); err != nil {
 		t.Fatal(err)
 	}
 	tok, err := consistency.TakeToken(ctx, conn, consistency.WithSlot(p.Capture.Slot))
@@ -92,16 +96,21 @@ func TestFailoverReadYourWritesWaitsForNewEpoch(t *testing.T) {
 		visible func() bool
 	}{
 		{"row cache", func(d time.Duration) error { return consistency.WaitRedis(ctx, s.rdb, consistency.SinkRedis, tok, d) },
-			func() bool { return s.rdb.Exists(ctx, "cdc:public.orders:1000001").Val() == 1 }},
+			func() bool {
+				return s.rdb.Exists(ctx, "cdc:public.orders:1000001").Val() == 1 && s.rdb.Exists(ctx, "cdc:public.orders:5").Val() == 0
+			}},
 		{"availability cache", func(d time.Duration) error {
 			return consistency.WaitRedis(ctx, s.rdb, consistency.SinkInventory, tok, d)
 		},
-			func() bool { return s.rdb.Get(ctx, "inventory:available:999").Val() == "-5" }},
+			func() bool {
+				return s.rdb.Get(ctx, "inventory:available:999").Val() == "-5" && s.rdb.Get(ctx, "inventory:available:6").Val() == "-9"
+			}},
 		{"inventory store", func(d time.Duration) error { return consistency.WaitInventory(ctx, inv, tok, d) },
 			func() bool {
-				var reserved int64
-				_ = inv.QueryRow(ctx, `SELECT reserved FROM inventory_items WHERE item_id = 999`).Scan(&reserved)
-				return reserved == 5
+				var reserved, other int64
+				_ = inv.QueryRow(ctx, `SELECT (SELECT reserved FROM inventory_items WHERE item_id = 999),
+					(SELECT reserved FROM inventory_items WHERE item_id = 6)`).Scan(&reserved, &other)
+				return reserved == 5 && other == 9
 			}},
 	}
 	// Capture is stopped: the order cannot be in any store.
