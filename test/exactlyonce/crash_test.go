@@ -1,6 +1,7 @@
 package exactlyonce
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -29,20 +30,10 @@ func TestExactlyOnceUnderCrashes(t *testing.T) {
 	if soak() {
 		duration, kills, restarts = 5*time.Minute, 12, 3
 	}
-	const bigRows = 20_000
-
 	proc := s.capture()
 	s.waitStreaming(0)
-	smp := newSampler(kafka.Brokers(), s.topics)
-	stopSampler := smp.run(200 * time.Millisecond)
-	defer stopSampler()
-	var l ledger
-	started := time.Now()
-	stopWriters := startWriters(t, s, 4, &l, 2*time.Millisecond, func(w *writer) {
-		if w.n == 0 {
-			w.big, w.bigAt = bigRows, started.Add(duration/5)
-		}
-	})
+	ld := startLoad(t, s, duration/5)
+	started := ld.started
 
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 12))
 	// Events spread over the run; the second kill waits for the large
@@ -69,11 +60,7 @@ func TestExactlyOnceUnderCrashes(t *testing.T) {
 		}
 		killed++
 		if killed == 2 {
-			waitFor(t, duration, "the large transaction to commit", func() bool {
-				l.mu.Lock()
-				defer l.mu.Unlock()
-				return l.bigTxn > 0
-			})
+			ld.waitBig(t, duration)
 			time.Sleep(time.Duration(100+rng.IntN(400)) * time.Millisecond)
 		}
 		if proc.Exited() {
@@ -89,23 +76,7 @@ func TestExactlyOnceUnderCrashes(t *testing.T) {
 		s.waitStreaming(pid)
 	}
 	time.Sleep(time.Until(started.Add(duration)))
-	stopWriters()
-	s.waitConfirmed(3 * time.Minute)
-	time.Sleep(500 * time.Millisecond) // a last sample after everything is committed
-	stopSampler()
+	ld.finish(s)
 	stop(t, proc)
-
-	recs := s.readCommitted()
-	x := checkExact(t, s, recs, &l)
-	final := groups(recs)
-	partial := smp.partial(t, final)
-	l.mu.Lock()
-	t.Logf("delivery %s: %d transactions committed (%d changes, one of %d), %d rolled back (%d changes); %d kills, %d broker restarts",
-		delivery(), l.txns, len(l.committed), l.bigTxn, l.rollbacks, len(l.rolledBack), kills, restarts)
-	l.mu.Unlock()
-	t.Logf("read_committed: %v", x)
-	t.Logf("atomicity: %v; %d transactions seen partly", smp, partial)
-	if !x.exact() || partial > 0 {
-		t.Fatalf("not exactly once: %v; %d transactions seen partly by a read_committed reader", x, partial)
-	}
+	ld.check(s, fmt.Sprintf("%d kills, %d broker restarts", kills, restarts))
 }

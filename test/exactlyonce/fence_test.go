@@ -34,26 +34,13 @@ func TestPausedActiveIsFenced(t *testing.T) {
 		return strings.Contains(standby.Output(), "standing by")
 	})
 
-	smp := newSampler(e.Kafka.Brokers(), s.topics)
-	stopSampler := smp.run(200 * time.Millisecond)
-	defer stopSampler()
-	var l ledger
-	started := time.Now()
-	stopWriters := startWriters(t, s, 4, &l, 2*time.Millisecond, func(w *writer) {
-		if w.n == 0 {
-			w.big, w.bigAt = 20_000, started.Add(2*time.Second)
-		}
-	})
-	waitFor(t, 60*time.Second, "the large transaction to commit", func() bool {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		return l.bigTxn > 0
-	})
+	ld := startLoad(t, s, 2*time.Second)
+	ld.waitBig(t, time.Minute)
 	time.Sleep(150 * time.Millisecond) // capture is streaming it
 	if err := active.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	stopped := true
+	pausedAt, stopped := time.Now(), true
 	defer func() {
 		if stopped {
 			_ = active.Signal(syscall.SIGCONT)
@@ -72,7 +59,7 @@ func TestPausedActiveIsFenced(t *testing.T) {
 	}
 	s.exec("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) pid", []int{activePID, lockHolder})
 	s.waitStreaming(activePID)
-	t.Logf("the standby took over %v after the pause", time.Since(started).Round(100*time.Millisecond))
+	t.Logf("the standby took over %v after the pause", time.Since(pausedAt).Round(100*time.Millisecond))
 	time.Sleep(3 * time.Second) // the standby produces meanwhile
 
 	if err := active.Signal(syscall.SIGCONT); err != nil {
@@ -80,24 +67,12 @@ func TestPausedActiveIsFenced(t *testing.T) {
 	}
 	stopped = false
 	time.Sleep(5 * time.Second) // whatever the old active still sends, it sends now
-	stopWriters()
-	s.waitConfirmed(2 * time.Minute)
-	time.Sleep(500 * time.Millisecond)
-	stopSampler()
-	stop(t, standby)
+	ld.finish(s)
 	if !active.Exited() {
 		t.Logf("the old active is still running after SIGCONT (it may have become a standby)")
 		_ = active.Kill()
 	}
-
-	recs := s.readCommitted()
-	x := checkExact(t, s, recs, &l)
-	partial := smp.partial(t, groups(recs))
-	t.Logf("delivery %s: %d transactions committed (%d changes), %d rolled back", delivery(), l.txns, len(l.committed), l.rollbacks)
-	t.Logf("read_committed: %v", x)
-	t.Logf("atomicity: %v; %d transactions seen partly", smp, partial)
+	stop(t, standby)
 	t.Logf("old active's log after SIGCONT (last 1.5KB):\n%s", active.Tail(1500))
-	if !x.exact() || partial > 0 {
-		t.Fatalf("the paused active was not fenced: %v; %d transactions seen partly", x, partial)
-	}
+	ld.check(s, "active SIGSTOPped, standby took over, old active SIGCONTed")
 }

@@ -200,13 +200,7 @@ func ownKafka(t *testing.T) *testenv.Kafka {
 // waitFor polls cond until it is true or the timeout expires.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitFor(t, timeout, what, cond)
 }
 
 // topicEnd is the sum of the high watermarks (read_uncommitted) or last

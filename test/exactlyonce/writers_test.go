@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/internal/testenv"
 )
 
 // change is one row change a writer made: rev is the writer's sequence
@@ -179,6 +181,71 @@ func (w *writer) bigTxn(ctx context.Context) error {
 	w.ledger.bigTxn = len(done)
 	w.ledger.mu.Unlock()
 	return nil
+}
+
+// load is four writers, one of which commits a transaction of bigRows
+// rows bigAfter the start, and a sampler of the topics (every 200 ms).
+type load struct {
+	ledger      *ledger
+	sampler     *sampler
+	started     time.Time
+	stopWriters func()
+	stopSampler func()
+}
+
+const bigRows = 20_000
+
+func startLoad(t *testing.T, s *setup, bigAfter time.Duration) *load {
+	t.Helper()
+	ld := &load{ledger: &ledger{}, sampler: newSampler(s.kafka.Brokers(), s.topics), started: time.Now()}
+	ld.stopSampler = ld.sampler.run(200 * time.Millisecond)
+	t.Cleanup(ld.stopSampler)
+	ld.stopWriters = startWriters(t, s, 4, ld.ledger, 2*time.Millisecond, func(w *writer) {
+		if w.n == 0 {
+			w.big, w.bigAt = bigRows, ld.started.Add(bigAfter)
+		}
+	})
+	return ld
+}
+
+// waitBig waits until the large transaction has committed.
+func (ld *load) waitBig(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	testenv.WaitFor(t, timeout, "the large transaction to commit", func() bool {
+		ld.ledger.mu.Lock()
+		defer ld.ledger.mu.Unlock()
+		return ld.ledger.bigTxn > 0
+	})
+}
+
+// finish stops the writers, waits until capture has confirmed all they
+// wrote, takes a last sample and stops the sampler.
+func (ld *load) finish(s *setup) {
+	s.t.Helper()
+	ld.stopWriters()
+	s.waitConfirmed(3 * time.Minute)
+	time.Sleep(500 * time.Millisecond)
+	ld.stopSampler()
+}
+
+// check reads the topics read_committed and fails the test unless every
+// committed change is there exactly once and no sample saw part of a
+// transaction; what says what was done to capture.
+func (ld *load) check(s *setup, what string) {
+	s.t.Helper()
+	recs := s.readCommitted()
+	x := checkExact(s.t, s, recs, ld.ledger)
+	partial := ld.sampler.partial(s.t, groups(recs))
+	l := ld.ledger
+	l.mu.Lock()
+	s.t.Logf("delivery %s, %s: %d transactions committed (%d changes, one of %d), %d rolled back (%d changes)",
+		delivery(), what, l.txns, len(l.committed), l.bigTxn, l.rollbacks, len(l.rolledBack))
+	l.mu.Unlock()
+	s.t.Logf("read_committed: %v", x)
+	s.t.Logf("atomicity: %v; %d transactions seen partly", ld.sampler, partial)
+	if !x.exact() || partial > 0 {
+		s.t.Fatalf("not exactly once: %v; %d transactions seen partly by a read_committed reader", x, partial)
+	}
 }
 
 // startWriters runs n writers until the returned stop is called, which
