@@ -11,6 +11,11 @@
 //	go run ./test/bench ryw [-rate 2000] [-duration 20s]
 //
 // ryw: read-your-writes wait latency at a write rate (ryw.go).
+//
+//	go run ./test/bench eos [-rows 200000] [-tx 1000] [-runs 2] [-big 1000000]
+//
+// eos: CDCSYNC_DELIVERY=exactly-once against at-least-once on the same WAL
+// (eos.go).
 package main
 
 import (
@@ -34,7 +39,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench capture|ryw [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bench capture|ryw|eos [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -43,6 +48,8 @@ func main() {
 		err = benchCapture(os.Args[2:])
 	case "ryw":
 		err = benchRYW(os.Args[2:])
+	case "eos":
+		err = benchEOS(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
 	}
