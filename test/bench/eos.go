@@ -57,27 +57,14 @@ func benchEOS(args []string) error {
 	_ = fs.Parse(args)
 	ctx := context.Background()
 
-	bin, err := buildCdcsync()
-	if err != nil {
-		return err
-	}
-	pg, err := testenv.StartPostgres()
+	bin, pg, kafka, err := startBench(ctx)
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
-	kafka, err := testenv.StartKafka()
-	if err != nil {
-		return err
-	}
 	defer kafka.Close()
 	const db = "bench"
-	if err := pg.Exec(ctx, "postgres", "CREATE DATABASE bench"); err != nil {
-		return err
-	}
-	if err := pg.Exec(ctx, db,
-		`CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint NOT NULL, quantity bigint NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
-		`CREATE PUBLICATION bench FOR TABLE orders`); err != nil {
+	if err := pg.Exec(ctx, db, `CREATE PUBLICATION bench FOR TABLE orders`); err != nil {
 		return err
 	}
 	conn, err := pgx.Connect(ctx, pg.URL(db))
