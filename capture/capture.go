@@ -37,6 +37,9 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 	}
 	tracker := pipeline.NewTracker(cfg.MaxInFlight)
 	tracker.LimitBytes(cfg.MaxInFlightBytes)
+	if cfg.Delivery == deliveryExactlyOnce {
+		tracker.HoldUntilReleased() // confirmed only once committed on Kafka
+	}
 	gate := &poisonGate{Readiness: o.ready}
 	o.ready = gate
 	c := &capturer{cfg: cfg, log: logger, metrics: m, tracker: tracker, opts: o, gate: gate}
@@ -87,6 +90,17 @@ func Run(ctx context.Context, cfg config.Capture, logger *slog.Logger, reg prome
 		switch {
 		case permanent(err):
 			return err
+		case errors.Is(err, ErrFenced):
+			// A capture that took the slot over initialised the same
+			// transactional.id: this session's producer wrote nothing
+			// after that. Step back and wait for the slot's lock like
+			// any standby.
+			logger.Warn("fenced: another capture of the slot took over; standing by", "slot", cfg.Slot, "err", err)
+			waitingLogged = true
+			if !sleep(ctx, standbyPoll) {
+				return nil
+			}
+			continue
 		case errors.Is(err, ErrSlotActive):
 			if cfg.SlotBusy == "fail" {
 				return err
@@ -309,6 +323,11 @@ func (c *capturer) session(parent context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	if c.cfg.Delivery == deliveryExactlyOnce {
+		// The producer's initialisation fenced any earlier producer of
+		// this slot and aborted what it left open.
+		prod.txn = newTxn(prod.ap, c.cfg, c.log, c.metrics, c.tracker)
+	}
 	go prod.ackLoop()
 	producerClosed := false
 	defer func() {
@@ -329,6 +348,11 @@ func (c *capturer) session(parent context.Context) (err error) {
 			return err
 		}
 		c.checkTopicLimit(prod, topic)
+	}
+
+	resume, err := c.readCheckpoint(prod, src.Epoch)
+	if err != nil {
+		return err
 	}
 
 	records, err := newRecordEncoder(c.cfg, c.connect, tables)
@@ -376,6 +400,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 		},
 	}
 
+	st.txn, st.resumeAt = prod.txn, resume
 	st.backfill = newBackfiller(c, src, types, tables, initial)
 	st.backfill.snapshotted = snapTables
 	if c.cfg.WatermarkInterval > 0 {
@@ -396,6 +421,8 @@ func (c *capturer) session(parent context.Context) (err error) {
 			return err
 		}
 	}
+	// Exactly-once: what the checkpoint covers is committed on Kafka.
+	c.tracker.Release(resume)
 	// The slot exists now: from here on, its absence means it was lost.
 	if err := sources.record(ctx, conn, c.cfg.Slot, identity); err != nil {
 		return err
@@ -426,9 +453,10 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()
+	txnErr := c.endTxn(st, prod)
 	// Within CDCSYNC_SHUTDOWN_TIMEOUT: half to flush, half to wait for a
 	// request the broker still holds (see close).
-	closeErr := prod.close(c.cfg.ShutdownTimeout/2, c.cfg.ShutdownTimeout/2)
+	closeErr := errors.Join(txnErr, prod.close(c.cfg.ShutdownTimeout/2, c.cfg.ShutdownTimeout/2))
 	producerClosed = true
 	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelStatus()

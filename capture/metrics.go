@@ -38,6 +38,13 @@ type metrics struct {
 	backfillRowsDone     *prometheus.GaugeVec
 	backfillRowsExpected *prometheus.GaugeVec
 	backfillETA          *prometheus.GaugeVec
+	// Exactly-once delivery: Kafka transactions by result, and the LSN of
+	// the last committed checkpoint.
+	kafkaTxns     *prometheus.CounterVec
+	checkpointLSN prometheus.Gauge
+	// droppedOnResume counts units (Postgres transactions, messages) the
+	// slot sent again that the checkpoint says are on Kafka already.
+	droppedOnResume prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -103,6 +110,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		backfillETA: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cdcsync_capture_backfill_eta_seconds", Help: "Estimated time left of the running backfill at its current rate (0 when done or unknown), per table.",
 		}, []string{"table"}),
+		kafkaTxns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cdcsync_capture_kafka_transactions_total", Help: "Kafka transactions of exactly-once delivery, by result: committed, aborted (a stop inside a Postgres transaction) or failed (the commit failed; the session restarts and the next producer aborts it).",
+		}, []string{"result"}),
+		checkpointLSN: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_checkpoint_lsn", Help: "Exactly-once delivery: LSN of the last checkpoint committed to Kafka (everything up to it is visible to read_committed consumers).",
+		}),
+		droppedOnResume: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "cdcsync_capture_resume_dropped_total", Help: "Exactly-once delivery: Postgres transactions and logical messages the slot sent again after a restart that were dropped because the Kafka checkpoint has them.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -110,7 +126,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
 		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
 		m.poisonRecords, m.stoppedOnPoison, m.slotLost, m.slotRecreated,
-		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA} {
+		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA, m.kafkaTxns, m.checkpointLSN, m.droppedOnResume} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError
 			if !errors.As(err, &already) {

@@ -42,6 +42,9 @@ type producer struct {
 	maxMessageBytes int
 	// cleanupPolicy is the cleanup.policy of table topics.
 	cleanupPolicy string
+	// txn is the transaction state under exactly-once delivery (nil: at
+	// least once); set before the acknowledgement loop starts.
+	txn *txn
 
 	mu     sync.Mutex
 	topics map[string]*topicState // topics known to exist
@@ -102,6 +105,9 @@ func producerConfig(cfg config.Capture) (*sarama.Config, error) {
 		return nil, err
 	}
 	sc.Producer.Compression = codec
+	if cfg.Delivery == deliveryExactlyOnce {
+		exactlyOnce(sc, cfg)
+	}
 	return sc, nil
 }
 
@@ -306,6 +312,9 @@ func (p *producer) ackLoop() {
 				continue
 			}
 			err := fmt.Errorf("produce to %s: %w", perr.Msg.Topic, perr.Err)
+			if p.txn != nil {
+				err = fenced(err)
+			}
 			if errors.Is(perr.Err, sarama.ErrMessageSizeTooLarge) {
 				// The broker refused a batch the producer deemed small
 				// enough: the topic's limit is lower than ours. Every
@@ -345,6 +354,11 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 		// sarama would fail it asynchronously, after later messages
 		// were sent; refuse it here, where the stream can deal with it.
 		return &PoisonError{Topic: rec.Topic, Position: rec.Position, Op: pipeline.Op(headerValue(rec.Headers, headerOp)), Size: size, Limit: p.maxMessageBytes}
+	}
+	if p.txn != nil {
+		if err := p.txn.begin(); err != nil {
+			return err
+		}
 	}
 	msg.Metadata = &messageMeta{seq: p.tracker.AddSized(rec.size()), sent: time.Now()}
 	st.produced.Inc()
@@ -408,6 +422,9 @@ func (p *producer) err() error {
 // broker may still apply it, and then closing the client makes sarama's
 // retries fail at once.
 func (p *producer) close(drain, answer time.Duration) error {
+	if p.txn != nil {
+		p.txn.waitCommit(drain) // closing under a running CommitTxn would panic in sarama
+	}
 	p.ap.AsyncClose()
 	select {
 	case <-p.done:

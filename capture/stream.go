@@ -54,6 +54,16 @@ type stream struct {
 	// watermarks (nil: no watermarks). Status updates then ask for a
 	// keepalive, so an idle source is observed every status interval.
 	clock *sourceClock
+	// txn is the Kafka transaction state under exactly-once delivery
+	// (nil: at least once); resumeAt is the LSN of the checkpoint the
+	// session started from: units the slot sends again that end at or
+	// before it are on Kafka already and dropped (skipping: inside such a
+	// Postgres transaction). wm writes the watermarks into the stream's
+	// transactions (exactly-once only; at least once runs its own loop).
+	txn      *txn
+	resumeAt pglogrepl.LSN
+	skipping bool
+	wm       *watermarker
 
 	// rctx bounds one receive by the next status update; it is reused
 	// until that deadline moves, since a context per message is costly.
@@ -166,9 +176,24 @@ func (s *stream) receive(ctx context.Context) error {
 		s.rctx, s.rcancel = context.WithDeadline(ctx, s.nextStatus)
 		s.rctxUntil = s.nextStatus
 	}
-	raw, err := s.conn.ReceiveMessage(s.rctx)
+	rctx := s.rctx
+	idle, commitIfIdle := s.idleDeadline()
+	if commitIfIdle {
+		// Exactly-once, a Kafka transaction open between Postgres
+		// transactions: commit it once the source goes quiet.
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithDeadline(ctx, idle)
+		defer cancel()
+	}
+	raw, err := s.conn.ReceiveMessage(rctx)
 	if err != nil {
 		if pgconn.Timeout(err) && ctx.Err() == nil {
+			if commitIfIdle {
+				return s.commitTxn(ctx)
+			}
+			if s.txn != nil {
+				return s.idleWatermark(ctx)
+			}
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -214,6 +239,9 @@ func (s *stream) handleCopyData(ctx context.Context, data []byte) error {
 			s.received = ka.ServerWALEnd
 			s.tracker.AdvanceIdle(ka.ServerWALEnd)
 		}
+		if !s.inTx {
+			s.releaseIdle()
+		}
 		if ka.ReplyRequested {
 			return s.sendStatus(ctx, false)
 		}
@@ -240,11 +268,19 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 	switch m := msg.(type) {
 	case *pglogrepl.BeginMessage:
 		s.inTx, s.txCommit = true, m.FinalLSN
+		// The transaction's commit record starts at FinalLSN: one that
+		// ended at or before the checkpoint started before it, one after
+		// it starts at or after it.
+		s.skipping = m.FinalLSN < s.resumeAt
+	case *pglogrepl.InsertMessage, *pglogrepl.UpdateMessage, *pglogrepl.DeleteMessage, *pglogrepl.TruncateMessage:
+		if s.skipping {
+			return nil // on Kafka already (exactly-once resume)
+		}
 	case *pglogrepl.CommitMessage:
 		if _, err := s.decoder.Decode(msg, xld.WALStart); err != nil {
 			return err
 		}
-		if s.tx != nil {
+		if s.tx != nil && !s.skipping {
 			if rec, ok := s.tx.end(s.txCommit); ok {
 				if err := s.prod.send(ctx, rec, s.keepAlive, s.interval); err != nil {
 					return err
@@ -259,6 +295,9 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 		s.clock.observe(m.TransactionEndLSN, m.CommitTime, true)
 		s.metrics.inFlight.Set(float64(s.tracker.InFlight()))
 		s.metrics.inFlightBytes.Set(float64(s.tracker.InFlightBytes()))
+		if s.txn != nil {
+			return s.unitDone(ctx, m.TransactionEndLSN)
+		}
 		return nil
 	case *pglogrepl.LogicalDecodingMessage:
 		return s.handleMessage(ctx, m, xld.WALStart)
@@ -290,12 +329,28 @@ func (s *stream) handleWAL(ctx context.Context, xld pglogrepl.XLogData) error {
 	return nil
 }
 
-func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecodingMessage, at pglogrepl.LSN) error {
+func (s *stream) handleMessage(ctx context.Context, m *pglogrepl.LogicalDecodingMessage, at pglogrepl.LSN) (err error) {
 	if m.Prefix == heartbeatPrefix {
 		if !m.Transactional && !s.inTx {
 			s.tracker.AdvanceIdle(at)
+			s.releaseIdle()
 		}
 		return nil
+	}
+	if s.txn != nil && (s.skipping || !m.Transactional && at <= s.resumeAt) {
+		if !m.Transactional {
+			s.metrics.droppedOnResume.Inc()
+		}
+		return nil // on Kafka already (exactly-once resume)
+	}
+	if s.txn != nil && !m.Transactional {
+		// A unit of its own: what it produced commits with the
+		// checkpoint that covers it.
+		defer func() {
+			if err == nil {
+				err = s.unitDone(ctx, at)
+			}
+		}()
 	}
 	if handled, err := s.backfillMessage(ctx, m, at); handled {
 		return err

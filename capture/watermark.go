@@ -149,16 +149,27 @@ func (w *watermarker) run(ctx context.Context) {
 		case <-t.C:
 		}
 		lsn := w.tracker.Confirmed()
-		asOf, commits := w.clock.asOf(lsn)
-		w.commits = w.commits || commits
-		if !w.due(lsn, asOf, time.Now()) {
-			continue
-		}
-		if !w.send(ctx, lsn, asOf) {
+		asOf, ok := w.prepare(lsn)
+		if ok && !w.emit(ctx, lsn, asOf) {
 			return
 		}
-		w.last, w.lastAsOf, w.lastSent, w.commits = lsn, asOf, time.Now(), false
 	}
+}
+
+// prepare reports whether a watermark for lsn is due now, and its time.
+func (w *watermarker) prepare(lsn pglogrepl.LSN) (time.Time, bool) {
+	asOf, commits := w.clock.asOf(lsn)
+	w.commits = w.commits || commits
+	return asOf, w.due(lsn, asOf, time.Now())
+}
+
+// emit writes the watermark prepare found due; false when ctx ended first.
+func (w *watermarker) emit(ctx context.Context, lsn pglogrepl.LSN, asOf time.Time) bool {
+	if !w.send(ctx, lsn, asOf) {
+		return false
+	}
+	w.last, w.lastAsOf, w.lastSent, w.commits = lsn, asOf, time.Now(), false
+	return true
 }
 
 // due says whether a watermark for lsn (as of asOf) is to be written now.
@@ -225,6 +236,12 @@ func (c *capturer) startWatermarks(ctx context.Context, st *stream, prod *produc
 		snapshotting: func(topic string) bool { return st.backfill.snapshotting(tableOf[topic]) }, key: pipeline.WatermarkKey}
 	if c.cfg.Encoding.Encoding == "debezium" && c.cfg.SchemasEnable {
 		w.key = pipeline.WatermarkKeyWithSchema
+	}
+	if st.txn != nil {
+		// Exactly-once: the stream writes them inside its Kafka
+		// transactions (stream_eos.go), covering what each commits.
+		st.wm = w
+		return func() {}
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

@@ -58,10 +58,15 @@ type Capture struct {
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
 	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
 	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES, or a value it cannot decode): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
-	ShutdownTimeout   time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
-	OutboxPrefix      string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
-	OutboxTable       string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
-	OutboxTopicPrefix string        `envconfig:"OUTBOX_TOPIC_PREFIX" desc:"outbox event topic is <prefix>.<aggregate>; empty means <TOPIC_PREFIX>.events"`
+	Delivery          string        `envconfig:"DELIVERY" default:"at-least-once" desc:"at-least-once (a crash re-sends what was not confirmed: consumers see duplicates) or exactly-once (Kafka transactions with transactional.id cdcsync-capture-<slot>: read_committed consumers see every change once and whole Postgres transactions; README: Exactly-once topics)"`
+	// TransactionTimeout is exactly-once's transaction.timeout.ms: a
+	// Kafka transaction holds a whole Postgres transaction, which may be
+	// large; the broker's transaction.max.timeout.ms caps it.
+	TransactionTimeout time.Duration `envconfig:"KAFKA_TRANSACTION_TIMEOUT" default:"15m" desc:"exactly-once: transaction.timeout.ms of capture's Kafka transactions; a Postgres transaction must reach Kafka within it (at most the broker's transaction.max.timeout.ms, 15m by default)"`
+	ShutdownTimeout    time.Duration `envconfig:"SHUTDOWN_TIMEOUT" default:"8s" desc:"time allowed to flush and confirm on SIGTERM"`
+	OutboxPrefix       string        `envconfig:"OUTBOX_PREFIX" default:"cdcsync.outbox" desc:"prefix of the transactional logical decoding messages published as outbox events"`
+	OutboxTable        string        `envconfig:"OUTBOX_TABLE" desc:"outbox table schema.table (Debezium outbox columns) whose inserts are published as events; empty disables table mode"`
+	OutboxTopicPrefix  string        `envconfig:"OUTBOX_TOPIC_PREFIX" desc:"outbox event topic is <prefix>.<aggregate>; empty means <TOPIC_PREFIX>.events"`
 
 	// TopicCleanupPolicy applies to table topics only (README, Topics and
 	// retention).

@@ -68,6 +68,8 @@ func (c Capture) Validate() error {
 		func() error { return checkDuration("KAFKA_LINGER", c.Linger, true) },
 		func() error { return checkPositive("KAFKA_MAX_MESSAGE_BYTES", c.MaxMessageBytes) },
 		func() error { return checkOneOf("ON_POISON", c.OnPoison, "stop", "dlq") },
+		func() error { return checkOneOf("DELIVERY", c.Delivery, "at-least-once", "exactly-once") },
+		func() error { return checkDuration("KAFKA_TRANSACTION_TIMEOUT", c.TransactionTimeout, false) },
 		func() error { return checkDuration("SHUTDOWN_TIMEOUT", c.ShutdownTimeout, false) },
 		c.Kafka.Validate,
 		c.HTTP.Validate,

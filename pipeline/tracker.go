@@ -27,7 +27,12 @@ type Tracker struct {
 	next      uint64 // sequence number the next Add returns
 	marks     []commitMark
 	confirmed pglogrepl.LSN
-	changed   chan struct{}
+	// hold (exactly-once delivery) caps Confirmed at released: an
+	// acknowledged message is not yet visible to read_committed
+	// consumers, only a committed Kafka transaction is.
+	hold     bool
+	released pglogrepl.LSN
+	changed  chan struct{}
 }
 
 type commitMark struct {
@@ -165,10 +170,47 @@ func (t *Tracker) Acked() uint64 {
 }
 
 // Confirmed returns the highest LSN that is safe to confirm to Postgres.
+// With HoldUntilReleased it is at most the released LSN.
 func (t *Tracker) Confirmed() pglogrepl.LSN {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.hold && t.released < t.confirmed {
+		return t.released
+	}
 	return t.confirmed
+}
+
+// HoldUntilReleased makes acknowledgement necessary but not sufficient:
+// Confirmed stays at or below the LSN last given to Release (or Reset).
+// Exactly-once delivery releases an LSN once the Kafka transaction that
+// holds its messages committed. Call before use.
+func (t *Tracker) HoldUntilReleased() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.hold = true
+}
+
+// Release records that everything up to lsn is committed on Kafka.
+func (t *Tracker) Release(lsn pglogrepl.LSN) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if lsn > t.released {
+		t.released = lsn
+		t.signalLocked()
+	}
+}
+
+// ReleaseIdle releases the acknowledged LSN when nothing is in flight and
+// no commit is pending: the caller knows that no Kafka transaction is open,
+// so everything acknowledged is committed. It reports whether it moved.
+func (t *Tracker) ReleaseIdle() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.head != t.next || len(t.marks) > 0 || t.confirmed <= t.released {
+		return false
+	}
+	t.released = t.confirmed
+	return true
 }
 
 // Reset forgets everything in flight and restarts from confirmed, for a new
@@ -188,6 +230,7 @@ func (t *Tracker) Reset(confirmed pglogrepl.LSN) {
 	t.head = t.next
 	t.marks = t.marks[:0]
 	t.confirmed = confirmed
+	t.released = confirmed // the server's confirmed LSN was committed before it was confirmed
 }
 
 // Changed is signalled (without blocking, coalesced) whenever messages are
@@ -205,6 +248,10 @@ func (t *Tracker) advanceLocked() {
 	if n > 0 {
 		t.marks = append(t.marks[:0], t.marks[n:]...)
 	}
+	t.signalLocked()
+}
+
+func (t *Tracker) signalLocked() {
 	select {
 	case t.changed <- struct{}{}:
 	default:

@@ -1,0 +1,254 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
+
+	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/pipeline"
+)
+
+// Exactly-once delivery (CDCSYNC_DELIVERY=exactly-once): the session's
+// producer is transactional. Everything the stream produces goes into a
+// Kafka transaction, whole Postgres transactions at a time, and each Kafka
+// transaction ends with capture's checkpoint (checkpoint.go). The stream
+// commits at a Postgres commit boundary once the transaction holds
+// txnMaxRecords messages or is txnMaxAge old, and when the source goes
+// quiet (txnIdleGap) with a transaction open. An LSN is confirmed to
+// Postgres only once the transaction holding it committed (the tracker
+// holds it until Release).
+//
+// The transactional.id is derived from the slot, so the producer of a
+// capture that takes the slot over fences the previous one: its
+// InitProducerID bumps the epoch and aborts what the old one left open, and
+// the old producer's next request fails. That failure ends the old
+// session (ErrFenced) and it never writes again with that producer.
+
+// Delivery modes (CDCSYNC_DELIVERY).
+const (
+	deliveryAtLeastOnce = "at-least-once"
+	deliveryExactlyOnce = "exactly-once"
+)
+
+const (
+	// txnMaxAge: a Kafka transaction commits at the first Postgres
+	// commit after it is this old. Commits wait for every message of the
+	// transaction, so fewer, larger ones keep the pipeline full; consumers
+	// see a change at most about this much later than at least once.
+	txnMaxAge = 100 * time.Millisecond
+	// txnIdleGap: a transaction open between Postgres transactions with
+	// nothing arriving for this long commits (the source went quiet).
+	txnIdleGap = 5 * time.Millisecond
+	// defaultTransactionTimeout is used when the configuration has none
+	// (CDCSYNC_KAFKA_TRANSACTION_TIMEOUT; Kafka's transaction.max.timeout.ms
+	// default).
+	defaultTransactionTimeout = 15 * time.Minute
+)
+
+// ErrFenced means a newer producer with the same transactional.id (a
+// capture that took the slot over) fenced this session's producer: the
+// session ends and writes nothing more.
+var ErrFenced = errors.New("fenced by a newer capture of the slot (same transactional.id)")
+
+// transactionalID is the transactional.id of a slot's capture.
+func transactionalID(slot string) string { return "cdcsync-capture-" + slot }
+
+// exactlyOnce configures sc for a transactional producer of cfg's slot.
+func exactlyOnce(sc *sarama.Config, cfg config.Capture) {
+	sc.Producer.Transaction.ID = transactionalID(cfg.Slot)
+	sc.Producer.Transaction.Timeout = defaultTransactionTimeout
+	if cfg.TransactionTimeout > 0 {
+		sc.Producer.Transaction.Timeout = cfg.TransactionTimeout
+	}
+	// Coordinator requests (AddPartitionsToTxn, EndTxn) retry through a
+	// broker restart, as produce requests do.
+	sc.Producer.Transaction.Retry.Max = 60
+	sc.Producer.Transaction.Retry.BackoffFunc = func(retries, maxRetries int) time.Duration {
+		return min(retryBackoff(retries, maxRetries), time.Second)
+	}
+}
+
+// fenced marks err as ErrFenced when the broker says a newer producer
+// with the same transactional.id exists.
+func fenced(err error) error {
+	if err == nil || errors.Is(err, ErrFenced) {
+		return err
+	}
+	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
+		return fmt.Errorf("%w: %w", ErrFenced, err)
+	}
+	return err
+}
+
+// checkpointMeta marks the checkpoint record: its acknowledgement concerns
+// no tracked change.
+type checkpointMeta struct{}
+
+// txn is the transaction state of an exactly-once session's producer. It
+// is used by the stream goroutine only.
+type txn struct {
+	ap      sarama.AsyncProducer
+	log     *slog.Logger
+	metrics *metrics
+	tracker *pipeline.Tracker
+	topic   string // the checkpoint topic
+	maxRecs int
+
+	open    bool
+	began   time.Time
+	records int // messages in the open transaction
+	// pending is what the open transaction's checkpoint says; committed
+	// the last committed one.
+	pending, committed checkpoint
+	// commitDone is set while a CommitTxn runs on its goroutine.
+	commitDone chan error
+}
+
+func newTxn(ap sarama.AsyncProducer, cfg config.Capture, log *slog.Logger, m *metrics, tr *pipeline.Tracker) *txn {
+	return &txn{
+		ap: ap, log: log, metrics: m, tracker: tr, topic: checkpointTopic(cfg.TopicPrefix),
+		maxRecs:   max(cfg.MaxInFlight, 1),
+		pending:   checkpoint{Slot: cfg.Slot},
+		committed: checkpoint{Slot: cfg.Slot},
+	}
+}
+
+// resume starts from the checkpoint read at start-up.
+func (t *txn) resume(c checkpoint) {
+	t.pending, t.committed = c, c
+}
+
+// begin opens a transaction unless one is open.
+func (t *txn) begin() error {
+	if t.open {
+		t.records++
+		return nil
+	}
+	if err := t.ap.BeginTxn(); err != nil {
+		return fenced(fmt.Errorf("begin kafka transaction: %w", err))
+	}
+	t.open, t.began, t.records = true, time.Now(), 1
+	return nil
+}
+
+// reached records that the stream passed the end of a unit (a Postgres
+// transaction or a non-transactional message) at lsn: the next checkpoint
+// covers it.
+func (t *txn) reached(epoch uint32, lsn pglogrepl.LSN) {
+	if lsn > t.pending.LSN || epoch != t.pending.Epoch {
+		t.pending.Epoch, t.pending.LSN = epoch, lsn
+	}
+}
+
+// due reports whether the open transaction should commit now, at a
+// Postgres commit boundary.
+func (t *txn) due(now time.Time) bool {
+	return t.open && (t.records >= t.maxRecs || now.Sub(t.began) >= txnMaxAge)
+}
+
+// commit writes the checkpoint into the open transaction and commits it.
+// While the producer flushes and the coordinator commits, keepAlive runs
+// every interval so the stream keeps answering Postgres.
+func (t *txn) commit(ctx context.Context, keepAlive func(context.Context) error, interval time.Duration) error {
+	if !t.open {
+		return nil
+	}
+	value, err := t.pending.encode()
+	if err != nil {
+		return err
+	}
+	msg := &sarama.ProducerMessage{Topic: t.topic, Key: sarama.StringEncoder(t.pending.Slot), Value: sarama.ByteEncoder(value), Metadata: &checkpointMeta{}}
+	select {
+	case t.ap.Input() <- msg:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	done := make(chan error, 1)
+	t.commitDone = done
+	go func() { done <- t.ap.CommitTxn() }()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return t.finish(err)
+		case <-tick.C:
+			if err := keepAlive(ctx); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// finish records the result of a commit.
+func (t *txn) finish(err error) error {
+	t.commitDone = nil
+	t.open = false
+	if err != nil {
+		t.metrics.kafkaTxns.WithLabelValues("failed").Inc()
+		return fenced(fmt.Errorf("commit kafka transaction: %w", err))
+	}
+	t.committed = t.pending
+	t.metrics.kafkaTxns.WithLabelValues("committed").Inc()
+	t.metrics.checkpointLSN.Set(float64(t.committed.LSN))
+	t.tracker.Release(t.committed.LSN)
+	return nil
+}
+
+// abort aborts the open transaction (a stop inside a Postgres transaction:
+// half of it must not become visible). A failure leaves it to the next
+// producer's initialisation, or the transaction timeout, to abort.
+func (t *txn) abort() error {
+	if !t.open {
+		return nil
+	}
+	t.open = false
+	if err := t.ap.AbortTxn(); err != nil {
+		return fenced(fmt.Errorf("abort kafka transaction: %w", err))
+	}
+	t.metrics.kafkaTxns.WithLabelValues("aborted").Inc()
+	return nil
+}
+
+// waitCommit waits up to d for a commit still running on its goroutine
+// (the stream ended meanwhile), so the producer is not closed under it.
+func (t *txn) waitCommit(d time.Duration) {
+	if t.commitDone == nil {
+		return
+	}
+	select {
+	case err := <-t.commitDone:
+		if err := t.finish(err); err != nil {
+			t.log.Warn("the last Kafka transaction did not commit; the next session sends its changes again", "err", err)
+		}
+	case <-time.After(d):
+		t.commitDone = nil
+	}
+}
+
+// endTxn ends the open Kafka transaction on a clean stop: committed when
+// the stream stopped between Postgres transactions, aborted inside one.
+func (c *capturer) endTxn(st *stream, prod *producer) error {
+	t := prod.txn
+	if t == nil {
+		return nil
+	}
+	t.waitCommit(c.cfg.ShutdownTimeout / 2)
+	if !t.open {
+		return nil
+	}
+	if st.inTx {
+		return t.abort()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout/2)
+	defer cancel()
+	return st.commitTxn(ctx)
+}

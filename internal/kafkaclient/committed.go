@@ -1,0 +1,97 @@
+package kafkaclient
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/IBM/sarama"
+)
+
+// ReadCommitted hands fn every record of offsets [from, to) of a partition
+// that a read_committed consumer sees: committed transactions and
+// non-transactional records, in offset order; to is at most the stable
+// offset (StableOffset). It stops early when fn returns false.
+//
+// It fetches by hand rather than with sarama's consumer: the consumer
+// skips transaction markers without saying so, and a reader that waits for
+// the offset before the end waits forever when that offset is a marker
+// (as it is after every committed transaction).
+func ReadCommitted(client sarama.Client, topic string, partition int32, from, to int64, fn func(offset int64, b *sarama.RecordBatch, r *sarama.Record) bool) error {
+	broker, err := client.Leader(topic, partition)
+	if err != nil {
+		return fmt.Errorf("leader of %s/%d: %w", topic, partition, err)
+	}
+	for offset := from; offset < to; {
+		req := &sarama.FetchRequest{Version: 11, MaxWaitTime: 100, MinBytes: 1, MaxBytes: 16 << 20, Isolation: sarama.ReadCommitted}
+		req.AddBlock(topic, partition, offset, 16<<20, -1)
+		resp, err := broker.Fetch(req)
+		if err != nil {
+			return fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, err)
+		}
+		block := resp.GetBlock(topic, partition)
+		if block == nil {
+			return fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, sarama.ErrIncompleteResponse)
+		}
+		if !errors.Is(block.Err, sarama.ErrNoError) {
+			return fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, block.Err)
+		}
+		next, more := scanCommitted(block, offset, to, fn)
+		if !more || next <= offset {
+			return nil // fn is done, or nothing more below the stable offset
+		}
+		offset = next
+	}
+	return nil
+}
+
+// scanCommitted walks the record batches of one fetch response from
+// offset, skipping transaction markers and the records of aborted
+// transactions, and returns the offset after the last batch.
+func scanCommitted(block *sarama.FetchResponseBlock, offset, to int64, fn func(int64, *sarama.RecordBatch, *sarama.Record) bool) (next int64, more bool) {
+	aborted := slices.Clone(block.AbortedTransactions)
+	slices.SortFunc(aborted, func(a, b *sarama.AbortedTransaction) int { return int(a.FirstOffset - b.FirstOffset) })
+	abortedPIDs := map[int64]bool{}
+	next = offset
+	for _, rs := range block.RecordsSet {
+		b := rs.RecordBatch
+		if b == nil || b.PartialTrailingRecord {
+			continue
+		}
+		last := b.FirstOffset + int64(b.LastOffsetDelta)
+		for len(aborted) > 0 && aborted[0].FirstOffset <= last {
+			abortedPIDs[aborted[0].ProducerID] = true
+			aborted = aborted[1:]
+		}
+		next = max(next, last+1)
+		if b.Control {
+			if len(b.Records) > 0 && controlType(b.Records[0].Key) == 0 { // abort marker
+				delete(abortedPIDs, b.ProducerID)
+			}
+			continue
+		}
+		if b.IsTransactional && abortedPIDs[b.ProducerID] {
+			continue
+		}
+		for _, r := range b.Records {
+			at := b.FirstOffset + r.OffsetDelta
+			if at < offset || at >= to {
+				continue
+			}
+			if !fn(at, b, r) {
+				return next, false
+			}
+		}
+	}
+	return next, true
+}
+
+// controlType reads a control record's key: version (int16), type (int16;
+// 0 abort, 1 commit).
+func controlType(key []byte) int16 {
+	if len(key) < 4 {
+		return -1
+	}
+	return int16(binary.BigEndian.Uint16(key[2:4]))
+}
