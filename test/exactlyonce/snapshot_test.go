@@ -54,10 +54,12 @@ func (s *setup) rowsDone() (int64, bool) {
 	return n, finished
 }
 
-// killDuringBackfill SIGKILLs the capture process twice, after the
-// backfills have read a third and two thirds of total rows, each time
-// while a chunk is being written (records beyond the stored progress
-// reach the broker), and restarts it; it returns the running capture.
+// killDuringBackfill SIGKILLs the capture process twice and restarts it,
+// and returns the running capture. The first kill comes after a third of
+// total rows, between a chunk's Kafka commit and the moment capture
+// stores its progress in Postgres (the test holds the backfill's row lock,
+// so storing waits); the second after two thirds, while a chunk is being
+// written (records beyond the stored progress reach the broker).
 func (s *setup) killDuringBackfill(proc *testenv.Process, total int64) *testenv.Process {
 	s.t.Helper()
 	for kill := int64(1); kill <= 2; kill++ {
@@ -67,17 +69,11 @@ func (s *setup) killDuringBackfill(proc *testenv.Process, total int64) *testenv.
 			done, finished = s.rowsDone()
 			return done >= total*kill/3 || (finished && done > 0)
 		})
-		// Caught writing: the broker's end grew while the stored
-		// progress stayed where it was.
-		prevDone, prevEnd := done, s.topicEnd(sarama.ReadUncommitted)
-		deadline := time.Now().Add(time.Minute)
-		for !finished && time.Now().Before(deadline) {
-			end := s.topicEnd(sarama.ReadUncommitted)
-			done, finished = s.rowsDone()
-			if done == prevDone && end > prevEnd {
-				break
-			}
-			prevDone, prevEnd = done, end
+		var release func()
+		if kill == 1 {
+			done, release = s.holdProgress()
+		} else {
+			done, finished = s.caughtWriting()
 		}
 		if finished {
 			s.t.Fatalf("the backfill finished (%d rows) before kill %d; make it larger", done, kill)
@@ -86,11 +82,61 @@ func (s *setup) killDuringBackfill(proc *testenv.Process, total int64) *testenv.
 		if err := proc.Kill(); err != nil {
 			s.t.Fatal(err)
 		}
-		s.t.Logf("capture SIGKILLed at %d/%d rows read (stored progress), broker end %d", done, total, s.topicEnd(sarama.ReadUncommitted))
+		if release != nil {
+			release()
+		}
+		s.t.Logf("capture SIGKILLed at %d/%d rows read (stored progress), broker end %d, visible end %d", done, total,
+			s.topicEnd(sarama.ReadUncommitted), s.topicEnd(sarama.ReadCommitted))
 		proc = s.capture()
 		s.waitStreaming(pid)
 	}
 	return proc
+}
+
+// holdProgress locks the running backfill's row, so that capture cannot
+// store its progress, and waits until a chunk beyond the stored progress
+// is visible to read_committed readers. It returns the stored rows and
+// the release of the lock.
+func (s *setup) holdProgress() (int64, func()) {
+	s.t.Helper()
+	ctx := context.Background()
+	tx, err := s.connect().Begin(ctx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	var id, done int64
+	if err := tx.QueryRow(ctx, `SELECT id, rows_done FROM cdcsync.backfills WHERE slot = $1 AND status = 'running' FOR UPDATE`, s.slot).Scan(&id, &done); err != nil {
+		s.t.Fatalf("lock the running backfill: %v", err)
+	}
+	visible := s.topicEnd(sarama.ReadCommitted)
+	waitFor(s.t, time.Minute, "a chunk committed beyond the stored progress", func() bool {
+		return s.topicEnd(sarama.ReadCommitted) >= visible+1000
+	})
+	// The release ends capture's waiting UPDATE before it can take the
+	// lock: a killed client's statement would otherwise still commit.
+	return done, func() {
+		s.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`)
+		_ = tx.Rollback(ctx)
+	}
+}
+
+// caughtWriting waits until the broker's end grows while the stored
+// progress stays where it was (a chunk is being written), and returns
+// the stored rows.
+func (s *setup) caughtWriting() (done int64, finished bool) {
+	s.t.Helper()
+	prevDone, _ := s.rowsDone()
+	prevEnd := s.topicEnd(sarama.ReadUncommitted)
+	deadline := time.Now().Add(time.Minute)
+	for !finished && time.Now().Before(deadline) {
+		end := s.topicEnd(sarama.ReadUncommitted)
+		done, finished = s.rowsDone()
+		if done == prevDone && end > prevEnd {
+			return done, false
+		}
+		prevDone, prevEnd = done, end
+	}
+	return done, finished
 }
 
 // checkRowsOnce reads the topics read_committed and checks that every
