@@ -76,7 +76,7 @@ func TestExactlyOnceUnderCrashes(t *testing.T) {
 		s.waitStreaming(pid)
 	}
 	time.Sleep(time.Until(started.Add(duration)))
-	ld.finish(s)
+	ld.finish(s, 3*time.Minute)
 	stop(t, proc)
 	ld.check(s, fmt.Sprintf("%d kills, %d broker restarts", kills, restarts))
 }

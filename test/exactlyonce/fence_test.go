@@ -67,7 +67,7 @@ func TestPausedActiveIsFenced(t *testing.T) {
 	}
 	stopped = false
 	time.Sleep(5 * time.Second) // whatever the old active still sends, it sends now
-	ld.finish(s)
+	ld.finish(s, 3*time.Minute)
 	if !active.Exited() {
 		t.Logf("the old active is still running after SIGCONT (it may have become a standby)")
 		_ = active.Kill()

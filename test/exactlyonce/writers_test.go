@@ -218,12 +218,12 @@ func (ld *load) waitBig(t *testing.T, timeout time.Duration) {
 	})
 }
 
-// finish stops the writers, waits until capture has confirmed all they
-// wrote, takes a last sample and stops the sampler.
-func (ld *load) finish(s *setup) {
+// finish stops the writers, waits (up to timeout) until capture has
+// confirmed all they wrote, takes a last sample and stops the sampler.
+func (ld *load) finish(s *setup, timeout time.Duration) {
 	s.t.Helper()
 	ld.stopWriters()
-	s.waitConfirmed(3 * time.Minute)
+	s.waitConfirmed(timeout)
 	time.Sleep(500 * time.Millisecond)
 	ld.stopSampler()
 }
