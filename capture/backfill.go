@@ -70,9 +70,12 @@ type backfiller struct {
 	// snapshotted are the tables the initial snapshot reads (the outbox
 	// table is not): those whose topics get the resnapshot-done marker.
 	snapshotted []tableInfo
-	connect     func(context.Context) (*pgx.Conn, error)
-	store       backfillStore
-	wake        chan struct{}
+	// recovery is the re-snapshot after a lost slot, when this session
+	// runs or resumes one (recovery.go); nil otherwise.
+	recovery *recovery
+	connect  func(context.Context) (*pgx.Conn, error)
+	store    backfillStore
+	wake     chan struct{}
 
 	mu      sync.Mutex
 	windows map[string]*window // by tag, registered before the low watermark
@@ -84,6 +87,9 @@ type backfiller struct {
 
 	open   *window // window between its low and high watermark in the stream
 	keyBuf []byte
+	// resume holds the backfills' progress in the Kafka checkpoint the
+	// session started from (exactly-once delivery; backfill_eos.go).
+	resume map[int64]backfillMark
 }
 
 func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo, initial initialBackfills) *backfiller {
@@ -237,12 +243,13 @@ func (b *backfiller) finishSnapshot(ctx context.Context, conn *pgx.Conn) error {
 		return fmt.Errorf("finish initial snapshot: %w", err)
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx)) //nolint:errcheck // no-op after commit
-	finished, err := stateStore{schema: b.cfg.StateSchema}.finishSnapshot(ctx, tx, b.cfg.Slot)
+	state := stateStore{schema: b.cfg.StateSchema}
+	finished, err := state.finishSnapshot(ctx, tx, b.cfg.Slot)
 	if err != nil {
 		return err
 	}
 	if finished && b.source.Epoch > 0 {
-		if err := requestResnapshotDone(ctx, tx, b.cfg.Slot, b.source.Epoch); err != nil {
+		if err := requestResnapshotDone(ctx, tx, state, b.cfg.Slot, b.source.Epoch); err != nil {
 			return err
 		}
 	}
@@ -267,6 +274,9 @@ func (b *backfiller) runOne(ctx context.Context, conn *pgx.Conn, bf Backfill) er
 		return err
 	}
 	log := b.log.With("backfill", bf.ID, "table", bf.TableName())
+	if err := b.resumeFromCheckpoint(ctx, conn, &bf, log); err != nil {
+		return err
+	}
 	if bf.LastKey == nil {
 		log.Info("backfill started", "where", bf.Where, "chunk_size", bf.ChunkSize, "rows_estimate", bf.RowsTotal)
 	} else {
@@ -471,6 +481,7 @@ func (b *backfiller) chunks(ctx context.Context, conn *pgx.Conn, bf *Backfill, t
 			b.abandon(p.w)
 			return false, err
 		}
+		b.setMark(p, bf)
 		if err := b.handOver(ctx, conn, bf, p); err != nil {
 			b.abandon(p.w)
 			return false, err

@@ -50,6 +50,7 @@ func (p *progress) update(bf *Backfill) {
 func (p *progress) set(bf *Backfill, rate float64) time.Duration {
 	m := p.b.metrics
 	total := max(bf.RowsTotal, bf.RowsDone)
+	p.b.recovery.noteRows(bf.ID, bf.RowsDone, total)
 	m.backfillRowsDone.WithLabelValues(p.table).Set(float64(bf.RowsDone))
 	m.backfillRowsExpected.WithLabelValues(p.table).Set(float64(total))
 	var eta time.Duration

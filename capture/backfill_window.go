@@ -27,6 +27,11 @@ type window struct {
 	cancelled atomic.Bool
 
 	rows []Change // set (under backfiller.mu) before the high watermark
+	// mark is the backfill's progress once this chunk is on Kafka (set
+	// under backfiller.mu before the high watermark); exactly-once
+	// delivery commits it in the checkpoint with the chunk's rows.
+	mark   backfillMark
+	markID int64
 	// source.snapshot of the first and last rows emitted (the initial
 	// snapshot's first and last chunks); "" keeps the rows' mark.
 	firstMark, lastMark string
@@ -85,7 +90,7 @@ func (s *stream) backfillMessage(ctx context.Context, m *pglogrepl.LogicalDecodi
 		}
 		return true, s.backfill.watermark(ctx, s, string(m.Content), at)
 	case resnapshotPrefix:
-		return true, s.resnapshotDone(ctx, string(m.Content))
+		return true, s.resnapshotDone(ctx, string(m.Content), at)
 	}
 	return false, nil
 }
@@ -200,8 +205,9 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	w := b.windows[tag]
 	delete(b.windows, tag)
 	var rows []Change
+	var mark backfillMark
 	if w != nil {
-		rows, w.rows = w.rows, nil
+		rows, w.rows, mark = w.rows, nil, w.mark
 	}
 	b.mu.Unlock()
 	if w == nil {
@@ -264,6 +270,10 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	}
 	if w.emitted > 0 {
 		b.metrics.snapshotRows.WithLabelValues(w.table.String()).Add(float64(w.emitted))
+	}
+	if s.txn != nil && w.markID != 0 {
+		mark.RowsSkipped += int64(w.skipped)
+		s.txn.markBackfill(w.markID, mark)
 	}
 	// The rows belong to the high watermark: once they and everything
 	// before are acknowledged, it may be confirmed, and the backfiller

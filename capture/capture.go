@@ -318,6 +318,10 @@ func (c *capturer) session(parent context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	rec, err := c.loadRecovery(ctx, conn, src.Epoch, slot.ConfirmedFlush)
+	if err != nil {
+		return err
+	}
 
 	prod, err := startProducer(ctx, c.cfg, c.tracker, c.metrics)
 	if err != nil {
@@ -400,9 +404,14 @@ func (c *capturer) session(parent context.Context) (err error) {
 		},
 	}
 
-	st.txn, st.resumeAt = prod.txn, resume
+	st.txn, st.resumeAt = prod.txn, resume.LSN
 	st.backfill = newBackfiller(c, src, types, tables, initial)
+	st.backfill.resume = resume.Backfills
 	st.backfill.snapshotted = snapTables
+	st.backfill.recovery = rec
+	// While a re-snapshot after a lost slot is on, /readyz says so.
+	gate := &recoveryGate{Readiness: c.opts.ready, rec: rec, tracker: c.tracker}
+	st.ready = gate
 	if c.cfg.WatermarkInterval > 0 {
 		st.clock = &sourceClock{}
 	}
@@ -422,7 +431,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 		}
 	}
 	// Exactly-once: what the checkpoint covers is committed on Kafka.
-	c.tracker.Release(resume)
+	c.tracker.Release(resume.LSN)
 	// The slot exists now: from here on, its absence means it was lost.
 	if err := sources.record(ctx, conn, c.cfg.Slot, identity); err != nil {
 		return err
@@ -444,12 +453,16 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// then the confirmed LSN does not cover its existing rows.
 	stopWatermarks := c.startWatermarks(ctx, st, prod, tables, router)
 	defer stopWatermarks() // before the producer closes (defers run last first)
-	c.opts.ready.SetReady()
+	gateCtx, stopGate := context.WithCancel(ctx)
+	gateDone := make(chan struct{})
+	go func() { defer close(gateDone); gate.run(gateCtx) }()
+	defer func() { stopGate(); <-gateDone }()
+	gate.SetReady()
 	runErr := st.run(ctx)
 	if parent.Err() == nil {
 		return runErr // an error, or the lock was lost (see the deferred cause)
 	}
-	c.opts.ready.SetNotReady("shutting down")
+	gate.SetNotReady("shutting down")
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()

@@ -122,34 +122,34 @@ func lastCommitted(client sarama.Client, topic string, key []byte, from, to int6
 }
 
 // readCheckpoint creates the checkpoint topic if needed and reads the
-// slot's checkpoint (exactly-once delivery only). It returns the LSN the
-// stream resumes after: 0 without a checkpoint, or with one from another
-// source epoch (its LSNs are of another history).
-func (c *capturer) readCheckpoint(prod *producer, epoch uint32) (pglogrepl.LSN, error) {
+// slot's checkpoint (exactly-once delivery only): the stream resumes after
+// its LSN. Without a checkpoint, or with one from another
+// source epoch (its LSNs are of another history): the zero checkpoint.
+func (c *capturer) readCheckpoint(prod *producer, epoch uint32) (checkpoint, error) {
 	if prod.txn == nil {
-		return 0, nil
+		return checkpoint{}, nil
 	}
 	topic := checkpointTopic(c.cfg.TopicPrefix)
 	compact := "compact"
 	detail := sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: c.cfg.TopicReplication,
 		ConfigEntries: map[string]*string{"cleanup.policy": &compact}}
 	if _, err := prod.create(topic, detail); err != nil {
-		return 0, err
+		return checkpoint{}, err
 	}
 	cp, found, err := readCheckpoint(prod.client, topic, c.cfg.Slot)
 	if err != nil {
-		return 0, err
+		return checkpoint{}, err
 	}
 	switch {
 	case !found:
 		c.log.Info("exactly-once: no checkpoint on Kafka yet", "topic", topic, "slot", c.cfg.Slot)
-		return 0, nil
+		return checkpoint{}, nil
 	case cp.Epoch != epoch:
 		c.log.Info("exactly-once: the checkpoint is of another source epoch; ignored", "checkpoint_epoch", cp.Epoch, "epoch", epoch)
-		return 0, nil
+		return checkpoint{}, nil
 	}
 	prod.txn.resume(cp)
 	c.metrics.checkpointLSN.Set(float64(cp.LSN))
 	c.log.Info("exactly-once: resuming after the Kafka checkpoint", "lsn", cp.LSN, "source_epoch", cp.Epoch)
-	return cp.LSN, nil
+	return cp, nil
 }

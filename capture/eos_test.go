@@ -2,9 +2,13 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -12,6 +16,9 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
@@ -50,6 +57,36 @@ func readCommittedTopic(t *testing.T, brokers []string, topic string) []message 
 		}
 	}
 	return out
+}
+
+// committedKeys returns the keys of the records of topic a read_committed
+// consumer sees now.
+func committedKeys(t *testing.T, brokers []string, topic string) []string {
+	t.Helper()
+	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
+	if err != nil {
+		t.Fatalf("kafka client: %v", err)
+	}
+	defer client.Close()
+	parts, err := client.Partitions(topic)
+	if err != nil {
+		t.Fatalf("partitions of %s: %v", topic, err)
+	}
+	var keys []string
+	for _, p := range parts {
+		end, err := kafkaclient.StableOffset(client, topic, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = kafkaclient.ReadCommitted(client, topic, p, 0, end, func(_ int64, _ *sarama.RecordBatch, r *sarama.Record) bool {
+			keys = append(keys, string(r.Key))
+			return true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return keys
 }
 
 // eosEnv is captureEnv with exactly-once delivery.
@@ -161,4 +198,213 @@ func killTwiceCountCopies(t *testing.T, delivery string) (dups, missing int) {
 	}
 	t.Logf("%s: %d committed rows, %d records read_committed, %d duplicates, %d missing", delivery, len(committed), len(copies)+dups, dups, missing)
 	return dups, missing
+}
+
+// failCommits makes the broker answer every EndTxn with a retriable
+// error (COORDINATOR_LOAD_IN_PROGRESS) until the returned function is
+// called: Kafka transactions stay open while produce requests go on being
+// acknowledged.
+func failCommits(t *testing.T, cluster *kfake.Cluster) (restore func()) {
+	t.Helper()
+	var failing atomic.Bool
+	failing.Store(true)
+	cluster.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if !failing.Load() {
+			cluster.DropControl()
+			return nil, nil, false
+		}
+		cluster.KeepControl()
+		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+		return resp, nil, true
+	})
+	restore = func() { failing.Store(false) }
+	t.Cleanup(restore)
+	return restore
+}
+
+func slotConfirmed(t *testing.T, conn *pgx.Conn, slot string) pglogrepl.LSN {
+	t.Helper()
+	var lsn pglogrepl.LSN
+	if err := conn.QueryRow(t.Context(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+func currentLSN(t *testing.T, conn *pgx.Conn) pglogrepl.LSN {
+	t.Helper()
+	var lsn pglogrepl.LSN
+	if err := conn.QueryRow(t.Context(), "SELECT pg_current_wal_lsn()::text").Scan(&lsn); err != nil {
+		t.Fatal(err)
+	}
+	return lsn
+}
+
+// TestExactlyOnceConfirmsOnlyCommitted holds a Kafka commit back (the
+// broker fails EndTxn) while the rows of a Postgres transaction are
+// acknowledged: the slot's confirmed LSN must not pass what is committed
+// on Kafka, or a crash then would lose the rows for read_committed
+// consumers. Once the commit goes through, it follows.
+func TestExactlyOnceConfirmsOnlyCommitted(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	own := ownBroker(t, e) // the test fails the broker's commits
+	db := e.PG.CreateDB(t)
+	conn := connect(t, own, db)
+	mustExec(t, conn, ordersDDL)
+	cfg := testConfig(own, db)
+	cfg.Snapshot = "never"
+	cfg.Delivery = "exactly-once"
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	startCapture(t, cfg)
+	waitSlotActive(t, conn, cfg.Slot)
+
+	mustExec(t, conn, "INSERT INTO orders VALUES (1, 1, 1, 'created')")
+	first := currentLSN(t, conn)
+	waitFor(t, 30*time.Second, "the first row committed and confirmed", func() bool {
+		return len(readCommittedTopic(t, own.Kafka.Brokers(), topic)) == 1 && slotConfirmed(t, conn, cfg.Slot) >= first
+	})
+
+	restore := failCommits(t, own.Kafka.Cluster())
+	before := slotConfirmed(t, conn, cfg.Slot)
+	mustExec(t, conn, "INSERT INTO orders SELECT g, 1, 1, 'created' FROM generate_series(2, 101) g")
+	after := currentLSN(t, conn)
+	waitFor(t, 30*time.Second, "the rows acknowledged (in the open transaction)", func() bool {
+		return topicCount(t, own.Kafka.Brokers(), topic) >= 101
+	})
+	time.Sleep(5 * cfg.StatusInterval) // status updates and heartbeats meanwhile
+	if got := slotConfirmed(t, conn, cfg.Slot); got >= after {
+		t.Fatalf("slot confirmed %s, past the uncommitted transaction ending at %s (confirmed before it: %s)", got, after, before)
+	}
+	if n := len(readCommittedTopic(t, own.Kafka.Brokers(), topic)); n != 1 {
+		t.Fatalf("read_committed sees %d records while the transaction is open, want 1", n)
+	}
+	restore()
+	waitFor(t, 60*time.Second, "the commit and the confirmation after it", func() bool {
+		return len(readCommittedTopic(t, own.Kafka.Brokers(), topic)) == 101 && slotConfirmed(t, conn, cfg.Slot) >= after
+	})
+}
+
+// TestExactlyOnceOpenTransactionAbortedOnRestart kills capture while its
+// Kafka transaction is open (the broker fails its commits): the records
+// written in it are on the partitions but never visible read_committed;
+// the restarted capture's producer initialisation aborts that transaction,
+// and the rows arrive once, in a new one.
+func TestExactlyOnceOpenTransactionAbortedOnRestart(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	own := ownBroker(t, e)
+	bin := buildBinary(t)
+	db := e.PG.CreateDB(t)
+	conn := connect(t, own, db)
+	mustExec(t, conn, ordersDDL)
+	cfg := testConfig(own, db)
+	cfg.Snapshot = "never"
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	brokers := own.Kafka.Brokers()
+	proc := testenv.StartProcess(t, "capture", bin, eosEnv(cfg), "capture")
+	waitSlotActive(t, conn, cfg.Slot)
+
+	restore := failCommits(t, own.Kafka.Cluster())
+	const rows = 200
+	mustExec(t, conn, fmt.Sprintf("INSERT INTO orders SELECT g, 1, 1, 'created' FROM generate_series(1, %d) g", rows))
+	waitFor(t, 30*time.Second, "the rows written into the open transaction", func() bool {
+		return topicCount(t, brokers, topic) >= rows
+	})
+	_ = proc.Kill()
+	restore()
+	if n := len(readCommittedTopic(t, brokers, topic)); n != 0 {
+		t.Fatalf("read_committed sees %d records of the killed capture's open transaction", n)
+	}
+	proc = testenv.StartProcess(t, "capture", bin, eosEnv(cfg), "capture")
+	after := currentLSN(t, conn)
+	waitFor(t, 60*time.Second, "the restarted capture to confirm the rows", func() bool { return slotConfirmed(t, conn, cfg.Slot) >= after })
+	msgs := readCommittedTopic(t, brokers, topic)
+	ids := map[string]int{}
+	for _, m := range msgs {
+		ids[fmt.Sprint(m.Key["id"])]++
+	}
+	if len(msgs) != rows || len(ids) != rows {
+		t.Fatalf("read_committed: %d records of %d ids, want each of the %d rows once (the aborted copies never)", len(msgs), len(ids), rows)
+	}
+	if total := topicCount(t, brokers, topic); total < 2*rows {
+		t.Fatalf("%d records on the partitions; want the aborted copy and the committed one (at least %d)", total, 2*rows)
+	}
+	_ = proc.Signal(syscall.SIGTERM)
+	if code, err := proc.Wait(10 * time.Second); err != nil || code != 0 {
+		t.Fatalf("capture after SIGTERM: exit %d, %v", code, err)
+	}
+}
+
+// TestFencedProducerCannotWrite: a second producer of the same slot (a
+// capture that took the slot over) fences the first. The first one's open
+// transaction is aborted, its later writes and its commit fail with
+// ErrFenced, and nothing of it after the fence is ever visible.
+func TestFencedProducerCannotWrite(t *testing.T) {
+	e := testenv.RequireEnv(t, env)
+	cfg := testConfig(e, "unused")
+	cfg.Delivery = "exactly-once"
+	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	noKeepAlive := func(context.Context) error { return nil }
+	start := func() *producer {
+		tr := pipeline.NewTracker(100)
+		tr.HoldUntilReleased()
+		p, err := newProducer(cfg, tr, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.txn = newTxn(p.ap, cfg, slog.New(slog.DiscardHandler), m, tr)
+		go p.ackLoop()
+		t.Cleanup(func() { _ = p.close(time.Second, time.Second) })
+		if err := p.ensureTableTopic(topic); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.ensureTopic(checkpointTopic(cfg.TopicPrefix)); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	record := func(id int) Record {
+		return Record{Topic: topic, Key: fmt.Appendf(nil, `{"id":%d}`, id), Value: []byte(`{}`)}
+	}
+	write := func(p *producer, id int) error {
+		return p.send(ctx, record(id), noKeepAlive, cfg.StatusInterval)
+	}
+	commit := func(p *producer) error { return p.txn.commit(ctx, noKeepAlive, cfg.StatusInterval) }
+
+	old := start()
+	if err := write(old, 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := commit(old); err != nil {
+		t.Fatal(err)
+	}
+	if err := write(old, 2); err != nil { // left open: the next producer aborts it
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the open transaction's record on the partition", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= 2 })
+
+	newer := start() // InitProducerID with the same transactional.id
+	err = write(old, 3)
+	if err == nil {
+		err = commit(old)
+	}
+	if !errors.Is(err, ErrFenced) {
+		t.Fatalf("the fenced producer's write and commit: %v, want ErrFenced", err)
+	}
+	if err := write(newer, 4); err != nil {
+		t.Fatal(err)
+	}
+	if err := commit(newer); err != nil {
+		t.Fatal(err)
+	}
+	got := committedKeys(t, e.Kafka.Brokers(), topic)
+	slices.Sort(got)
+	if !slices.Equal(got, []string{`{"id":1}`, `{"id":4}`}) {
+		t.Fatalf("read_committed sees ids %v, want [1 4] (2 aborted by the fence, 3 refused)", got)
+	}
 }

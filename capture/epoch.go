@@ -42,7 +42,8 @@ func (s stateStore) sourceEpoch(ctx context.Context, conn *pgx.Conn, slot string
 		if created || lost {
 			err := conn.QueryRow(ctx, "INSERT INTO "+s.table()+` AS s (slot, snapshot_done, source_epoch)
 				VALUES ($1, false, greatest($2::bigint + 1, extract(epoch FROM clock_timestamp())::bigint))
-				ON CONFLICT (slot) DO UPDATE SET source_epoch = EXCLUDED.source_epoch, updated_at = now()
+				ON CONFLICT (slot) DO UPDATE SET source_epoch = EXCLUDED.source_epoch,
+					consistent_lsn = NULL, resnapshot_lsn = NULL, updated_at = now()
 				RETURNING source_epoch`, slot, epoch).Scan(&epoch)
 			if err != nil {
 				return 0, fmt.Errorf("start a new source epoch: %w", err)
@@ -55,22 +56,24 @@ func (s stateStore) sourceEpoch(ctx context.Context, conn *pgx.Conn, slot string
 	return uint32(epoch), nil
 }
 
-// ensureEpochColumn adds source_epoch to a capture_state table from before
-// epochs existed (0: the epoch of every position it streamed). It looks
-// first, so a role that does not own the table needs nothing more once an
-// administrator added the column.
+// ensureEpochColumn adds source_epoch (0: the epoch of every position it
+// streamed) and resnapshot_lsn (recovery.go) to a capture_state table from
+// before they existed. It looks first, so a role that does not own the
+// table needs nothing more once an administrator added the columns.
 func (s stateStore) ensureEpochColumn(ctx context.Context, conn *pgx.Conn) error {
-	var exists bool
-	err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
-		WHERE attrelid = to_regclass($1) AND attname = 'source_epoch' AND NOT attisdropped)`, s.table()).Scan(&exists)
-	if err != nil {
-		return fmt.Errorf("look up capture state column source_epoch: %w", err)
-	}
-	if exists {
-		return nil
-	}
-	if _, err := conn.Exec(ctx, "ALTER TABLE "+s.table()+" ADD COLUMN IF NOT EXISTS source_epoch bigint NOT NULL DEFAULT 0"); err != nil {
-		return fmt.Errorf("add column source_epoch to capture state %s: %w", s.table(), err)
+	for _, col := range [][2]string{{"source_epoch", "bigint NOT NULL DEFAULT 0"}, {"resnapshot_lsn", "pg_lsn"}} {
+		var exists bool
+		err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_attribute
+			WHERE attrelid = to_regclass($1) AND attname = $2 AND NOT attisdropped)`, s.table(), col[0]).Scan(&exists)
+		if err != nil {
+			return fmt.Errorf("look up capture state column %s: %w", col[0], err)
+		}
+		if exists {
+			continue
+		}
+		if _, err := conn.Exec(ctx, "ALTER TABLE "+s.table()+" ADD COLUMN IF NOT EXISTS "+col[0]+" "+col[1]); err != nil {
+			return fmt.Errorf("add column %s to capture state %s: %w", col[0], s.table(), err)
+		}
 	}
 	return nil
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcsync/cdcsync/config"
-	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
@@ -255,29 +254,11 @@ func TestInvalidatedSlotRefusedWithInitial(t *testing.T) {
 // for the same reason as capture.
 func checkStatusLost(t *testing.T, cfg config.Capture, reason string) {
 	t.Helper()
-	var sc config.Status
-	if err := config.Defaults(&sc); err != nil {
-		t.Fatal(err)
-	}
-	sc.SourceURL, sc.Slot, sc.Tables, sc.TopicPrefix, sc.StateSchema = cfg.SourceURL, cfg.Slot, cfg.Tables, cfg.TopicPrefix, cfg.StateSchema
-	sc.Kafka.Brokers = cfg.Kafka.Brokers
-	c, err := status.New(t.Context(), sc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	r, err := c.Collect(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, text := captureStatus(t, cfg)
 	if r.Slot.Lost != reason {
 		t.Errorf("status: slot lost = %q (%s), want %q", r.Slot.Lost, r.Slot.LostDetail, reason)
 	}
-	var text strings.Builder
-	if err := status.WriteText(&text, r); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(text.String(), "LOST ("+reason+")") {
-		t.Errorf("status text does not say the slot is lost:\n%s", text.String())
+	if !strings.Contains(text, "LOST ("+reason+")") {
+		t.Errorf("status text does not say the slot is lost:\n%s", text)
 	}
 }

@@ -113,7 +113,7 @@ type message struct {
 	Partition int32
 	Offset    int64
 	Key       map[string]any
-	Event     *pipeline.Event // nil for a tombstone
+	Event     *pipeline.Event // nil for a tombstone or a control record
 	Headers   map[string]string
 }
 
@@ -151,7 +151,7 @@ func decodeMessage(t *testing.T, m *sarama.ConsumerMessage) message {
 			t.Fatalf("key %q: %v", m.Key, err)
 		}
 	}
-	if m.Value != nil {
+	if m.Value != nil && !pipeline.IsControl(m.Headers) {
 		ev, err := pipeline.DecodeEvent(m.Value)
 		if err != nil {
 			t.Fatalf("value %s: %v", m.Value, err)

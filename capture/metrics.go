@@ -34,6 +34,9 @@ type metrics struct {
 	// slotRecreated counts the lost slots capture started over from
 	// (CDCSYNC_SNAPSHOT=when_needed), per reason.
 	slotRecreated *prometheus.CounterVec
+	// recovering is 1 while the re-snapshot after a lost slot is not yet
+	// complete on Kafka (recovery.go).
+	recovering prometheus.Gauge
 	// Backfills (the initial snapshot's too), per table.
 	backfillRowsDone     *prometheus.GaugeVec
 	backfillRowsExpected *prometheus.GaugeVec
@@ -92,6 +95,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		slotRecreated: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cdcsync_capture_slot_recreated_total", Help: "Times capture found its replication slot missing or invalidated, or the source changed, and with CDCSYNC_SNAPSHOT=when_needed created the slot again and read every table again; label reason: slot_missing, slot_invalidated, source_changed.",
 		}, []string{"reason"}),
+		recovering: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "cdcsync_capture_recovering", Help: "1 while capture re-reads every table after a lost slot (CDCSYNC_SNAPSHOT=when_needed) and the resnapshot-done records are not on Kafka yet: the topics are not exact until then.",
+		}),
 		heartbeatFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "cdcsync_capture_heartbeat_failures_total", Help: "Heartbeats that could not be written (connection or query failed); an idle slot does not advance while they fail.",
 		}),
@@ -125,7 +131,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{m.captured, m.produced, m.acknowledged, m.produceErrors,
 		m.confirmedLSN, m.receivedLSN, m.inFlight, m.inFlightBytes, m.reconnects, m.snapshotRows, m.slotLagBytes, m.produceTime, m.heartbeatFailures,
-		m.poisonRecords, m.stoppedOnPoison, m.slotLost, m.slotRecreated,
+		m.poisonRecords, m.stoppedOnPoison, m.slotLost, m.slotRecreated, m.recovering,
 		m.backfillRowsDone, m.backfillRowsExpected, m.backfillETA, m.kafkaTxns, m.checkpointLSN, m.droppedOnResume} {
 		if err := reg.Register(c); err != nil {
 			var already prometheus.AlreadyRegisteredError

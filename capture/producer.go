@@ -402,6 +402,17 @@ func headerValue(headers []sarama.RecordHeader, key []byte) string {
 
 // err returns the first delivery failure, if any, without consuming it.
 func (p *producer) err() error {
+	if p.txn != nil {
+		if err := p.txn.fatal(); err != nil {
+			return errors.Join(err, p.deliveryErr())
+		}
+	}
+	return p.deliveryErr()
+}
+
+// deliveryErr returns the first message that failed for good, if any,
+// without consuming it.
+func (p *producer) deliveryErr() error {
 	select {
 	case err := <-p.failed:
 		p.failed <- err

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcsync/cdcsync/pipeline"
@@ -19,9 +20,13 @@ import (
 // confirmed past it only once Kafka acknowledged the markers it causes.
 const resnapshotPrefix = "cdcsync.resnapshot"
 
-func requestResnapshotDone(ctx context.Context, tx pgx.Tx, slot string, epoch uint32) error {
+// requestResnapshotDone writes the message in tx and records its LSN as
+// the recovery's end (capture_state.resnapshot_lsn, recovery.go).
+func requestResnapshotDone(ctx context.Context, tx pgx.Tx, state stateStore, slot string, epoch uint32) error {
 	content := slot + ":" + strconv.FormatUint(uint64(epoch), 10)
-	if _, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, $1, $2)", resnapshotPrefix, content); err != nil {
+	_, err := tx.Exec(ctx, "UPDATE "+state.table()+` SET resnapshot_lsn = pg_logical_emit_message(true, $2, $3), updated_at = now()
+		WHERE slot = $1`, slot, resnapshotPrefix, content)
+	if err != nil {
 		return fmt.Errorf("finish initial snapshot: resnapshot message: %w", err)
 	}
 	return nil
@@ -32,7 +37,7 @@ func requestResnapshotDone(ctx context.Context, tx pgx.Tx, slot string, epoch ui
 // topic at a position in this epoch, so whatever a consumer holds from an
 // older epoch was deleted while no slot recorded (pipeline.ResnapshotKey).
 // Messages of other slots (other captures of the database) are ignored.
-func (s *stream) resnapshotDone(ctx context.Context, content string) error {
+func (s *stream) resnapshotDone(ctx context.Context, content string, at pglogrepl.LSN) error {
 	slot, epochText, ok := strings.Cut(content, ":")
 	if !ok || s.backfill == nil || slot != s.backfill.cfg.Slot {
 		return nil
@@ -43,14 +48,18 @@ func (s *stream) resnapshotDone(ctx context.Context, content string) error {
 	}
 	pos := pipeline.Position{Epoch: uint32(epoch)}
 	cfg := s.backfill.cfg
-	key := pipeline.ResnapshotKey
+	key, value := pipeline.ResnapshotKey, pipeline.ResnapshotValue
 	if cfg.Encoding.Encoding == "debezium" && cfg.SchemasEnable {
-		key = pipeline.ResnapshotKeyWithSchema // Connect consumers convert every key
+		// Connect consumers convert every key and value.
+		key, value = pipeline.ResnapshotKeyWithSchema, pipeline.ResnapshotValueWithSchema
 	}
 	for _, t := range s.backfill.snapshotted {
 		rec := Record{
-			Topic:    pipeline.Topic(cfg.TopicPrefix, t.Schema, t.Name),
-			Key:      []byte(key),
+			Topic: pipeline.Topic(cfg.TopicPrefix, t.Schema, t.Name),
+			Key:   []byte(key),
+			// Not null: compaction keeps the latest record of a key with
+			// a value, but drops tombstones (pipeline.ResnapshotKey).
+			Value:    value(t.String(), uint32(epoch)),
 			Position: pos,
 			Headers: []sarama.RecordHeader{
 				{Key: headerPosition, Value: pos.AppendText(nil)},
@@ -62,6 +71,7 @@ func (s *stream) resnapshotDone(ctx context.Context, content string) error {
 			return err
 		}
 	}
+	s.backfill.recovery.resnapshotSent(at)
 	s.log.Info("resnapshot done: the sinks remove rows of older source epochs", "source_epoch", epoch, "tables", len(s.backfill.snapshotted))
 	return nil
 }

@@ -221,6 +221,7 @@ func (s stateStore) ensure(ctx context.Context, conn *pgx.Conn) error {
 			snapshot_done boolean NOT NULL,
 			consistent_lsn pg_lsn,
 			source_epoch bigint NOT NULL DEFAULT 0,
+			resnapshot_lsn pg_lsn,
 			updated_at timestamptz NOT NULL DEFAULT now())`)
 }
 

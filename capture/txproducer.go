@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -86,6 +88,22 @@ func fenced(err error) error {
 	return err
 }
 
+// fatal returns ErrFenced once sarama moved the transaction to its fatal
+// state. The fencing error itself does not always come back: a batch whose
+// AddPartitionsToTxn was refused is retried like a connection failure
+// (for CDCSYNC's ten minutes of produce retries) with the error kept
+// inside the producer. A fatal state other than fencing (an authorization
+// error) needs a new producer just the same.
+func (t *txn) fatal() error {
+	if st := t.ap.TxnStatus(); st&sarama.ProducerTxnFlagFatalError != 0 {
+		return fmt.Errorf("%w: the transactional producer's state is fatal (%s)", ErrFenced, st)
+	}
+	return nil
+}
+
+// fatalPoll is how often a waiting commit looks at the transaction state.
+const fatalPoll = 50 * time.Millisecond
+
 // checkpointMeta marks the checkpoint record: its acknowledgement concerns
 // no tracked change.
 type checkpointMeta struct{}
@@ -131,7 +149,7 @@ func (t *txn) begin() error {
 		return nil
 	}
 	if err := t.ap.BeginTxn(); err != nil {
-		return fenced(fmt.Errorf("begin kafka transaction: %w", err))
+		return errors.Join(t.fatal(), fenced(fmt.Errorf("begin kafka transaction: %w", err)))
 	}
 	t.open, t.began, t.records = true, time.Now(), 1
 	return nil
@@ -144,6 +162,24 @@ func (t *txn) reached(epoch uint32, lsn pglogrepl.LSN) {
 	if lsn > t.pending.LSN || epoch != t.pending.Epoch {
 		t.pending.Epoch, t.pending.LSN = epoch, lsn
 	}
+}
+
+// maxCheckpointBackfills bounds the backfills a checkpoint remembers: the
+// most recent ones (backfills run in id order; older ones are done).
+const maxCheckpointBackfills = 64
+
+// markBackfill records that the open transaction holds backfill id's rows
+// up to m: the checkpoint carries it.
+func (t *txn) markBackfill(id int64, m backfillMark) {
+	marks := maps.Clone(t.pending.Backfills) // committed shares the old map
+	if marks == nil {
+		marks = map[int64]backfillMark{}
+	}
+	marks[id] = m
+	for len(marks) > maxCheckpointBackfills {
+		delete(marks, slices.Min(slices.Collect(maps.Keys(marks))))
+	}
+	t.pending.Backfills = marks
 }
 
 // due reports whether the open transaction should commit now, at a
@@ -172,15 +208,22 @@ func (t *txn) commit(ctx context.Context, keepAlive func(context.Context) error,
 	done := make(chan error, 1)
 	t.commitDone = done
 	go func() { done <- t.ap.CommitTxn() }()
-	tick := time.NewTicker(interval)
+	tick := time.NewTicker(fatalPoll)
 	defer tick.Stop()
+	nextKeepAlive := time.Now().Add(interval)
 	for {
 		select {
 		case err := <-done:
 			return t.finish(err)
-		case <-tick.C:
-			if err := keepAlive(ctx); err != nil {
-				return err
+		case now := <-tick.C:
+			if err := t.fatal(); err != nil {
+				return err // the commit cannot succeed; close abandons it
+			}
+			if now.After(nextKeepAlive) {
+				nextKeepAlive = now.Add(interval)
+				if err := keepAlive(ctx); err != nil {
+					return err
+				}
 			}
 		case <-ctx.Done():
 			return ctx.Err()

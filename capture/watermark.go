@@ -124,10 +124,14 @@ type watermarker struct {
 	// key is the record key of a partition's watermarks: wrapped in
 	// JsonConverter's envelope when the topics are.
 	key func(partition int32) []byte
-	// snapshotting reports a topic whose table's initial snapshot is
-	// unfinished: its rows that existed before the slot are not all on
-	// Kafka, so no LSN is complete for it yet.
-	snapshotting func(topic string) bool
+	// epoch is the session's source epoch, which every watermark
+	// carries: the sinks compare it before the LSN.
+	epoch uint32
+	// hold reports a topic whose table's initial snapshot is unfinished
+	// (its rows that existed before the slot are not all on Kafka, so no
+	// LSN is complete for it yet), and every topic while a re-snapshot
+	// after a lost slot is not confirmed past its end at lsn (recovery.go).
+	hold func(topic string, lsn pglogrepl.LSN) bool
 
 	last     pglogrepl.LSN
 	lastAsOf time.Time
@@ -191,7 +195,7 @@ func (w *watermarker) due(lsn pglogrepl.LSN, asOf, now time.Time) bool {
 // when ctx ended first.
 func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Time) bool {
 	for _, topic := range w.topics {
-		if w.snapshotting != nil && w.snapshotting(topic) {
+		if w.hold != nil && w.hold(topic, lsn) {
 			continue
 		}
 		parts, err := w.prod.client.Partitions(topic)
@@ -199,7 +203,7 @@ func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Tim
 			w.log.Debug("watermark: partitions unknown", "topic", topic, "err", err)
 			continue
 		}
-		wm := pipeline.Watermark{LSN: lsn, AsOf: asOf, Partitions: int32(len(parts))}
+		wm := pipeline.Watermark{Epoch: w.epoch, LSN: lsn, AsOf: asOf, Partitions: int32(len(parts))}
 		headers := wm.Headers()
 		for _, p := range parts {
 			msg := &sarama.ProducerMessage{
@@ -233,7 +237,10 @@ func (c *capturer) startWatermarks(ctx context.Context, st *stream, prod *produc
 		}
 	}
 	w := &watermarker{log: c.log, prod: prod, tracker: c.tracker, clock: st.clock, topics: topics, interval: c.cfg.WatermarkInterval,
-		snapshotting: func(topic string) bool { return st.backfill.snapshotting(tableOf[topic]) }, key: pipeline.WatermarkKey}
+		epoch: st.decoder.src.Epoch, key: pipeline.WatermarkKey,
+		hold: func(topic string, lsn pglogrepl.LSN) bool {
+			return st.backfill.snapshotting(tableOf[topic]) || st.backfill.recovery.recovering(lsn)
+		}}
 	if c.cfg.Encoding.Encoding == "debezium" && c.cfg.SchemasEnable {
 		w.key = pipeline.WatermarkKeyWithSchema
 	}

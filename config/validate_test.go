@@ -96,6 +96,8 @@ func captureCases(t *testing.T) []captureCase {
 		{"in flight", func(c *Capture) { c.MaxInFlight = -1 }, "CDCSYNC_MAX_IN_FLIGHT", "positive"},
 		{"in flight bytes", func(c *Capture) { c.MaxInFlightBytes = 0 }, "CDCSYNC_MAX_IN_FLIGHT_BYTES", "positive"},
 		{"on poison", func(c *Capture) { c.OnPoison = "skip" }, "CDCSYNC_ON_POISON", "stop"},
+		{"delivery", func(c *Capture) { c.Delivery = "exactly_once" }, "CDCSYNC_DELIVERY", `must be "at-least-once" or "exactly-once", got "exactly_once"`},
+		{"transaction timeout", func(c *Capture) { c.TransactionTimeout = 0 }, "CDCSYNC_KAFKA_TRANSACTION_TIMEOUT", "longer than 0"},
 		{"compression", func(c *Capture) { c.Compression = "brotli" }, "CDCSYNC_KAFKA_COMPRESSION", `one of "none", "gzip", "snappy", "lz4", "zstd", got "brotli"`},
 		{"encoding", func(c *Capture) { c.Encoding.Encoding = "avro" }, "CDCSYNC_ENCODING", `must be "cdcsync" or "debezium", got "avro"`},
 		{"decimal mode", func(c *Capture) { c.DecimalHandling = "exact" }, "CDCSYNC_DECIMAL_HANDLING_MODE", `one of "precise", "string", "double"`},

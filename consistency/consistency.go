@@ -16,6 +16,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -30,20 +32,54 @@ const (
 )
 
 // Token is a position in the order database's WAL at or after a writer's
-// commit: once a store has applied it, the writer's change is visible
-// there.
-type Token pglogrepl.LSN
+// commit, with the source epoch the commit is captured in: once a store
+// has applied it, the writer's change is visible there.
+//
+// After a failover (or a restore, or an invalidated slot) capture streams
+// the new primary in a new source epoch, whose LSNs may be below those
+// the stores already hold: a store has applied a token only once it is in
+// the token's epoch at or past its LSN, or in a newer epoch.
+type Token struct {
+	Epoch uint32
+	LSN   pglogrepl.LSN
+}
 
-// String renders t as Postgres prints an LSN (0/16B3748).
-func (t Token) String() string { return pglogrepl.LSN(t).String() }
-
-// ParseToken reads the String form.
-func ParseToken(s string) (Token, error) {
-	lsn, err := pglogrepl.ParseLSN(s)
-	if err != nil {
-		return 0, fmt.Errorf("parse token: %w", err)
+// String renders t as Postgres prints an LSN (0/16B3748), after
+// "<epoch>@" when the epoch is not 0 (1795600000@0/16B3748): the form of
+// the stores' applied-through positions and of GET /applied?lsn=.
+func (t Token) String() string {
+	if t.Epoch == 0 {
+		return t.LSN.String()
 	}
-	return Token(lsn), nil
+	return strconv.FormatUint(uint64(t.Epoch), 10) + "@" + t.LSN.String()
+}
+
+// ParseToken reads the String form (a bare LSN is in epoch 0).
+func ParseToken(s string) (Token, error) {
+	var tok Token
+	lsnText := s
+	if e, rest, ok := strings.Cut(s, "@"); ok {
+		n, err := strconv.ParseUint(e, 10, 32)
+		if err != nil {
+			return Token{}, fmt.Errorf("parse token %q: source epoch: %w", s, err)
+		}
+		tok.Epoch, lsnText = uint32(n), rest
+	}
+	lsn, err := pglogrepl.ParseLSN(lsnText)
+	if err != nil {
+		return Token{}, fmt.Errorf("parse token: %w", err)
+	}
+	tok.LSN = lsn
+	return tok, nil
+}
+
+// Reached reports whether a store whose applied-through position is
+// applied has applied t.
+func (t Token) Reached(applied Token) bool {
+	if applied.Epoch != t.Epoch {
+		return applied.Epoch > t.Epoch
+	}
+	return applied.LSN >= t.LSN
 }
 
 // Querier runs a query returning one row: *pgx.Conn, *pgxpool.Pool and
@@ -54,12 +90,27 @@ type Querier interface {
 
 // TakeToken returns the token of everything q's session has committed.
 // Call it right after COMMIT, on the connection (or pool) that committed.
-func TakeToken(ctx context.Context, q Querier) (Token, error) {
-	var s string
-	if err := q.QueryRow(ctx, sqlToken).Scan(&s); err != nil {
-		return 0, fmt.Errorf("take read-your-writes token: %w", err)
+// Its source epoch is read from capture's state in the order database
+// (see SourceEpoch): the writer's role needs SELECT on
+// <CDCSYNC_STATE_SCHEMA>.capture_state (WithStateSchema, WithSlot when
+// capture's are not the defaults).
+func TakeToken(ctx context.Context, q Querier, opts ...TokenOption) (Token, error) {
+	o := newTokenOptions(opts)
+	var (
+		s  string
+		sl slotState
+	)
+	if err := q.QueryRow(ctx, sqlToken, o.slot, o.table()).Scan(&s, &sl.healthy, &sl.stateExists, &sl.stateReadable); err != nil {
+		return Token{}, fmt.Errorf("take read-your-writes token: %w", err)
 	}
-	return ParseToken(s)
+	tok, err := ParseToken(s)
+	if err != nil {
+		return Token{}, err
+	}
+	if tok.Epoch, err = sourceEpoch(ctx, q, o, sl); err != nil {
+		return Token{}, fmt.Errorf("take read-your-writes token: %w", err)
+	}
+	return tok, nil
 }
 
 // sqlToken is the position a committed transaction is certainly covered
@@ -67,8 +118,19 @@ func TakeToken(ctx context.Context, q Querier) (Token, error) {
 // COMMIT returns after its record is flushed, so the WAL write position
 // is past it; with synchronous_commit off the record may not be written
 // yet, and only the insert position is certainly past it.
+// The slot's health and capture's state table are read with it (see
+// sourceEpoch).
 const sqlToken = `SELECT (CASE WHEN current_setting('synchronous_commit') = 'off'
-	THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_lsn() END)::text`
+	THEN pg_current_wal_insert_lsn() ELSE pg_current_wal_lsn() END)::text, ` + sqlSlotState
+
+// sqlSlotHealthy: capture's slot ($1) is on this server and can still
+// stream (not invalidated).
+const sqlSlotHealthy = `EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND wal_status IS DISTINCT FROM 'lost')`
+
+// sqlSlotState reads slotState: the slot's health, and whether capture's
+// state table ($2) exists and may be read.
+const sqlSlotState = sqlSlotHealthy + `, to_regclass($2) IS NOT NULL,
+	to_regclass($2) IS NOT NULL AND has_table_privilege(to_regclass($2), 'SELECT')`
 
 // ErrTimeout is matched (errors.Is) by every wait that ran out of time
 // before the store applied the token.

@@ -10,7 +10,6 @@ import (
 	"net/url"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -31,10 +30,10 @@ func WaitRedis(ctx context.Context, rdb redis.UniversalClient, sink string, tok 
 	return poll(ctx, "redis "+sink, tok, timeout, func(ctx context.Context) (Token, error) {
 		s, err := rdb.Get(ctx, key).Result()
 		if errors.Is(err, redis.Nil) {
-			return 0, nil
+			return Token{}, nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("read %s: %w", key, err)
+			return Token{}, fmt.Errorf("read %s: %w", key, err)
 		}
 		return ParseToken(s)
 	})
@@ -45,10 +44,18 @@ func WaitRedis(ctx context.Context, rdb redis.UniversalClient, sink string, tok 
 // or pool to the inventory store.
 func WaitInventory(ctx context.Context, q Querier, tok Token, timeout time.Duration) error {
 	return poll(ctx, "inventory store", tok, timeout, func(ctx context.Context) (Token, error) {
-		var s string
-		err := q.QueryRow(ctx, `SELECT lsn::text FROM cdcsync_applied WHERE sink = 'inventory'`).Scan(&s)
+		var (
+			epoch *string
+			s     string
+		)
+		// The epoch through to_jsonb: a store from before epochs has
+		// no such column (epoch 0).
+		err := q.QueryRow(ctx, `SELECT to_jsonb(a) ->> 'epoch', lsn::text FROM cdcsync_applied a WHERE sink = 'inventory'`).Scan(&epoch, &s)
 		if err != nil {
-			return 0, fmt.Errorf("read cdcsync_applied: %w", err)
+			return Token{}, fmt.Errorf("read cdcsync_applied: %w", err)
+		}
+		if epoch != nil && *epoch != "0" {
+			s = *epoch + "@" + s
 		}
 		return ParseToken(s)
 	})
@@ -73,8 +80,10 @@ func poll(ctx context.Context, store string, tok Token, timeout time.Duration, r
 		cancel()
 		switch {
 		case err == nil:
-			applied = max(applied, a)
-			if applied >= tok {
+			if !a.Reached(applied) {
+				applied = a
+			}
+			if tok.Reached(applied) {
 				return nil
 			}
 		case ctx.Err() != nil:
@@ -96,7 +105,8 @@ func poll(ctx context.Context, store string, tok Token, timeout time.Duration, r
 // Applied is the body of the sink daemon's GET /applied.
 type Applied struct {
 	// LSN is the lowest applied-through position of the process's sinks
-	// ("" while some sink has none yet).
+	// ("" while some sink has none yet), as a Token prints it: after
+	// "<epoch>@" in a source epoch above 0.
 	LSN   string        `json:"lsn"`
 	Sinks []SinkApplied `json:"sinks"`
 	// Error says why a wait (?lsn=) failed; empty otherwise.
@@ -152,8 +162,8 @@ func WaitHTTP(ctx context.Context, client *http.Client, baseURL string, tok Toke
 	case http.StatusGatewayTimeout:
 		var a Applied
 		_ = json.Unmarshal(body, &a)
-		applied, _ := pglogrepl.ParseLSN(a.LSN)
-		return &TimeoutError{Store: u.Redacted(), Token: tok, Applied: Token(applied), Waited: time.Since(start)}
+		applied, _ := ParseToken(a.LSN)
+		return &TimeoutError{Store: u.Redacted(), Token: tok, Applied: applied, Waited: time.Since(start)}
 	}
 	return fmt.Errorf("wait over http %s: status %s: %.200s", u.Redacted(), resp.Status, body)
 }

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/IBM/sarama"
 	"github.com/jackc/pglogrepl"
 )
 
@@ -410,8 +411,42 @@ const TruncateKey = `{"__cdcsync_control":"truncate"}`
 
 // ResnapshotKey is the key of the control record capture writes to a
 // table's topic when it has read the table again after a lost slot (see
-// HeaderControl). A null value, so consumers that skip tombstones skip it.
+// HeaderControl). Its value is not null (ResnapshotValue): Kafka's log
+// compaction removes a null-valued record (a tombstone) after the topic's
+// delete.retention.ms, but always keeps the latest record of a key with a
+// value, so a consumer rebuilding from a compacted topic still finds the
+// latest resnapshot-done record, after every row it covers. Consumers that
+// read only rows skip records with a HeaderControl header.
 const ResnapshotKey = `{"__cdcsync_control":"resnapshot"}`
+
+// ResnapshotValue is the value of a resnapshot-done record: what the
+// headers say, as JSON, e.g.
+// {"__cdcsync_control":"resnapshot-done","table":"public.orders","source_epoch":1795600000}.
+func ResnapshotValue(table string, epoch uint32) []byte {
+	b := AppendString([]byte(`{"__cdcsync_control":"`+ControlResnapshotDone+`","table":`), table)
+	b = append(b, `,"source_epoch":`...)
+	return append(strconv.AppendUint(b, uint64(epoch), 10), '}')
+}
+
+// ResnapshotValueWithSchema is ResnapshotValue in JsonConverter's envelope
+// (see ResnapshotKeyWithSchema).
+func ResnapshotValueWithSchema(table string, epoch uint32) []byte {
+	b := []byte(`{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"__cdcsync_control"},` +
+		`{"type":"string","optional":false,"field":"table"},{"type":"int64","optional":false,"field":"source_epoch"}],` +
+		`"optional":false,"name":"cdcsync.ResnapshotDone"},"payload":`)
+	return append(append(b, ResnapshotValue(table, epoch)...), '}')
+}
+
+// IsControl reports whether a record with these headers is one of
+// cdcsync's control records (HeaderControl), not a row's change.
+func IsControl(headers []*sarama.RecordHeader) bool {
+	for _, h := range headers {
+		if h != nil && string(h.Key) == HeaderControl {
+			return true
+		}
+	}
+	return false
+}
 
 // ResnapshotKeyWithSchema is ResnapshotKey in Kafka Connect JsonConverter's
 // envelope (see WatermarkKeyWithSchema), for topics written with the
@@ -419,7 +454,7 @@ const ResnapshotKey = `{"__cdcsync_control":"resnapshot"}`
 const ResnapshotKeyWithSchema = `{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"__cdcsync_control"}],` +
 	`"optional":false,"name":"cdcsync.Control"},"payload":` + ResnapshotKey + `}`
 
-// A resnapshot-done record (key ResnapshotKey, null value) carries these
+// A resnapshot-done record (key ResnapshotKey, value ResnapshotValue) carries these
 // headers: HeaderControl = ControlResnapshotDone, HeaderTable the table and
 // HeaderPosition the start of its source epoch ("<epoch>@0/0:0/0"). It
 // means: every row of the table that exists is on the topic at a position

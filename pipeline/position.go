@@ -140,3 +140,45 @@ func (p *Position) Scan(src any) error {
 
 // Value implements driver.Valuer with the text form.
 func (p Position) Value() (driver.Value, error) { return p.String(), nil }
+
+// EpochLSN is a point in the source's WAL with its source epoch: what
+// watermarks and the sinks' applied-through positions say. Its text form
+// is the LSN as Postgres prints it, after "<epoch>@" when the epoch is not
+// 0 ("1795600000@0/16B3748"), as in Position.
+type EpochLSN struct {
+	Epoch uint32
+	LSN   pglogrepl.LSN
+}
+
+// String renders e in its text form.
+func (e EpochLSN) String() string {
+	if e.Epoch == 0 {
+		return e.LSN.String()
+	}
+	return strconv.FormatUint(uint64(e.Epoch), 10) + "@" + e.LSN.String()
+}
+
+// ParseEpochLSN reads the text form (a bare LSN is in epoch 0).
+func ParseEpochLSN(s string) (EpochLSN, error) {
+	epoch, rest, err := cutEpoch(s)
+	if err != nil {
+		return EpochLSN{}, err
+	}
+	lsn, err := pglogrepl.ParseLSN(rest)
+	if err != nil {
+		return EpochLSN{}, fmt.Errorf("parse %q: %w", s, err)
+	}
+	return EpochLSN{Epoch: epoch, LSN: lsn}, nil
+}
+
+// Less reports whether e is before f: a newer epoch is later whatever its
+// LSNs.
+func (e EpochLSN) Less(f EpochLSN) bool {
+	if e.Epoch != f.Epoch {
+		return e.Epoch < f.Epoch
+	}
+	return e.LSN < f.LSN
+}
+
+// IsZero reports whether e is the start of epoch 0 (nothing).
+func (e EpochLSN) IsZero() bool { return e.Epoch == 0 && e.LSN == 0 }

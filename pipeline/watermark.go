@@ -22,10 +22,15 @@ import (
 // which are not cdcsync skip it as they skip any tombstone, with the key
 // {"cdcsync.watermark":<partition>} (compacted topics need a key; one key
 // per partition keeps only the latest watermark of each partition) and the
-// data in headers: HeaderWatermark (the LSN as Postgres prints it),
+// data in headers: HeaderWatermark (the LSN as Postgres prints it, after
+// "<epoch>@" when the source epoch is not 0, as in positions),
 // HeaderWatermarkTime (AsOf in Unix milliseconds) and HeaderPartitions.
 type Watermark struct {
-	LSN pglogrepl.LSN
+	// Epoch is the source epoch LSN is in (see Position): after a
+	// failover the new primary's LSNs may be below the old one's, and
+	// only the epoch says they are newer.
+	Epoch uint32
+	LSN   pglogrepl.LSN
 	// AsOf is when the source was at LSN (the commit time of the
 	// transaction ending there, or the server time of a keepalive): a
 	// store holding everything up to LSN is as fresh as the source was
@@ -58,10 +63,14 @@ func WatermarkKeyWithSchema(partition int32) []byte {
 	return append(append(b, WatermarkKey(partition)...), '}')
 }
 
+// Text renders w's epoch and LSN as the HeaderWatermark value:
+// "<epoch>@<lsn>", or the LSN alone in epoch 0.
+func (w Watermark) Text() string { return w.EpochLSN().String() }
+
 // Headers returns the record headers carrying w.
 func (w Watermark) Headers() []sarama.RecordHeader {
 	return []sarama.RecordHeader{
-		{Key: []byte(HeaderWatermark), Value: []byte(w.LSN.String())},
+		{Key: []byte(HeaderWatermark), Value: []byte(w.Text())},
 		{Key: []byte(HeaderWatermarkTime), Value: strconv.AppendInt(nil, w.AsOf.UnixMilli(), 10)},
 		{Key: []byte(HeaderPartitions), Value: strconv.AppendInt(nil, int64(w.Partitions), 10)},
 	}
@@ -88,9 +97,14 @@ func ParseWatermark(headers []*sarama.RecordHeader) (w Watermark, ok bool, err e
 	if !ok {
 		return Watermark{}, false, nil
 	}
-	if w.LSN, err = pglogrepl.ParseLSN(string(lsn)); err != nil {
+	epoch, rest, err := cutEpoch(string(lsn))
+	if err != nil {
 		return Watermark{}, true, fmt.Errorf("watermark %s header: %w", HeaderWatermark, err)
 	}
+	if w.LSN, err = pglogrepl.ParseLSN(rest); err != nil {
+		return Watermark{}, true, fmt.Errorf("watermark %s header: %w", HeaderWatermark, err)
+	}
+	w.Epoch = epoch
 	ms, err := strconv.ParseInt(string(ts), 10, 64)
 	if err != nil {
 		return Watermark{}, true, fmt.Errorf("watermark %s header: %w", HeaderWatermarkTime, err)
@@ -114,3 +128,6 @@ func IsWatermark(headers []*sarama.RecordHeader) bool {
 	}
 	return false
 }
+
+// EpochLSN is the point w says its partition is complete through.
+func (w Watermark) EpochLSN() EpochLSN { return EpochLSN{Epoch: w.Epoch, LSN: w.LSN} }

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
-	"github.com/jackc/pglogrepl"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cdcsync/cdcsync/pipeline"
@@ -23,12 +22,17 @@ type partitionMark struct {
 }
 
 // Applied is a store's applied-through position: every change committed
-// at or before LSN is visible in it. AsOf is when the source was at LSN
-// (zero when unknown); the store is at most time.Since(AsOf) behind.
+// at or before LSN in source epoch Epoch (and every change of an older
+// epoch) is visible in it. AsOf is when the source was at LSN (zero when
+// unknown); the store is at most time.Since(AsOf) behind.
 type Applied struct {
-	LSN  pglogrepl.LSN
+	pipeline.EpochLSN
 	AsOf time.Time
 }
+
+// known reports whether a holds a position (a store that has applied
+// nothing yet has none).
+func (a Applied) known() bool { return !a.IsZero() }
 
 // throughApplier is an Applier that keeps the applied-through position of
 // its store with the data: ApplyThrough applies batch (which may be empty)
@@ -84,7 +88,7 @@ func (p *AppliedPositions) update(sink string, a Applied) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	cur := p.sinks[sink]
-	if a.LSN < cur.LSN || (a.LSN == cur.LSN && !a.AsOf.After(cur.AsOf)) {
+	if a.Less(cur.EpochLSN) || (a.EpochLSN == cur.EpochLSN && !a.AsOf.After(cur.AsOf)) {
 		return
 	}
 	p.sinks[sink] = a
@@ -104,25 +108,27 @@ func (p *AppliedPositions) Snapshot() []SinkApplied {
 	return out
 }
 
-// reached reports whether every sink has applied lsn, and the channel that
-// is closed at the next change.
-func (p *AppliedPositions) reached(lsn pglogrepl.LSN) (bool, <-chan struct{}) {
+// reached reports whether every sink has applied pos, and the channel that
+// is closed at the next change. A position of an older source epoch is
+// not there yet whatever its LSN: after a failover the new primary's LSNs
+// may be below the old one's.
+func (p *AppliedPositions) reached(pos pipeline.EpochLSN) (bool, <-chan struct{}) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	ok := len(p.sinks) > 0
 	for _, a := range p.sinks {
-		if a.LSN < lsn {
+		if a.Less(pos) {
 			ok = false
 		}
 	}
 	return ok, p.changed
 }
 
-// Wait blocks until every sink of the process has applied lsn, or ctx
+// Wait blocks until every sink of the process has applied pos, or ctx
 // ends (its error is returned).
-func (p *AppliedPositions) Wait(ctx context.Context, lsn pglogrepl.LSN) error {
+func (p *AppliedPositions) Wait(ctx context.Context, pos pipeline.EpochLSN) error {
 	for {
-		ok, changed := p.reached(lsn)
+		ok, changed := p.reached(pos)
 		if ok {
 			return nil
 		}
@@ -154,7 +160,7 @@ func (p *AppliedPositions) Describe(ch chan<- *prometheus.Desc) {
 func (p *AppliedPositions) Collect(ch chan<- prometheus.Metric) {
 	now := time.Now()
 	for _, s := range p.Snapshot() {
-		if s.LSN == 0 {
+		if !s.known() {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(appliedLSNDesc, prometheus.GaugeValue, float64(s.LSN), s.Sink)
@@ -167,7 +173,7 @@ func (p *AppliedPositions) Collect(ch chan<- prometheus.Metric) {
 // lowest returns the lower of two applied positions (the inventory sink's
 // Postgres store and its availability cache).
 func lowest(a, b Applied) Applied {
-	if b.LSN < a.LSN {
+	if b.Less(a.EpochLSN) {
 		return b
 	}
 	return a
@@ -186,7 +192,7 @@ func (c *consumer) watermark(raws []*sarama.ConsumerMessage) *partitionMark {
 			c.log.Warn("malformed watermark ignored", "topic", raw.Topic, "partition", raw.Partition, "offset", raw.Offset, "err", err)
 			continue
 		}
-		if ok && (mark == nil || wm.LSN > mark.LSN) {
+		if ok && (mark == nil || mark.EpochLSN().Less(wm.EpochLSN())) {
 			mark = &partitionMark{Topic: raw.Topic, Partition: raw.Partition, Watermark: wm}
 		}
 	}
@@ -207,7 +213,7 @@ func (c *consumer) apply(ctx context.Context, batch []*Message, mark *partitionM
 	if err != nil {
 		return err
 	}
-	if c.positions != nil && a.LSN > 0 {
+	if c.positions != nil && a.known() {
 		c.positions.update(c.sink, a)
 	}
 	return nil
@@ -233,7 +239,7 @@ func (p *AppliedPositions) follow(ctx context.Context, sink string, read func(co
 			return
 		case err != nil:
 			log.Debug("read applied position", "sink", sink, "err", err)
-		case a.LSN > 0:
+		case a.known():
 			p.update(sink, a)
 		}
 		select {

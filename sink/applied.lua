@@ -4,14 +4,18 @@
 -- each has one. The position never moves backwards. Run after the batch's
 -- data, on the same connection, so it is never ahead of what is visible.
 --
--- LSNs are compared as 16 upper-case hex digits (high then low half,
--- zero-padded), byte by byte; the position is stored as Postgres prints it.
+-- Positions are compared as 24 upper-case hex digits (the source epoch,
+-- then the LSN's high and low halves, each zero-padded to 8), byte by
+-- byte: a newer epoch is later whatever its LSN (after a failover the new
+-- primary's LSNs may be below the old one's). Values written before epochs
+-- existed have 16 digits (epoch 0). The position is stored as Postgres
+-- prints the LSN, after "<epoch>@" when the epoch is not 0.
 --
--- KEYS[1] cdcsync:applied:<sink>             string: applied-through LSN (0/16B3748)
--- KEYS[2] cdcsync:applied:<sink>:partitions  hash: <topic>/<partition> -> "<hex LSN> <as-of ms> <partitions>"
+-- KEYS[1] cdcsync:applied:<sink>             string: applied-through position (0/16B3748, 1795600000@0/16B3748)
+-- KEYS[2] cdcsync:applied:<sink>:partitions  hash: <topic>/<partition> -> "<hex position> <as-of ms> <partitions>"
 -- KEYS[3] cdcsync:applied:<sink>:source_ts   string: as-of (Unix ms) of the applied LSN
 -- KEYS[4] cdcsync:epoch:<sink> (optional)     the sink's Redis data epoch
--- ARGV[1] <topic>/<partition>, ARGV[2] hex LSN, ARGV[3] as-of ms,
+-- ARGV[1] <topic>/<partition>, ARGV[2] hex position (24 digits), ARGV[3] as-of ms,
 -- ARGV[4] the topic's partition count, ARGV[5] the epoch the sink loaded
 -- (with KEYS[4]), ARGV[6..] the topics the sink follows
 -- Returns {applied LSN or false, as-of ms or false}, or -1 when KEYS[4]
@@ -36,12 +40,25 @@ local function pad(h)
   return string.rep('0', 8 - #h) .. string.upper(h)
 end
 
-local function tohex(lsn)
+local function tohex(pos)
+  local epoch, lsn = string.match(pos, '^(%d+)@(.*)$')
+  if not epoch then
+    epoch, lsn = '0', pos
+  end
   local hi, lo = string.match(lsn, '^(%x+)/(%x+)$')
   if not hi then
     return nil
   end
-  return pad(hi) .. pad(lo)
+  return string.format('%08X', tonumber(epoch)) .. pad(hi) .. pad(lo)
+end
+
+-- norm gives a stored hex position its epoch digits (16-digit values are
+-- from before epochs: epoch 0).
+local function norm(h)
+  if #h == 16 then
+    return '00000000' .. h
+  end
+  return h
 end
 
 local function half(h)
@@ -53,7 +70,12 @@ local function half(h)
 end
 
 local function totext(h)
-  return half(string.sub(h, 1, 8)) .. '/' .. half(string.sub(h, 9, 16))
+  local lsn = half(string.sub(h, 9, 16)) .. '/' .. half(string.sub(h, 17, 24))
+  local epoch = tonumber(string.sub(h, 1, 8), 16)
+  if epoch == 0 then
+    return lsn
+  end
+  return string.format('%d', epoch) .. '@' .. lsn
 end
 
 if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[5] then
@@ -61,7 +83,7 @@ if KEYS[4] and redis.call('GET', KEYS[4]) ~= ARGV[5] then
 end
 
 local cur = redis.call('HGET', KEYS[2], ARGV[1])
-if not cur or before(string.sub(cur, 1, 16), ARGV[2]) then
+if not cur or before(norm(string.match(cur, '^(%x+)')), ARGV[2]) then
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4])
 end
 
@@ -87,6 +109,7 @@ for i = 6, #ARGV do
       break
     end
     local h, ts = string.match(v, '^(%x+) (%-?%d+)')
+    h = norm(h)
     if not low or before(h, low) then
       low = h
     end

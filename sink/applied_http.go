@@ -8,9 +8,8 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/cdcsync/cdcsync/consistency"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // Bounds of GET /applied?lsn=…&timeout=…: a wait without a timeout gets
@@ -22,8 +21,9 @@ const (
 
 // Handler serves GET /applied: each sink's applied-through position and
 // how far behind the source it is, in time (consistency.Applied as JSON).
-// With ?lsn=<LSN> it first waits until every sink of the process has
-// applied that LSN: 200 once they have, 504 when ?timeout= (a Go duration,
+// With ?lsn=<LSN> (a consistency.Token: "<epoch>@" first when the token has
+// a source epoch) it first waits until every sink of the process has
+// applied that position: 200 once they have, 504 when ?timeout= (a Go duration,
 // default 10s, at most 5m) passes first, 400 for a bad parameter.
 func (p *AppliedPositions) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -31,9 +31,9 @@ func (p *AppliedPositions) Handler() http.Handler {
 		status := http.StatusOK
 		var waitErr string
 		if s := q.Get("lsn"); s != "" {
-			lsn, err := pglogrepl.ParseLSN(s)
+			lsn, err := pipeline.ParseEpochLSN(s)
 			if err != nil {
-				http.Error(w, fmt.Sprintf("lsn %q: want an LSN as Postgres prints it, e.g. 0/16B3748", s), http.StatusBadRequest)
+				http.Error(w, fmt.Sprintf("lsn %q: want an LSN as Postgres prints it, e.g. 0/16B3748, after <epoch>@ in a source epoch above 0", s), http.StatusBadRequest)
 				return
 			}
 			timeout := defaultAppliedWait
@@ -66,16 +66,16 @@ func (p *AppliedPositions) Handler() http.Handler {
 // report renders the positions as the /applied body.
 func (p *AppliedPositions) report(now time.Time) consistency.Applied {
 	out := consistency.Applied{Sinks: []consistency.SinkApplied{}}
-	var low pglogrepl.LSN
+	var low pipeline.EpochLSN
 	known := true
 	for i, s := range p.Snapshot() {
 		sa := consistency.SinkApplied{Sink: s.Sink}
-		if s.LSN == 0 {
+		if !s.known() {
 			known = false
 		} else {
-			sa.LSN = s.LSN.String()
-			if i == 0 || s.LSN < low {
-				low = s.LSN
+			sa.LSN = s.EpochLSN.String()
+			if i == 0 || s.Less(low) {
+				low = s.EpochLSN
 			}
 		}
 		if !s.AsOf.IsZero() {

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // AppliedKey is the Redis key holding a sink's applied-through LSN, as
@@ -54,7 +55,7 @@ func (r *redisApplied) record(ctx context.Context, mark *partitionMark) (Applied
 		keys, epoch = append(keys, r.epoch.key), r.epoch.current()
 	}
 	args := make([]any, 0, 5+len(r.topics))
-	args = append(args, mark.Topic+"/"+strconv.Itoa(int(mark.Partition)), hexLSN(mark.LSN),
+	args = append(args, mark.Topic+"/"+strconv.Itoa(int(mark.Partition)), hexPosition(mark.EpochLSN()),
 		mark.AsOf.UnixMilli(), mark.Partitions, epoch)
 	for _, t := range r.topics {
 		args = append(args, t)
@@ -83,11 +84,11 @@ func parseRedisApplied(res []any) (Applied, error) {
 		return a, nil
 	}
 	s, _ := res[0].(string)
-	lsn, err := pglogrepl.ParseLSN(s)
+	pos, err := pipeline.ParseEpochLSN(s)
 	if err != nil {
 		return a, fmt.Errorf("applied position %q in Redis: %w", s, err)
 	}
-	a.LSN = lsn
+	a.EpochLSN = pos
 	if len(res) > 1 && res[1] != nil {
 		ts, _ := res[1].(string)
 		if ms, err := strconv.ParseInt(ts, 10, 64); err == nil {
@@ -97,10 +98,10 @@ func parseRedisApplied(res []any) (Applied, error) {
 	return a, nil
 }
 
-// hexLSN renders lsn as 16 upper-case hex digits, the form applied.lua
-// compares byte by byte.
-func hexLSN(lsn pglogrepl.LSN) string {
-	return fmt.Sprintf("%08X%08X", uint32(lsn>>32), uint32(lsn))
+// hexPosition renders pos as 24 upper-case hex digits (epoch, then the
+// LSN), the form applied.lua compares byte by byte.
+func hexPosition(pos pipeline.EpochLSN) string {
+	return fmt.Sprintf("%08X%08X%08X", pos.Epoch, uint32(pos.LSN>>32), uint32(pos.LSN))
 }
 
 // The inventory store's applied-through positions. A batch with a
@@ -116,32 +117,38 @@ const (
 		ON CONFLICT DO NOTHING`
 
 	sqlRecordPartition = `INSERT INTO cdcsync_applied_partitions AS p
-			(sink, topic, partition, partitions, lsn, source_time)
-		VALUES ($1, $2, $3, $4, $5::pg_lsn, $6)
+			(sink, topic, partition, partitions, epoch, lsn, source_time)
+		VALUES ($1, $2, $3, $4, $7, $5::pg_lsn, $6)
 		ON CONFLICT (sink, topic, partition) DO UPDATE SET
-			partitions = excluded.partitions, lsn = excluded.lsn, source_time = excluded.source_time
-		WHERE excluded.lsn > p.lsn`
+			partitions = excluded.partitions, epoch = excluded.epoch, lsn = excluded.lsn, source_time = excluded.source_time
+		WHERE (excluded.epoch, excluded.lsn) > (p.epoch, p.lsn)`
 
 	sqlLockApplied = `SELECT 1 FROM cdcsync_applied WHERE sink = $1 FOR UPDATE`
 
+	// The lowest (epoch, lsn) over every partition of every topic, once
+	// each has a watermark; a newer epoch is later whatever its LSN.
 	sqlAdvanceApplied = `WITH per AS (
-			SELECT topic, min(lsn) AS lsn, min(source_time) AS ts,
+			SELECT topic, min(source_time) AS ts,
 				count(*) FILTER (WHERE partition < partitions) AS have, max(partitions) AS want
 			FROM cdcsync_applied_partitions WHERE sink = $1 AND topic = ANY($2) GROUP BY topic),
+		complete AS (
+			SELECT min(ts) AS ts FROM per
+			HAVING count(*) = cardinality($2) AND bool_and(have = want)),
 		lowest AS (
-			SELECT min(lsn) AS lsn, min(ts) AS ts FROM per
-			HAVING count(*) = cardinality($2) AND bool_and(have = want))
-		UPDATE cdcsync_applied a SET lsn = lowest.lsn, source_time = lowest.ts, updated_at = now()
-		FROM lowest WHERE a.sink = $1 AND lowest.lsn > a.lsn`
+			SELECT p.epoch, p.lsn, complete.ts FROM cdcsync_applied_partitions p, complete
+			WHERE p.sink = $1 AND p.topic = ANY($2)
+			ORDER BY p.epoch, p.lsn LIMIT 1)
+		UPDATE cdcsync_applied a SET epoch = lowest.epoch, lsn = lowest.lsn, source_time = lowest.ts, updated_at = now()
+		FROM lowest WHERE a.sink = $1 AND (lowest.epoch, lowest.lsn) > (a.epoch, a.lsn)`
 
-	sqlReadApplied = `SELECT lsn::text, source_time FROM cdcsync_applied WHERE sink = $1`
+	sqlReadApplied = `SELECT epoch, lsn::text, source_time FROM cdcsync_applied WHERE sink = $1`
 )
 
 // recordApplied stores mark in tx and returns the sink's applied-through
 // position as it will be once tx commits.
 func recordApplied(ctx context.Context, tx pgx.Tx, sink string, topics []string, mark *partitionMark) (Applied, error) {
 	b := &pgx.Batch{}
-	b.Queue(sqlRecordPartition, sink, mark.Topic, mark.Partition, mark.Partitions, mark.LSN.String(), mark.AsOf)
+	b.Queue(sqlRecordPartition, sink, mark.Topic, mark.Partition, mark.Partitions, mark.LSN.String(), mark.AsOf, int64(mark.Epoch))
 	b.Queue(sqlLockApplied, sink)
 	b.Queue(sqlAdvanceApplied, sink, topics)
 	res := tx.SendBatch(ctx, b)
@@ -180,10 +187,11 @@ func readApplied(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, sink string) (Applied, error) {
 	var (
-		lsn  string
-		asOf *time.Time
+		epoch int64
+		lsn   string
+		asOf  *time.Time
 	)
-	err := q.QueryRow(ctx, sqlReadApplied, sink).Scan(&lsn, &asOf)
+	err := q.QueryRow(ctx, sqlReadApplied, sink).Scan(&epoch, &lsn, &asOf)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Applied{}, nil
 	}
@@ -194,7 +202,7 @@ func readApplied(ctx context.Context, q interface {
 	if err != nil {
 		return Applied{}, fmt.Errorf("inventory applied position %q: %w", lsn, err)
 	}
-	a := Applied{LSN: p}
+	a := Applied{EpochLSN: pipeline.EpochLSN{Epoch: uint32(epoch), LSN: p}}
 	if asOf != nil {
 		a.AsOf = *asOf
 	}

@@ -118,12 +118,17 @@ func TestPositionKeyOrdersEpochs(t *testing.T) {
 }
 
 // resnapshotDone sends capture's resnapshot-done control record for
-// public.orders in epoch to partition.
-func (h *harness) resnapshotDone(epoch uint32, partition int32) {
+// public.orders in epoch to partition: with its value, or null as
+// captures before the value wrote it.
+func (h *harness) resnapshotDone(epoch uint32, partition int32, withValue bool) {
 	h.t.Helper()
 	h.connectProducer()
 	pos := inEpoch(epoch, 0, 0)
-	_, _, err := h.prod.SendMessage(&sarama.ProducerMessage{Topic: h.topic, Partition: partition,
+	var value sarama.Encoder
+	if withValue {
+		value = sarama.ByteEncoder(pipeline.ResnapshotValue("public.orders", epoch))
+	}
+	_, _, err := h.prod.SendMessage(&sarama.ProducerMessage{Topic: h.topic, Partition: partition, Value: value,
 		Key: sarama.StringEncoder(pipeline.ResnapshotKey), Headers: []sarama.RecordHeader{
 			{Key: []byte(pipeline.HeaderPosition), Value: []byte(pos.String())},
 			{Key: []byte(pipeline.HeaderControl), Value: []byte(pipeline.ControlResnapshotDone)},
@@ -139,7 +144,8 @@ func (h *harness) resnapshotDone(epoch uint32, partition int32) {
 // removes from both stores the orders only epoch 0 had (deleted while no
 // slot recorded) and keeps the rest; a late epoch-0 event is skipped, and
 // the record delivered again (a restart in the middle, a replay) changes
-// nothing.
+// nothing. The record has a value (compaction keeps it); one from before,
+// null, is taken too.
 func TestResnapshotDoneDropsOlderEpochs(t *testing.T) {
 	h := newHarness(t, harnessOptions{items: 10, onHand: 50})
 	both := h.groups(config.SinkInventory, config.SinkRedis)
@@ -158,7 +164,7 @@ func TestResnapshotDoneDropsOlderEpochs(t *testing.T) {
 		orderRecord(pipeline.OpRead, inEpoch(1, 50, 50), 3, 8, 4, "paid"),
 		orderRecord(pipeline.OpUpdate, inEpoch(1, 60, 55), 3, 8, 1, "paid"),
 	})
-	h.resnapshotDone(1, 0)
+	h.resnapshotDone(1, 0, true)
 	h.waitApplied(30*time.Second, both...)
 
 	want := func() {
@@ -185,7 +191,7 @@ func TestResnapshotDoneDropsOlderEpochs(t *testing.T) {
 	want()
 
 	h.produce([]record{orderRecord(pipeline.OpUpdate, at(130, 120), 2, 7, 9, "created")})
-	h.resnapshotDone(1, 2)
+	h.resnapshotDone(1, 2, false)
 	h.waitApplied(30*time.Second, both...)
 	want()
 	for _, sink := range []string{config.SinkInventory, config.SinkRedis} {

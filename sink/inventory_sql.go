@@ -113,6 +113,10 @@ var inventorySchema = []string{
 		lsn         pg_lsn NOT NULL,
 		source_time timestamptz NOT NULL,
 		PRIMARY KEY (sink, topic, partition))`,
+	// The source epoch of each (see Positions above): a new epoch is
+	// later whatever its LSN.
+	`ALTER TABLE cdcsync_applied ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0`,
+	`ALTER TABLE cdcsync_applied_partitions ADD COLUMN IF NOT EXISTS epoch bigint NOT NULL DEFAULT 0`,
 }
 
 // availabilityChannel is the NOTIFY channel that wakes the sinks when items
@@ -128,7 +132,9 @@ const (
 		AND to_regclass('cdcsync_sink_state') IS NOT NULL
 		AND (SELECT count(*) FROM pg_attribute WHERE attnum > 0 AND NOT attisdropped
 			AND ((attrelid = to_regclass('cdcsync_order_projection') AND attname = 'epoch')
-			OR (attrelid = to_regclass('cdcsync_sink_state') AND attname = 'truncate_epoch'))) = 2
+			OR (attrelid = to_regclass('cdcsync_sink_state') AND attname = 'truncate_epoch')
+			OR (attrelid = to_regclass('cdcsync_applied') AND attname = 'epoch')
+			OR (attrelid = to_regclass('cdcsync_applied_partitions') AND attname = 'epoch'))) = 4
 		AND to_regclass('cdcsync_available_version') IS NOT NULL
 		AND to_regclass('cdcsync_applied') IS NOT NULL
 		AND to_regclass('cdcsync_applied_partitions') IS NOT NULL

@@ -46,7 +46,9 @@ type Applier interface {
 // value that follows a delete so that compaction drops the key). Records
 // that cannot be decoded come back with Err set.
 func decodeMessage(raw *sarama.ConsumerMessage) *Message {
-	if raw.Value == nil {
+	if raw.Value == nil || header(raw, pipeline.HeaderControl) != "" {
+		// Control records are known by their header: the resnapshot-done
+		// record has a value (older captures wrote it null).
 		return resnapshotDone(raw)
 	}
 	m := &Message{Raw: raw}
@@ -86,7 +88,8 @@ func decodeMessage(raw *sarama.ConsumerMessage) *Message {
 }
 
 // resnapshotDone decodes capture's resnapshot-done control record (see
-// pipeline.ResnapshotKey), and returns nil for any other tombstone. Both
+// pipeline.ResnapshotKey), and returns nil for any other tombstone or
+// control record (a newer capture's, which this sink does not know). Both
 // sinks apply it as a truncate at the start of its source epoch: the rows
 // the re-snapshot re-emitted, and every change since, are after it and
 // stay; what the stores hold from older epochs goes, and late events of

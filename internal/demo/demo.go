@@ -305,15 +305,17 @@ func (d *run) newProbe(ctx context.Context, cfgs configs, src *pgxpool.Pool) (*p
 	return newProbe(src, inv, rdb, d.cfg.Items), func() { _ = rdb.Close(); inv.Close() }, nil
 }
 
-// waitForSlot waits until capture has created its slot and streams from
-// it: orders written before would be snapshotted, but their outbox events
-// would be lost (they live only in the WAL before the slot).
+// waitForSlot waits until capture streams from its slot and the slot has
+// its consistent point (status.Slot.Streaming): orders committed before it
+// would be snapshotted, but their outbox events would be lost (they live
+// only in the WAL before the consistent point). While the slot is created
+// it already shows as existing and active, which is not enough.
 func (d *run) waitForSlot(ctx context.Context, col *status.Collector, comps *components) error {
 	ctx, cancel := context.WithTimeout(ctx, startTimeout)
 	defer cancel()
 	for {
 		r, err := col.Collect(ctx)
-		if err == nil && r.Slot.Exists && r.Slot.Active {
+		if err == nil && r.Slot.Streaming() {
 			return nil
 		}
 		if err := comps.failed(); err != nil {

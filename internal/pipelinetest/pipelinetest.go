@@ -236,7 +236,7 @@ func WaitCaughtUp(t testing.TB, v config.Verify, sinks ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r.Slot.Exists && r.Slot.Active {
+		if r.Slot.Streaming() {
 			break
 		}
 		select {

@@ -7,12 +7,12 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/pipeline"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -78,13 +78,16 @@ func (s *appliedStores) close() {
 
 // read returns the applied-through positions of sink's stores that are
 // configured; current is the source's WAL position read just before.
-func (s *appliedStores) read(ctx context.Context, sinkName string, current pglogrepl.LSN, now time.Time) []Applied {
+func (s *appliedStores) read(ctx context.Context, sinkName string, current pipeline.EpochLSN, now time.Time) []Applied {
 	var out []Applied
 	if sinkName == config.SinkInventory && s.inv != nil {
 		a := Applied{Store: "inventory store"}
 		var lsn string
 		var at *time.Time
-		err := s.inv.QueryRow(ctx, `SELECT lsn::text, source_time FROM cdcsync_applied WHERE sink = $1`, sinkName).Scan(&lsn, &at)
+		// The epoch through to_jsonb: a store from before epochs has no
+		// such column.
+		err := s.inv.QueryRow(ctx, `SELECT CASE WHEN coalesce(to_jsonb(a) ->> 'epoch', '0') = '0' THEN '' ELSE (to_jsonb(a) ->> 'epoch') || '@' END
+			|| lsn::text, source_time FROM cdcsync_applied a WHERE sink = $1`, sinkName).Scan(&lsn, &at)
 		switch {
 		case errors.Is(err, pgx.ErrNoRows):
 		case err != nil:
@@ -116,24 +119,29 @@ func (s *appliedStores) read(ctx context.Context, sinkName string, current pglog
 	return out
 }
 
-func (a *Applied) fill(lsn string, at *time.Time, current pglogrepl.LSN, now time.Time) {
-	l, err := pglogrepl.ParseLSN(lsn)
+// fill sets a from a store's applied-through position text. current is
+// the source's position now, in the source epoch a change committed now
+// is in: a store in an older epoch is behind by an unknown number of bytes
+// (the new primary's LSNs do not follow on from the old one's).
+func (a *Applied) fill(lsn string, at *time.Time, current pipeline.EpochLSN, now time.Time) {
+	l, err := pipeline.ParseEpochLSN(lsn)
 	if err != nil {
 		a.Error = fmt.Sprintf("applied position %q: %v", lsn, err)
 		return
 	}
-	if l == 0 {
+	if l.IsZero() {
 		return // the initial 0/0: nothing applied through anything yet
 	}
 	a.LSN = l.String()
-	if current > l {
-		a.BehindBytes = int64(current - l)
+	behind := l.Less(current)
+	if behind && l.Epoch == current.Epoch {
+		a.BehindBytes = int64(current.LSN - l.LSN)
 	}
 	if at != nil {
 		t := at.UTC()
 		a.SourceTime = &t
 		lag := 0.0
-		if current > l {
+		if behind {
 			lag = max(0, now.Sub(t).Seconds())
 		}
 		a.LagSeconds = &lag

@@ -37,6 +37,9 @@ func (c *Collector) slot(ctx context.Context) (Slot, error) {
 	if err := c.lostSlot(ctx, &s); err != nil {
 		return s, err
 	}
+	if err := c.recovering(ctx, &s); err != nil {
+		return s, err
+	}
 	return s, nil
 }
 

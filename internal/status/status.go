@@ -55,6 +55,24 @@ type Slot struct {
 	// continue over it (README: When the order database fails over).
 	Lost       string `json:"lost,omitempty"`
 	LostDetail string `json:"lost_detail,omitempty"`
+	// SourceEpoch is the slot's source epoch (0 until a slot was lost
+	// and created again).
+	SourceEpoch uint32 `json:"source_epoch,omitempty"`
+	// Recovering is set while capture re-reads every table after a lost
+	// slot and the resnapshot-done records are not on Kafka yet
+	// ("re-snapshot after lost slot, N/M rows"): the topics are not
+	// exact until then, and capture's /readyz says so.
+	Recovering string `json:"recovering,omitempty"`
+}
+
+// Streaming reports whether capture holds the slot and the slot has its
+// consistent point: every transaction that commits from now on reaches
+// Kafka. While CREATE_REPLICATION_SLOT waits for running transactions
+// the slot already exists and is active, but what commits then is in no
+// stream; only table rows reach Kafka (through the initial snapshot),
+// logical messages such as outbox events never do.
+func (s Slot) Streaming() bool {
+	return s.Exists && s.Active && s.ConfirmedLSN != ""
 }
 
 // Topic is one change topic and its partitions' offsets.
@@ -251,7 +269,8 @@ func (c *Collector) Collect(ctx context.Context) (*Report, error) {
 		byName[name] = t
 		r.Topics = append(r.Topics, t)
 	}
-	current, _ := pglogrepl.ParseLSN(slot.CurrentLSN)
+	lsn, _ := pglogrepl.ParseLSN(slot.CurrentLSN)
+	current := c.sourcePosition(ctx, lsn)
 	now := time.Now()
 	for _, s := range c.cfg.Sinks {
 		sink, err := c.sink(ctx, s, byName)

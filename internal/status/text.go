@@ -26,6 +26,9 @@ func WriteText(w io.Writer, r *Report) error {
 	if r.Slot.Lost != "" {
 		fmt.Fprintf(tw, "LOST (%s): %s; capture refuses to continue (README: When the order database fails over)\n", r.Slot.Lost, r.Slot.LostDetail)
 	}
+	if r.Slot.Recovering != "" {
+		fmt.Fprintf(tw, "RECOVERING: %s; the topics and sinks are not exact until it is done (README: When the order database fails over)\n", r.Slot.Recovering)
+	}
 
 	if err := tw.Flush(); err != nil {
 		return err

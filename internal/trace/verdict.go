@@ -208,8 +208,8 @@ func (d *decision) availability() {
 func (d *decision) appliedInventory() (pglogrepl.LSN, bool) {
 	for _, a := range d.r.Applied {
 		if a.Sink == "inventory" && a.Store == "inventory store" {
-			lsn, err := pglogrepl.ParseLSN(a.LSN)
-			return lsn, err == nil
+			pos, err := pipeline.ParseEpochLSN(a.LSN)
+			return pos.LSN, err == nil
 		}
 	}
 	return 0, false

@@ -17,6 +17,7 @@ import (
 
 	"github.com/cdcsync/cdcsync/config"
 	"github.com/cdcsync/cdcsync/consistency"
+	"github.com/cdcsync/cdcsync/pipeline"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -38,7 +39,10 @@ import (
 // cut is the order database's side of a consistent cut: a REPEATABLE READ
 // transaction on the exported snapshot.
 type cut struct {
-	lsn  pglogrepl.LSN
+	// pos is S with the source epoch a change committed at S is captured
+	// in (consistency.SourceEpoch): after a failover the new primary's
+	// LSNs may be below those the stores hold from the old one.
+	pos  pipeline.EpochLSN
 	conn *pgxpool.Conn
 }
 
@@ -73,7 +77,13 @@ func (v *Verifier) takeCut(ctx context.Context) (*cut, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consistent cut: connect to the order database: %w", err)
 	}
-	c := &cut{lsn: lsn, conn: conn}
+	// Read after S: an epoch raised since only makes the wait longer.
+	epoch, err := consistency.SourceEpoch(ctx, v.src, consistency.WithSlot(v.cfg.Slot), consistency.WithStateSchema(v.cfg.StateSchema))
+	if err != nil {
+		conn.Release()
+		return nil, fmt.Errorf("consistent cut: %w", err)
+	}
+	c := &cut{pos: pipeline.EpochLSN{Epoch: epoch, LSN: lsn}, conn: conn}
 	if _, err := conn.Exec(ctx, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"); err != nil {
 		c.close()
 		return nil, fmt.Errorf("consistent cut: begin: %w", err)
@@ -99,8 +109,11 @@ func (c *cut) close() {
 	c.conn.Release()
 }
 
-// after reports whether a change committed at commit is after the cut.
-func (c *cut) after(commit pglogrepl.LSN) bool { return commit >= c.lsn }
+// after reports whether a change at pos is after the cut: in a newer
+// source epoch, or in the cut's at or after S.
+func (c *cut) after(pos pipeline.Position) bool {
+	return !pipeline.EpochLSN{Epoch: pos.Epoch, LSN: pos.Commit}.Less(c.pos)
+}
 
 // quoteLiteral quotes s as an SQL string literal (standard_conforming_strings
 // is on in every supported Postgres).
@@ -157,11 +170,11 @@ func (v *Verifier) redisApplied(sink string) appliedPosition {
 		if err != nil {
 			return 0, false, fmt.Errorf("read %s: %w", key, err)
 		}
-		lsn, err := pglogrepl.ParseLSN(s)
+		tok, err := consistency.ParseToken(s)
 		if err != nil {
 			return 0, false, fmt.Errorf("read %s: %w", key, err)
 		}
-		return lsn, true, nil
+		return tok.LSN, true, nil
 	}, wait: func(ctx context.Context, tok consistency.Token, timeout time.Duration) error {
 		return consistency.WaitRedis(ctx, v.rdb, sink, tok, timeout)
 	}}
@@ -182,12 +195,13 @@ func (v *Verifier) positionsKept(ctx context.Context) (bool, string, error) {
 	return true, "", nil
 }
 
-// waitApplied waits until every compared store has applied lsn, up to
+// waitApplied waits until every compared store has applied pos, up to
 // CDCSYNC_VERIFY_CUT_WAIT in all.
-func (v *Verifier) waitApplied(ctx context.Context, lsn pglogrepl.LSN) error {
+func (v *Verifier) waitApplied(ctx context.Context, pos pipeline.EpochLSN) error {
 	deadline := time.Now().Add(v.cfg.CutWait)
+	lsn := consistency.Token{Epoch: pos.Epoch, LSN: pos.LSN}
 	for _, p := range v.appliedPositions() {
-		if err := p.wait(ctx, consistency.Token(lsn), max(time.Until(deadline), time.Millisecond)); err != nil {
+		if err := p.wait(ctx, lsn, max(time.Until(deadline), time.Millisecond)); err != nil {
 			if errors.Is(err, consistency.ErrTimeout) {
 				return fmt.Errorf("consistent cut %s: %w (is the pipeline running? CDCSYNC_VERIFY_CUT_WAIT=0 compares without a cut)", lsn, err)
 			}
@@ -213,7 +227,7 @@ func changedAfter(c *cut, version *redis.StringCmd) (bool, error) {
 		// version check (versionField).
 		return false, nil
 	}
-	return c.after(pos.Commit), nil
+	return c.after(pos), nil
 }
 
 // notChangedAfter drops from keys (hashes without a source row at the cut)

@@ -54,7 +54,7 @@ func (v *Verifier) itemsAtCut(ctx context.Context, src *pgx.Conn, c *cut) (store
 		return nil, nil, 0, storedErr(err)
 	}
 	rows, err = tx.Query(ctx, `SELECT order_id, item_id, quantity, status, deleted FROM cdcsync_order_projection
-		WHERE commit_lsn >= $1`, int64(c.lsn))
+		WHERE (epoch, commit_lsn) >= ($2, $1)`, int64(c.pos.LSN), int64(c.pos.Epoch))
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("read the inventory projection: %w", err)
 	}

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -24,28 +25,7 @@ import (
 func TestFailoverToStandbyWhenNeededEndsExact(t *testing.T) {
 	s := newStores(t)
 	ctx := context.Background()
-	primary, err := testenv.StartPostgres(testenv.WithSetting("wal_keep_size", "64MB"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(primary.Close)
-	db := primary.CreateDB(t)
-	if err := primary.Exec(ctx, db, `CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint, quantity int, status text)`,
-		`INSERT INTO orders SELECT g, 1 + g % 20, 1, 'created' FROM generate_series(1, 1000) g`); err != nil {
-		t.Fatal(err)
-	}
-	standby, err := primary.StartStandby()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(standby.Close)
-
-	s.cfg.SourceURL = primary.URL(db)
-	p := pipelinetest.NewFor(t, s.e, s.cfg)
-	p.Capture.Snapshot = "when_needed"
-	s.cfg = p.Verify
-	p.Start()
-	p.WaitCaughtUp()
+	primary, standby, db, p := failoverPipeline(t, s, 1000)
 	stopWriters := failoverWriters(t, primary.URL(db), 1000)
 	time.Sleep(time.Second) // writers at work before the failover (not an assertion)
 	waitStandby(t, standby.URL(db), p.Capture.Slot)
@@ -74,6 +54,35 @@ func TestFailoverToStandbyWhenNeededEndsExact(t *testing.T) {
 		}
 		t.Fatalf("drifted %d after the failover", r.Drifted)
 	}
+}
+
+// failoverPipeline starts an order database (primary) with rows orders and
+// a physical standby of it, and a pipeline with CDCSYNC_SNAPSHOT=
+// when_needed on the primary, caught up; s.cfg is the pipeline's.
+func failoverPipeline(t *testing.T, s *stores, rows int) (primary, standby *testenv.Postgres, db string, p *pipelinetest.Pipeline) {
+	t.Helper()
+	ctx := context.Background()
+	primary, err := testenv.StartPostgres(testenv.WithSetting("wal_keep_size", "64MB"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(primary.Close)
+	db = primary.CreateDB(t)
+	if err := primary.Exec(ctx, db, `CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint, quantity int, status text)`,
+		fmt.Sprintf(`INSERT INTO orders SELECT g, 1 + g %% 20, 1, 'created' FROM generate_series(1, %d) g`, rows)); err != nil {
+		t.Fatal(err)
+	}
+	if standby, err = primary.StartStandby(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(standby.Close)
+	s.cfg.SourceURL = primary.URL(db)
+	p = pipelinetest.NewFor(t, s.e, s.cfg)
+	p.Capture.Snapshot = "when_needed"
+	s.cfg = p.Verify
+	p.Start()
+	p.WaitCaughtUp()
+	return primary, standby, db, p
 }
 
 // waitStandby waits until the standby at url has replayed capture's

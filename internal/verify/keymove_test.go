@@ -98,7 +98,7 @@ func foldTopic(t *testing.T, brokers []string, topic string) map[string]map[stri
 	t.Helper()
 	out := map[string]map[string]string{}
 	testenv.ConsumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) {
-		if pipeline.IsWatermark(m.Headers) {
+		if pipeline.IsWatermark(m.Headers) || pipeline.IsControl(m.Headers) {
 			return // capture's completeness marks, not row events
 		}
 		key := string(m.Key)

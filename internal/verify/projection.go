@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // CheckProjection names the comparison of the inventory sink's order
@@ -15,7 +18,7 @@ const CheckProjection = "order_projection"
 
 // projectionSQL reads the projection in the order orderSQL reads the
 // orders (byte order, whatever each database's collation).
-const projectionSQL = `SELECT order_id, item_id, quantity, status, deleted, commit_lsn
+const projectionSQL = `SELECT order_id, item_id, quantity, status, deleted, epoch, commit_lsn
 	FROM cdcsync_order_projection ORDER BY order_id COLLATE "C"`
 
 // ordersSQL reads every order's id (as the sink renders it) and the
@@ -39,7 +42,7 @@ type projected struct {
 	item, quantity *int64
 	status         *string
 	deleted        bool
-	commit         int64
+	epoch, commit  int64
 }
 
 // checkProjection compares the projection with the orders, merging both in
@@ -85,7 +88,7 @@ func (v *Verifier) checkProjection(ctx context.Context, src *pgx.Conn, c *cut) (
 			return nil, proj.Err()
 		}
 		p := &projected{}
-		return p, proj.Scan(&p.id, &p.item, &p.quantity, &p.status, &p.deleted, &p.commit)
+		return p, proj.Scan(&p.id, &p.item, &p.quantity, &p.status, &p.deleted, &p.epoch, &p.commit)
 	}
 	o, err := nextOrder()
 	if err != nil {
@@ -95,7 +98,9 @@ func (v *Verifier) checkProjection(ctx context.Context, src *pgx.Conn, c *cut) (
 	if err != nil {
 		return nil, fmt.Errorf("read the order projection: %w", err)
 	}
-	inFlight := func(p *projected) bool { return c != nil && p != nil && p.commit >= int64(c.lsn) }
+	inFlight := func(p *projected) bool {
+		return c != nil && p != nil && c.after(pipeline.Position{Epoch: uint32(p.epoch), Commit: pglogrepl.LSN(p.commit)})
+	}
 	for o != nil || p != nil {
 		advanceOrder, advanceRow := true, true
 		switch {

@@ -170,10 +170,10 @@ func (v *Verifier) Run(ctx context.Context) (*Report, error) {
 				return nil, err
 			}
 			defer c.close()
-			if err := v.waitApplied(ctx, c.lsn); err != nil {
+			if err := v.waitApplied(ctx, c.pos); err != nil {
 				return nil, err
 			}
-			r.Cut = c.lsn.String()
+			r.Cut = c.pos.String()
 		} else {
 			r.NoCut = why
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/cdcsync/cdcsync/consistency"
 	"github.com/cdcsync/cdcsync/internal/status"
 	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/pipeline"
 	"github.com/cdcsync/cdcsync/sink"
 )
 
@@ -110,7 +111,7 @@ func TestAppliedReachesIdleSourceWAL(t *testing.T) {
 			t.Fatalf("round %d: idle source at %s: %v", round, tok, err)
 		}
 		t.Logf("round %d: every store applied the idle source's WAL position %s after %v", round, tok, time.Since(start).Round(time.Millisecond))
-		if err := s.p.positions.Wait(ctx, 0); err != nil {
+		if err := s.p.positions.Wait(ctx, pipeline.EpochLSN{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -163,18 +164,18 @@ func TestAppliedHTTP(t *testing.T) {
 	}
 	for _, sa := range body.Sinks {
 		lsn, err := consistency.ParseToken(sa.LSN)
-		if err != nil || lsn < tok || sa.LagSeconds == nil || *sa.LagSeconds < 0 || *sa.LagSeconds > 30 || sa.SourceTime == nil {
+		if err != nil || !tok.Reached(lsn) || sa.LagSeconds == nil || *sa.LagSeconds < 0 || *sa.LagSeconds > 30 || sa.SourceTime == nil {
 			t.Errorf("GET /applied: sink %+v (%v): want an LSN at or after %s and a lag", sa, err, tok)
 		}
 	}
 	t.Logf("GET /applied: lsn %s, sinks %s %s, %s %s", body.LSN, body.Sinks[0].Sink, body.Sinks[0].LSN, body.Sinks[1].Sink, body.Sinks[1].LSN)
 
 	// A position far ahead of the source: 504 after the timeout.
-	far := tok + 1<<40
+	far := consistency.Token{Epoch: tok.Epoch, LSN: tok.LSN + 1<<40}
 	start := time.Now()
 	err = consistency.WaitHTTP(ctx, srv.Client(), srv.URL, far, 300*time.Millisecond)
 	var te *consistency.TimeoutError
-	if !errors.Is(err, consistency.ErrTimeout) || !errors.As(err, &te) || te.Applied < tok {
+	if !errors.Is(err, consistency.ErrTimeout) || !errors.As(err, &te) || !tok.Reached(te.Applied) {
 		t.Errorf("WaitHTTP(%s) = %v, want ErrTimeout with the applied position", far, err)
 	}
 	if d := time.Since(start); d < 300*time.Millisecond {
@@ -230,7 +231,7 @@ func TestStatusShowsApplied(t *testing.T) {
 			for _, a := range sk.Applied {
 				stores = append(stores, sk.Name+"/"+a.Store)
 				lsn, err := consistency.ParseToken(a.LSN)
-				if a.Error != "" || err != nil || lsn < tok || a.LagSeconds == nil || a.SourceTime == nil {
+				if a.Error != "" || err != nil || !tok.Reached(lsn) || a.LagSeconds == nil || a.SourceTime == nil {
 					t.Fatalf("sink %s store %+v: want a position at or after %s with a lag", sk.Name, a, tok)
 				}
 				// The stores share the source's Postgres server here, so

@@ -63,8 +63,8 @@ func readTopic(ctx context.Context, brokers []string) ([]topicRecord, error) {
 			select {
 			case m := <-pc.Messages():
 				next = m.Offset + 1
-				if pipeline.IsWatermark(m.Headers) {
-					continue // how far the partition is complete, not a change
+				if pipeline.IsWatermark(m.Headers) || pipeline.IsControl(m.Headers) {
+					continue // how far the partition is complete, or a control record: not a change
 				}
 				rec, err := decodeRecord(m)
 				if err != nil {
