@@ -404,9 +404,15 @@ func headerValue(headers []sarama.RecordHeader, key []byte) string {
 func (p *producer) err() error {
 	if p.txn != nil {
 		if err := p.txn.fatal(); err != nil {
-			return err
+			return errors.Join(err, p.deliveryErr())
 		}
 	}
+	return p.deliveryErr()
+}
+
+// deliveryErr returns the first message that failed for good, if any,
+// without consuming it.
+func (p *producer) deliveryErr() error {
 	select {
 	case err := <-p.failed:
 		p.failed <- err

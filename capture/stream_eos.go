@@ -2,6 +2,7 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pglogrepl"
@@ -34,7 +35,12 @@ func (s *stream) commitTxn(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-	return s.txn.commit(ctx, s.keepAlive, s.interval)
+	if err := s.txn.commit(ctx, s.keepAlive, s.interval); err != nil {
+		// A message that failed for good (a poison record the broker
+		// refused) says more than the failed commit.
+		return errors.Join(s.prod.deliveryErr(), err)
+	}
+	return nil
 }
 
 // releaseIdle: with no Kafka transaction open and nothing in flight,
