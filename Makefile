@@ -6,7 +6,7 @@ GO      ?= go
 PKGS    ?= ./...
 BIN     ?= bin/cdcsync
 
-.PHONY: all build test test-big soak snapshot-soak ryw live-verify demo bench lint deps clean readme
+.PHONY: all build test test-big soak snapshot-soak exactly-once-soak ryw live-verify demo bench lint deps clean readme
 
 all: build
 
@@ -31,6 +31,12 @@ soak: deps
 # under four writers). `make test` runs them with fewer rows.
 snapshot-soak: deps
 	CDCSYNC_SNAPSHOT_SOAK=1 $(GO) test ./capture -run 'TestTwoCapturesStartTogetherOnNewSlot|TestInitialSnapshotResumesAfterSIGKILL' -count=1 -v -timeout 30m
+
+# The exactly-once tests at full size (issue 12): five minutes of writers
+# with twelve capture SIGKILLs and three broker restarts, and 200,000-row
+# snapshots and backfills killed twice. `make test` runs them short.
+exactly-once-soak: deps
+	CDCSYNC_EXACTLY_ONCE_SOAK=1 $(GO) test ./test/exactlyonce -count=1 -v -timeout 30m
 
 # Live verify under load, full length (make test runs it for 10s).
 live-verify: deps

@@ -11,6 +11,11 @@
 //	go run ./test/bench ryw [-rate 2000] [-duration 20s]
 //
 // ryw: read-your-writes wait latency at a write rate (ryw.go).
+//
+//	go run ./test/bench eos [-rows 200000] [-tx 1000] [-runs 2] [-big 1000000]
+//
+// eos: CDCSYNC_DELIVERY=exactly-once against at-least-once on the same WAL
+// (eos.go).
 package main
 
 import (
@@ -34,7 +39,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: bench capture|ryw [flags]")
+		fmt.Fprintln(os.Stderr, "usage: bench capture|ryw|eos [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -43,6 +48,8 @@ func main() {
 		err = benchCapture(os.Args[2:])
 	case "ryw":
 		err = benchRYW(os.Args[2:])
+	case "eos":
+		err = benchEOS(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown benchmark %q", os.Args[1])
 	}
@@ -60,27 +67,14 @@ func benchCapture(args []string) error {
 	_ = fs.Parse(args)
 	ctx := context.Background()
 
-	bin, err := buildCdcsync()
-	if err != nil {
-		return err
-	}
-	pg, err := testenv.StartPostgres()
+	bin, pg, kafka, err := startBench(ctx)
 	if err != nil {
 		return err
 	}
 	defer pg.Close()
-	kafka, err := testenv.StartKafka()
-	if err != nil {
-		return err
-	}
 	defer kafka.Close()
-
 	const db = "bench"
-	if err := pg.Exec(ctx, "postgres", "CREATE DATABASE bench"); err != nil {
-		return err
-	}
 	if err := pg.Exec(ctx, db,
-		`CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint NOT NULL, quantity bigint NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`,
 		`CREATE PUBLICATION bench FOR TABLE orders`,
 		`SELECT pg_create_logical_replication_slot('recvlogical1', 'pgoutput')`,
 		`SELECT pg_create_logical_replication_slot('capture', 'pgoutput')`,
@@ -192,6 +186,32 @@ func benchCapture(args []string) error {
 	fmt.Printf("ratio capture / pg_recvlogical: %.2f\n", capRate/recvRate)
 	fmt.Printf("capture peak RSS: %.1f MiB\n", rssMiB)
 	return nil
+}
+
+// startBench builds cdcsync and starts a Postgres cluster with database
+// bench holding an empty orders table, and a broker.
+func startBench(ctx context.Context) (bin string, pg *testenv.Postgres, kafka *testenv.Kafka, err error) {
+	if bin, err = buildCdcsync(); err != nil {
+		return "", nil, nil, err
+	}
+	if pg, err = testenv.StartPostgres(); err != nil {
+		return "", nil, nil, err
+	}
+	if kafka, err = testenv.StartKafka(); err != nil {
+		pg.Close()
+		return "", nil, nil, err
+	}
+	err = pg.Exec(ctx, "postgres", "CREATE DATABASE bench")
+	if err == nil {
+		err = pg.Exec(ctx, "bench",
+			`CREATE TABLE orders (id bigint PRIMARY KEY, item_id bigint NOT NULL, quantity bigint NOT NULL, status text NOT NULL, created_at timestamptz NOT NULL DEFAULT now())`)
+	}
+	if err != nil {
+		pg.Close()
+		kafka.Close()
+		return "", nil, nil, err
+	}
+	return bin, pg, kafka, nil
 }
 
 func countRecords(client sarama.Client, topic string) (int64, error) {
