@@ -58,12 +58,16 @@ const (
 // session ends and writes nothing more.
 var ErrFenced = errors.New("fenced by a newer capture of the slot (same transactional.id)")
 
-// transactionalID is the transactional.id of a slot's capture.
-func transactionalID(slot string) string { return "cdcsync-capture-" + slot }
+// transactionalID is the transactional.id of a slot's capture: the slot
+// and the topic prefix, so that captures of different order databases
+// whose slots have the same name (the default, "cdcsync") do not fence each
+// other on a shared Kafka cluster; they must have their own prefixes anyway,
+// or their topics collide. A slot name has no dot: the last one separates.
+func transactionalID(prefix, slot string) string { return "cdcsync-capture-" + prefix + "." + slot }
 
 // exactlyOnce configures sc for a transactional producer of cfg's slot.
 func exactlyOnce(sc *sarama.Config, cfg config.Capture) {
-	sc.Producer.Transaction.ID = transactionalID(cfg.Slot)
+	sc.Producer.Transaction.ID = transactionalID(cfg.TopicPrefix, cfg.Slot)
 	sc.Producer.Transaction.Timeout = defaultTransactionTimeout
 	if cfg.TransactionTimeout > 0 {
 		sc.Producer.Transaction.Timeout = cfg.TransactionTimeout
