@@ -89,7 +89,7 @@ type backfiller struct {
 	keyBuf []byte
 	// resume holds the backfills' progress in the Kafka checkpoint the
 	// session started from (exactly-once delivery; backfill_eos.go).
-	resume map[int64]backfillMark
+	resume map[int64]pipeline.BackfillMark
 }
 
 func newBackfiller(c *capturer, src SourceInfo, types *Types, tables []tableInfo, initial initialBackfills) *backfiller {

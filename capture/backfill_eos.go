@@ -5,11 +5,13 @@ import (
 	"log/slog"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // Backfills under exactly-once delivery: a chunk's rows and the backfill's
 // progress after it commit in one Kafka transaction (the checkpoint holds
-// the progress, backfillMark). The progress in <state schema>.backfills
+// the progress, pipeline.BackfillMark). The progress in <state schema>.backfills
 // is stored after that commit; a capture stopped between the two would
 // read the chunk again and emit its rows twice, so a session takes the
 // checkpoint's progress when it is ahead of the table's.
@@ -25,7 +27,7 @@ func (b *backfiller) setMark(p *pendingChunk, bf *Backfill) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p.w.markID = bf.ID
-	p.w.mark = backfillMark{LastKey: lastKey, ChunksDone: p.n + 1, RowsDone: bf.RowsDone + int64(p.rows), RowsSkipped: bf.RowsSkipped}
+	p.w.mark = pipeline.BackfillMark{LastKey: lastKey, ChunksDone: p.n + 1, RowsDone: bf.RowsDone + int64(p.rows), RowsSkipped: bf.RowsSkipped}
 }
 
 // resumeFromCheckpoint moves bf (running) to the progress the session's

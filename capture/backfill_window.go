@@ -30,7 +30,7 @@ type window struct {
 	// mark is the backfill's progress once this chunk is on Kafka (set
 	// under backfiller.mu before the high watermark); exactly-once
 	// delivery commits it in the checkpoint with the chunk's rows.
-	mark   backfillMark
+	mark   pipeline.BackfillMark
 	markID int64
 	// source.snapshot of the first and last rows emitted (the initial
 	// snapshot's first and last chunks); "" keeps the rows' mark.
@@ -205,7 +205,7 @@ func (b *backfiller) watermark(ctx context.Context, s *stream, content string, a
 	w := b.windows[tag]
 	delete(b.windows, tag)
 	var rows []Change
-	var mark backfillMark
+	var mark pipeline.BackfillMark
 	if w != nil {
 		rows, w.rows, mark = w.rows, nil, w.mark
 	}

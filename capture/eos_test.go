@@ -283,6 +283,16 @@ func TestExactlyOnceConfirmsOnlyCommitted(t *testing.T) {
 	waitFor(t, 60*time.Second, "the commit and the confirmation after it", func() bool {
 		return len(readCommittedTopic(t, own.Kafka.Brokers(), topic)) == 101 && slotConfirmed(t, conn, cfg.Slot) >= after
 	})
+	// The checkpoint (what `cdcsync status` shows) covers the transaction.
+	client, err := sarama.NewClient(own.Kafka.Brokers(), testenv.SaramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	cp, found, err := ReadCheckpoint(client, cfg.TopicPrefix, cfg.Slot)
+	if err != nil || !found || cp.LSN <= before || cp.LSN > after {
+		t.Fatalf("checkpoint %+v (found %v, %v); want its LSN in (%s, %s]", cp, found, err, before, after)
+	}
 }
 
 // TestExactlyOnceOpenTransactionAbortedOnRestart kills capture while its
@@ -363,7 +373,7 @@ func TestFencedProducerCannotWrite(t *testing.T) {
 		if err := p.ensureTableTopic(topic); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.ensureTopic(checkpointTopic(cfg.TopicPrefix)); err != nil {
+		if err := p.ensureTopic(pipeline.CheckpointTopic(cfg.TopicPrefix)); err != nil {
 			t.Fatal(err)
 		}
 		return p

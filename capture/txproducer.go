@@ -123,22 +123,22 @@ type txn struct {
 	records int // messages in the open transaction
 	// pending is what the open transaction's checkpoint says; committed
 	// the last committed one.
-	pending, committed checkpoint
+	pending, committed pipeline.Checkpoint
 	// commitDone is set while a CommitTxn runs on its goroutine.
 	commitDone chan error
 }
 
 func newTxn(ap sarama.AsyncProducer, cfg config.Capture, log *slog.Logger, m *metrics, tr *pipeline.Tracker) *txn {
 	return &txn{
-		ap: ap, log: log, metrics: m, tracker: tr, topic: checkpointTopic(cfg.TopicPrefix),
+		ap: ap, log: log, metrics: m, tracker: tr, topic: pipeline.CheckpointTopic(cfg.TopicPrefix),
 		maxRecs:   max(cfg.MaxInFlight, 1),
-		pending:   checkpoint{Slot: cfg.Slot},
-		committed: checkpoint{Slot: cfg.Slot},
+		pending:   pipeline.Checkpoint{Slot: cfg.Slot},
+		committed: pipeline.Checkpoint{Slot: cfg.Slot},
 	}
 }
 
 // resume starts from the checkpoint read at start-up.
-func (t *txn) resume(c checkpoint) {
+func (t *txn) resume(c pipeline.Checkpoint) {
 	t.pending, t.committed = c, c
 }
 
@@ -170,10 +170,10 @@ const maxCheckpointBackfills = 64
 
 // markBackfill records that the open transaction holds backfill id's rows
 // up to m: the checkpoint carries it.
-func (t *txn) markBackfill(id int64, m backfillMark) {
+func (t *txn) markBackfill(id int64, m pipeline.BackfillMark) {
 	marks := maps.Clone(t.pending.Backfills) // committed shares the old map
 	if marks == nil {
-		marks = map[int64]backfillMark{}
+		marks = map[int64]pipeline.BackfillMark{}
 	}
 	marks[id] = m
 	for len(marks) > maxCheckpointBackfills {
@@ -195,7 +195,7 @@ func (t *txn) commit(ctx context.Context, keepAlive func(context.Context) error,
 	if !t.open {
 		return nil
 	}
-	value, err := t.pending.encode()
+	value, err := t.pending.Encode()
 	if err != nil {
 		return err
 	}

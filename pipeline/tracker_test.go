@@ -173,3 +173,42 @@ func TestTrackerBoundsBytes(t *testing.T) {
 		t.Fatalf("full=%v with %d bytes after Reset", tr.Full(), tr.InFlightBytes())
 	}
 }
+
+// TestTrackerHoldsUntilReleased: under exactly-once delivery an
+// acknowledged transaction is confirmable only once the Kafka transaction
+// holding it committed (Release); an idle tracker releases what it
+// acknowledged only when told nothing is open (ReleaseIdle).
+func TestTrackerHoldsUntilReleased(t *testing.T) {
+	tr := NewTracker(8)
+	tr.HoldUntilReleased()
+	tr.Reset(100)
+	a := tr.Add()
+	tr.Commit(200)
+	tr.Ack(a)
+	if got := tr.Confirmed(); got != 100 {
+		t.Fatalf("confirmed %v before the Kafka commit, want 100", got)
+	}
+	tr.Release(200)
+	if got := tr.Confirmed(); got != 200 {
+		t.Fatalf("confirmed %v after the commit, want 200", got)
+	}
+	tr.Release(150) // never backwards
+	if got := tr.Confirmed(); got != 200 {
+		t.Fatalf("confirmed %v after an older release, want 200", got)
+	}
+	if !tr.AdvanceIdle(300) || tr.Confirmed() != 200 {
+		t.Fatalf("idle advance confirmed %v without a release, want 200", tr.Confirmed())
+	}
+	b := tr.Add()
+	if tr.ReleaseIdle() {
+		t.Fatal("released with a message in flight")
+	}
+	tr.Ack(b)
+	if !tr.ReleaseIdle() || tr.Confirmed() != 300 {
+		t.Fatalf("idle release: confirmed %v, want 300", tr.Confirmed())
+	}
+	tr.Release(1000) // past the acknowledged LSN: acknowledgement still caps
+	if got := tr.Confirmed(); got != 300 {
+		t.Fatalf("confirmed %v, past what was acknowledged (300)", got)
+	}
+}

@@ -144,6 +144,9 @@ var (
 	appliedLSNDesc = prometheus.NewDesc("cdcsync_sink_applied_lsn",
 		"Applied-through position of the sink's store: every change committed at or before this LSN (as a number) is visible in it.",
 		[]string{"sink"}, nil)
+	appliedEpochDesc = prometheus.NewDesc("cdcsync_sink_applied_epoch",
+		"Source epoch of the applied-through position (0 until a lost slot was created again): after a failover the new epoch's LSNs may be below the old one's.",
+		[]string{"sink"}, nil)
 	freshnessDesc = prometheus.NewDesc("cdcsync_sink_freshness_seconds",
 		"How far the sink's store is behind the source, in time: now minus when the source was at the applied-through position.",
 		[]string{"sink"}, nil)
@@ -152,6 +155,7 @@ var (
 // Describe implements prometheus.Collector.
 func (p *AppliedPositions) Describe(ch chan<- *prometheus.Desc) {
 	ch <- appliedLSNDesc
+	ch <- appliedEpochDesc
 	ch <- freshnessDesc
 }
 
@@ -164,6 +168,7 @@ func (p *AppliedPositions) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(appliedLSNDesc, prometheus.GaugeValue, float64(s.LSN), s.Sink)
+		ch <- prometheus.MustNewConstMetric(appliedEpochDesc, prometheus.GaugeValue, float64(s.Epoch), s.Sink)
 		if !s.AsOf.IsZero() {
 			ch <- prometheus.MustNewConstMetric(freshnessDesc, prometheus.GaugeValue, max(0, now.Sub(s.AsOf).Seconds()), s.Sink)
 		}

@@ -94,6 +94,21 @@ func TestAppliedPositionsNewerEpoch(t *testing.T) {
 	if err := p.Wait(context.Background(), pos(0, 0xFFFFFF)); err != nil {
 		t.Fatalf("an older epoch's token: %v", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	epoch := -1.0
+	for _, mf := range mfs {
+		if mf.GetName() == "cdcsync_sink_applied_epoch" {
+			epoch = mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if epoch != 1795600000 {
+		t.Errorf("cdcsync_sink_applied_epoch = %v, want 1795600000", epoch)
+	}
 	if body := p.report(time.Now()); body.LSN != "1795600000@0/200" {
 		t.Errorf("report lsn = %q", body.LSN)
 	}

@@ -1,6 +1,7 @@
 package kafkaclient
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -94,4 +95,45 @@ func controlType(key []byte) int16 {
 		return -1
 	}
 	return int16(binary.BigEndian.Uint16(key[2:4]))
+}
+
+// lastValueWindow is how many offsets before the stable offset
+// LastCommittedValue looks at first; it doubles until the key is found or
+// the partition's start is reached.
+const lastValueWindow = 512
+
+// LastCommittedValue returns the value of the newest committed record with
+// key on a partition, read_committed, and false when there is none (or the
+// topic does not exist).
+func LastCommittedValue(client sarama.Client, topic string, partition int32, key []byte) ([]byte, bool, error) {
+	if err := client.RefreshMetadata(topic); errors.Is(err, sarama.ErrUnknownTopicOrPartition) {
+		return nil, false, nil
+	} else if err != nil {
+		return nil, false, fmt.Errorf("kafka metadata of %s: %w", topic, err)
+	}
+	end, err := StableOffset(client, topic, partition)
+	if err != nil {
+		return nil, false, err
+	}
+	oldest, err := client.GetOffset(topic, partition, sarama.OffsetOldest)
+	if err != nil {
+		return nil, false, fmt.Errorf("oldest offset of %s/%d: %w", topic, partition, err)
+	}
+	window := int64(lastValueWindow)
+	for upTo := end; upTo > oldest; window *= 2 {
+		from := max(oldest, upTo-window)
+		var value []byte
+		found := false
+		err := ReadCommitted(client, topic, partition, from, upTo, func(_ int64, _ *sarama.RecordBatch, r *sarama.Record) bool {
+			if bytes.Equal(r.Key, key) {
+				value, found = r.Value, true
+			}
+			return true
+		})
+		if err != nil || found {
+			return value, found, err
+		}
+		upTo = from
+	}
+	return nil, false, nil
 }

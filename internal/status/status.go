@@ -22,9 +22,12 @@ import (
 
 // Report is the pipeline's progress at one moment.
 type Report struct {
-	Slot   Slot    `json:"slot"`
-	Topics []Topic `json:"topics"`
-	Sinks  []Sink  `json:"sinks"`
+	Slot Slot `json:"slot"`
+	// Delivery is capture's delivery mode and, exactly once, its
+	// checkpoint.
+	Delivery Delivery `json:"delivery"`
+	Topics   []Topic  `json:"topics"`
+	Sinks    []Sink   `json:"sinks"`
 	// Backfills lists capture's backfills that are not done, the initial
 	// snapshot's among them (backfill.go).
 	Backfills []Backfill `json:"backfills"`
@@ -258,6 +261,9 @@ func (c *Collector) Collect(ctx context.Context) (*Report, error) {
 	}
 	r := &Report{Slot: slot}
 	if r.Backfills, err = c.backfills(ctx); err != nil {
+		return nil, err
+	}
+	if r.Delivery, err = c.delivery(ctx); err != nil {
 		return nil, err
 	}
 	byName := map[string]Topic{}

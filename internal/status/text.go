@@ -29,6 +29,9 @@ func WriteText(w io.Writer, r *Report) error {
 	if r.Slot.Recovering != "" {
 		fmt.Fprintf(tw, "RECOVERING: %s; the topics and sinks are not exact until it is done (README: When the order database fails over)\n", r.Slot.Recovering)
 	}
+	if r.Delivery.Mode == "exactly-once" {
+		fmt.Fprintf(tw, "DELIVERY: exactly-once; checkpoint %s (the topics hold everything up to it, read_committed)\n", r.Delivery.CheckpointLSN)
+	}
 
 	if err := tw.Flush(); err != nil {
 		return err
