@@ -31,8 +31,8 @@ func (s *stream) unitDone(ctx context.Context, lsn pglogrepl.LSN) error {
 // last unit in it, and the watermarks that checkpoint allows.
 func (s *stream) commitTxn(ctx context.Context) error {
 	if s.wm != nil {
-		if asOf, ok := s.wm.prepare(s.txn.pending.LSN); ok && !s.wm.emit(ctx, s.txn.pending.LSN, asOf) {
-			return ctx.Err()
+		if asOf, ok := s.wm.prepare(s.txn.pending.LSN); ok && !s.wm.emit(ctx, s.txn.pending.LSN, asOf) && ctx.Err() != nil {
+			return ctx.Err() // otherwise the producer was full: the next commit writes one
 		}
 	}
 	if err := s.txn.commit(ctx, s.keepAlive, s.interval); err != nil {
@@ -82,8 +82,8 @@ func (s *stream) idleWatermark(ctx context.Context) error {
 	if err := s.txn.begin(); err != nil {
 		return err
 	}
-	if !s.wm.emit(ctx, lsn, asOf) {
+	if !s.wm.emit(ctx, lsn, asOf) && ctx.Err() != nil {
 		return ctx.Err()
 	}
-	return s.txn.commit(ctx, s.keepAlive, s.interval)
+	return s.commitTxn(ctx)
 }

@@ -200,10 +200,8 @@ func (t *txn) commit(ctx context.Context, keepAlive func(context.Context) error,
 		return err
 	}
 	msg := &sarama.ProducerMessage{Topic: t.topic, Key: sarama.StringEncoder(t.pending.Slot), Value: sarama.ByteEncoder(value), Metadata: &checkpointMeta{}}
-	select {
-	case t.ap.Input() <- msg:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := t.input(ctx, msg, keepAlive, interval); err != nil {
+		return err
 	}
 	done := make(chan error, 1)
 	t.commitDone = done
@@ -224,6 +222,28 @@ func (t *txn) commit(ctx context.Context, keepAlive func(context.Context) error,
 				if err := keepAlive(ctx); err != nil {
 					return err
 				}
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// input hands msg to the producer, answering Postgres every interval while
+// the producer's buffers are full (a stalled broker).
+func (t *txn) input(ctx context.Context, msg *sarama.ProducerMessage, keepAlive func(context.Context) error, interval time.Duration) error {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case t.ap.Input() <- msg:
+			return nil
+		case <-tick.C:
+			if err := t.fatal(); err != nil {
+				return err
+			}
+			if err := keepAlive(ctx); err != nil {
+				return err
 			}
 		case <-ctx.Done():
 			return ctx.Err()

@@ -121,6 +121,11 @@ type watermarker struct {
 	clock    *sourceClock
 	topics   []string
 	interval time.Duration
+	// noWait (exactly-once: the stream goroutine writes the watermarks)
+	// gives up on a watermark rather than wait for room in the
+	// producer: the stream must go on answering Postgres, and a watermark
+	// not written loses nothing (the next one follows).
+	noWait bool
 	// key is the record key of a partition's watermarks: wrapped in
 	// JsonConverter's envelope when the topics are.
 	key func(partition int32) []byte
@@ -210,6 +215,14 @@ func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Tim
 				Topic: topic, Partition: p, Key: sarama.ByteEncoder(w.key(p)),
 				Headers: headers, Metadata: &watermarkMeta{},
 			}
+			if w.noWait {
+				select {
+				case w.prod.ap.Input() <- msg:
+				default:
+					return false
+				}
+				continue
+			}
 			select {
 			case w.prod.ap.Input() <- msg:
 			case <-ctx.Done():
@@ -247,6 +260,7 @@ func (c *capturer) startWatermarks(ctx context.Context, st *stream, prod *produc
 	if st.txn != nil {
 		// Exactly-once: the stream writes them inside its Kafka
 		// transactions (stream_eos.go), covering what each commits.
+		w.noWait = true
 		st.wm = w
 		return func() {}
 	}
