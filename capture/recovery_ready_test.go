@@ -173,3 +173,36 @@ func captureStatus(t *testing.T, cfg config.Capture) (*status.Report, string) {
 	}
 	return r, text.String()
 }
+
+// The recovery holds watermarks at every confirmed LSN until the
+// resnapshot message's LSN is known, and then up to it; it ends (and
+// /readyz passes readiness through) once capture confirmed past it.
+func TestRecoveryEndsPastTheResnapshotMessage(t *testing.T) {
+	m, err := newMetrics(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &recovery{log: slog.New(slog.DiscardHandler), metrics: m, active: true, rows: map[int64][2]int64{1: {10, 40}, 2: {0, 60}}}
+	if !r.recovering(0x9000) {
+		t.Fatal("not recovering before the resnapshot message was seen")
+	}
+	if reason, on := r.status(0x9000); !on || reason != "recovering: re-snapshot after lost slot, 10/100 rows" {
+		t.Fatalf("status = %q, %v", reason, on)
+	}
+	r.noteRows(2, 60, 60)
+	r.noteRows(1, 40, 40)
+	r.resnapshotSent(0x9100)
+	if !r.recovering(0x9100) || r.recovering(0x9101) {
+		t.Fatal("want recovering up to the message's LSN, not past it")
+	}
+	if reason, on := r.status(0x9100); !on || !strings.HasPrefix(reason, "recovering: re-snapshot after lost slot, 100/100 rows") {
+		t.Fatalf("status at the message = %q, %v", reason, on)
+	}
+	if _, on := r.status(0x9101); on || r.recovering(0) {
+		t.Fatal("still recovering once confirmed past the message")
+	}
+	var none *recovery // a session without one
+	if _, on := none.status(0); on || none.recovering(0) {
+		t.Fatal("a nil recovery recovers")
+	}
+}

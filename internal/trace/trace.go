@@ -21,7 +21,9 @@ import (
 
 	"github.com/cdcsync/cdcsync/capture"
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/consistency"
 	"github.com/cdcsync/cdcsync/internal/verify"
+	"github.com/cdcsync/cdcsync/pipeline"
 )
 
 // Verdicts.
@@ -35,7 +37,8 @@ const (
 type Report struct {
 	Table string          `json:"table"`
 	Key   json.RawMessage `json:"key"`
-	// SourceLSN is the order database's WAL position when the row was
+	// SourceLSN is the order database's WAL position ("<epoch>@" first
+	// in a source epoch above 0) when the row was
 	// read.
 	SourceLSN string `json:"source_lsn"`
 	Source    Source `json:"source"`
@@ -240,7 +243,20 @@ func (t *tracer) readSource(ctx context.Context, r *Report, key map[string]json.
 	if err := t.src.QueryRow(ctx, `SELECT pg_current_wal_lsn()::text`).Scan(&lsn); err != nil {
 		return fmt.Errorf("read the order database's WAL position: %w", err)
 	}
-	r.SourceLSN = lsn
+	// With the source epoch a change committed now is captured in, so
+	// that an applied position of the old primary (higher LSNs) does not
+	// count as past it after a failover. Unreadable capture state: epoch
+	// 0, as before epochs.
+	epoch, err := consistency.SourceEpoch(ctx, t.src, consistency.WithSlot(t.cfg.Slot), consistency.WithStateSchema(t.cfg.StateSchema))
+	if err != nil {
+		epoch = 0
+	}
+	pos, err := pipeline.ParseEpochLSN(lsn)
+	if err != nil {
+		return fmt.Errorf("read the order database's WAL position: %w", err)
+	}
+	pos.Epoch = epoch
+	r.SourceLSN = pos.String()
 	t.keyMap = key
 	if row != nil {
 		r.Source = Source{Exists: true, Row: row.Map()}

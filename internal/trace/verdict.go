@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pglogrepl"
-
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
@@ -176,7 +174,7 @@ func (d *decision) item() {
 	// Other orders of the item may be in flight: only an applied-through
 	// position at or past the source's WAL position read with the row
 	// makes the difference drift.
-	if applied, ok := d.appliedInventory(); ok && applied >= d.sourceLSN() {
+	if applied, ok := d.appliedInventory(); ok && !applied.Less(d.sourcePosition()) {
 		d.drift = append(d.drift, store+": "+differs+", although the inventory sink applied everything up to "+applied.String())
 		return
 	}
@@ -205,19 +203,20 @@ func (d *decision) availability() {
 	}
 }
 
-func (d *decision) appliedInventory() (pglogrepl.LSN, bool) {
+func (d *decision) appliedInventory() (pipeline.EpochLSN, bool) {
 	for _, a := range d.r.Applied {
 		if a.Sink == "inventory" && a.Store == "inventory store" {
 			pos, err := pipeline.ParseEpochLSN(a.LSN)
-			return pos.LSN, err == nil
+			return pos, err == nil
 		}
 	}
-	return 0, false
+	return pipeline.EpochLSN{}, false
 }
 
-func (d *decision) sourceLSN() pglogrepl.LSN {
-	lsn, _ := pglogrepl.ParseLSN(d.r.SourceLSN)
-	return lsn
+// sourcePosition is the source's WAL position with its epoch.
+func (d *decision) sourcePosition() pipeline.EpochLSN {
+	pos, _ := pipeline.ParseEpochLSN(d.r.SourceLSN)
+	return pos
 }
 
 // before reports whether position a ("" for none) is before b.

@@ -11,14 +11,15 @@ import (
 
 // TestExactlyOnceUnderCrashes (issue 12): four writers run
 // multi-statement transactions on two tables (inserts, updates, deletes,
-// one in ten rolled back, and one transaction of 20,000 rows) while
-// capture is SIGKILLed three times (once while the large transaction
-// streams) and restarted each time, and the broker is stopped and started
-// once. A concurrent read_committed reader samples consistent cuts of all
-// partitions throughout. At the end a read_committed read of every table
-// topic must hold each committed change exactly once (by position), no
-// rolled-back change, the latest record per key equal to the row, and no
-// sample may have seen part of a Postgres transaction.
+// an outbox event with every order inserted, one in ten rolled back, and
+// one transaction of 20,000 rows) while capture is SIGKILLed three times
+// (once while the large transaction streams) and restarted each time, and
+// the broker is stopped and started once. A concurrent read_committed
+// reader samples consistent cuts of all partitions throughout. At the end
+// a read_committed read of the table topics and the events topic must
+// hold each committed change and event exactly once (by position), none
+// that was rolled back, the latest record per key equal to the row, and
+// no sample may have seen part of a Postgres transaction.
 //
 // make exactly-once-soak runs it for five minutes with twelve kills and
 // three broker restarts.

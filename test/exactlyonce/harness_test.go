@@ -31,8 +31,18 @@ func delivery() string {
 func soak() bool { return os.Getenv("CDCSYNC_EXACTLY_ONCE_SOAK") != "" }
 
 // tables are what the writers change: one Postgres transaction touches
-// both, so its records land on two topics and eight partitions.
+// both, so its records land on two topics and eight partitions (and an
+// order's outbox event on a third topic).
 var tables = []string{"orders", "lines"}
+
+// The writers publish an outbox event (message mode, capture's default
+// prefix) with every order they insert: aggregate "order", key the
+// order's id, payload {"rev":<rev>}. The ledger counts the events as
+// changes of the pseudo-table events.
+const (
+	eventsTable       = "events"
+	eventsTopicSuffix = ".events.order"
+)
 
 const tableDDL = `(id bigint PRIMARY KEY, writer int NOT NULL, rev bigint NOT NULL, note text NOT NULL)`
 
@@ -67,6 +77,12 @@ func newSetup(t *testing.T, pg *testenv.Postgres, kafka *testenv.Kafka, extra ..
 	s.prefix = testenv.RandomName("eos")
 	for _, table := range tables {
 		s.topics = append(s.topics, pipeline.Topic(s.prefix, "public", table))
+	}
+	// The writers' outbox events: created now, so that readers can cut
+	// it before the first event.
+	s.topics = append(s.topics, s.prefix+eventsTopicSuffix)
+	if err := kafka.CreateTopic(s.prefix+eventsTopicSuffix, 4); err != nil {
+		t.Fatal(err)
 	}
 	s.env = append([]string{
 		"CDCSYNC_SOURCE_URL=" + pg.URL(s.db),

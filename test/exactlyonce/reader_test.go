@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/IBM/sarama"
@@ -253,6 +254,9 @@ func decodeRecord(x tp, off int64, r *sarama.Record) (rec, bool, error) {
 		return rec{}, false, fmt.Errorf("%s/%d@%d: %w", x.Topic, x.Partition, off, err)
 	}
 	out.Pos = pos
+	if strings.HasSuffix(x.Topic, eventsTopicSuffix) {
+		return decodeEvent(out, r)
+	}
 	var key struct{ ID json.Number }
 	dec := json.NewDecoder(bytes.NewReader(r.Key))
 	dec.UseNumber()
@@ -276,6 +280,24 @@ func decodeRecord(x tp, off int64, r *sarama.Record) (rec, bool, error) {
 			return rec{}, false, fmt.Errorf("%s/%d@%d: rev %s: %w", x.Topic, x.Partition, off, v, err)
 		}
 	}
+	return out, true, nil
+}
+
+// opEvent marks an outbox event's rec.
+const opEvent pipeline.Op = "event"
+
+// decodeEvent reads an outbox event of the writers: key the order id,
+// payload {"rev":<rev>}.
+func decodeEvent(out rec, r *sarama.Record) (rec, bool, error) {
+	var err error
+	if out.ID, err = strconv.ParseInt(string(r.Key), 10, 64); err != nil {
+		return rec{}, false, fmt.Errorf("%s/%d@%d: event key %q: %w", out.Topic, out.Partition, out.Offset, r.Key, err)
+	}
+	var payload struct{ Rev int64 }
+	if err := json.Unmarshal(r.Value, &payload); err != nil {
+		return rec{}, false, fmt.Errorf("%s/%d@%d: event payload %q: %w", out.Topic, out.Partition, out.Offset, r.Value, err)
+	}
+	out.Op, out.Rev = opEvent, payload.Rev
 	return out, true, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcsync/cdcsync/internal/testenv"
+	"github.com/cdcsync/cdcsync/outbox"
 )
 
 // change is one row change a writer made: rev is the writer's sequence
@@ -56,6 +58,7 @@ type writer struct {
 	seq    int64
 	nextID int64
 	live   map[string][]int64 // committed rows of this writer, per table
+	outbox *outbox.Publisher
 	ledger *ledger
 	// big, when set, is the number of rows of one large transaction this
 	// writer commits once bigAt has passed.
@@ -65,7 +68,11 @@ type writer struct {
 
 func newWriter(t *testing.T, s *setup, n int, l *ledger) *writer {
 	t.Helper()
-	return &writer{
+	pub, err := outbox.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &writer{outbox: pub,
 		n: n, conn: s.connect(), rng: rand.New(rand.NewPCG(uint64(n), uint64(time.Now().UnixNano()))),
 		nextID: int64(n+1) * 1_000_000_000, live: map[string][]int64{}, ledger: l,
 	}
@@ -118,6 +125,11 @@ func (w *writer) txn(ctx context.Context) error {
 			_, err = tx.Exec(ctx, "INSERT INTO "+ident+" VALUES ($1, $2, $3, $4)", w.nextID, w.n, w.seq, "created")
 			done = append(done, change{table, w.nextID, w.seq})
 			live[table] = append(ids, w.nextID)
+			if err == nil && table == "orders" {
+				err = w.outbox.Publish(ctx, tx, outbox.Event{Aggregate: "order", AggregateID: strconv.FormatInt(w.nextID, 10),
+					Type: "OrderCreated", Payload: fmt.Appendf(nil, `{"rev":%d}`, w.seq)})
+				done = append(done, change{eventsTable, w.nextID, w.seq})
+			}
 		case r < 8:
 			id := ids[w.rng.IntN(len(ids))]
 			_, err = tx.Exec(ctx, "UPDATE "+ident+" SET rev = $2, note = $3 WHERE id = $1", id, w.seq, fmt.Sprintf("updated %d", w.seq))
