@@ -24,9 +24,12 @@ func (c *capturer) readCheckpoint(prod *producer, epoch uint32) (pipeline.Checkp
 		return pipeline.Checkpoint{}, nil
 	}
 	topic := pipeline.CheckpointTopic(c.cfg.TopicPrefix)
-	compact := "compact"
+	// Every Kafka transaction adds a record: segments roll hourly (not
+	// weekly, the default) so that compaction, which skips the active
+	// segment, keeps the topic to about one record per slot.
+	compact, hourly := "compact", "3600000"
 	detail := sarama.TopicDetail{NumPartitions: 1, ReplicationFactor: c.cfg.TopicReplication,
-		ConfigEntries: map[string]*string{"cleanup.policy": &compact}}
+		ConfigEntries: map[string]*string{"cleanup.policy": &compact, "segment.ms": &hourly}}
 	if _, err := prod.create(topic, detail); err != nil {
 		return pipeline.Checkpoint{}, err
 	}
