@@ -250,8 +250,12 @@ func (ld *load) check(s *setup, what string) {
 	partial := ld.sampler.partial(s.t, groups(recs))
 	l := ld.ledger
 	l.mu.Lock()
-	s.t.Logf("delivery %s, %s: %d transactions committed (%d changes, one of %d), %d rolled back (%d changes)",
-		delivery(), what, l.txns, len(l.committed), l.bigTxn, l.rollbacks, len(l.rolledBack))
+	big := ""
+	if l.bigTxn > 0 {
+		big = fmt.Sprintf(", one of %d", l.bigTxn)
+	}
+	s.t.Logf("delivery %s, %s: %d transactions committed (%d changes%s), %d rolled back (%d changes)",
+		delivery(), what, l.txns, len(l.committed), big, l.rollbacks, len(l.rolledBack))
 	l.mu.Unlock()
 	s.t.Logf("read_committed: %v", x)
 	s.t.Logf("atomicity: %v; %d transactions seen partly", ld.sampler, partial)
