@@ -269,13 +269,19 @@ func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 	}
 	defer c.metrics.dropLag(claim.Topic(), claim.Partition())
 	ctx := c.claimContext()
+	next := claim.InitialOffset() // the offset after what was handled (negative: not known yet)
 	for {
-		batch, more := c.collect(ctx, claim.Messages())
+		batch, more := c.collectOrIdle(ctx, claim.Messages(), c.markerWait(claim, next))
+		if len(batch) == 0 && more { // idle: only markers may be left
+			next = c.stepOverMarkers(sess, claim, next)
+			continue
+		}
 		if len(batch) > 0 && !c.process(ctx, sess, batch) {
 			return nil
 		}
 		if len(batch) > 0 {
-			c.metrics.setLag(claim.Topic(), claim.Partition(), claim.HighWaterMarkOffset()-batch[len(batch)-1].Offset-1)
+			next = batch[len(batch)-1].Offset + 1
+			c.metrics.setLag(claim.Topic(), claim.Partition(), claim.HighWaterMarkOffset()-next)
 		}
 		if !more {
 			return nil
@@ -292,6 +298,12 @@ func (c *consumer) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.C
 // batch cut short by the end of the session is dropped unapplied (its
 // messages come again to whoever owns the partition next).
 func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMessage) (batch []*sarama.ConsumerMessage, more bool) {
+	return c.collectOrIdle(ctx, msgs, nil)
+}
+
+// collectOrIdle is collect that also returns, with no batch and more
+// true, when idle fires before the first message (nil: never).
+func (c *consumer) collectOrIdle(ctx context.Context, msgs <-chan *sarama.ConsumerMessage, idle <-chan time.Time) (batch []*sarama.ConsumerMessage, more bool) {
 	waiting := true
 	select {
 	case m, ok := <-msgs:
@@ -307,6 +319,8 @@ func (c *consumer) collect(ctx context.Context, msgs <-chan *sarama.ConsumerMess
 				return nil, false
 			}
 			batch = append(batch, m)
+		case <-idle:
+			return nil, true
 		case <-ctx.Done():
 			return nil, false
 		}

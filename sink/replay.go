@@ -276,7 +276,7 @@ func Replay(ctx context.Context, cfg config.Sink, sinkName string, from, to Boun
 			sink: sinkName, topics: s.topics, applier: s.applier, dlq: dlq,
 			metrics: m.forSink(sinkName), log: log, cfg: cfg, fail: fail,
 		},
-		kc: kc, stats: &stats, total: total, progress: progress, dlqTopics: map[string]bool{},
+		kc: kc, client: client, stats: &stats, total: total, progress: progress, dlqTopics: map[string]bool{},
 	}
 	err = r.run(ctx)
 	if cause := context.Cause(ctx); fatal(cause) {
@@ -325,6 +325,9 @@ func resolveRanges(client sarama.Client, topics []string, from, to Bound) ([]Rep
 type replayer struct {
 	c  *consumer
 	kc sarama.Consumer
+	// client answers whether only transaction markers are left before a
+	// range's end (markers.go).
+	client sarama.Client
 
 	mu        sync.Mutex
 	stats     *ReplayStats
@@ -401,13 +404,27 @@ func (r *replayer) partition(ctx context.Context, p ReplayPartition) error {
 	defer stopFwd()
 	go func() {
 		defer close(msgs)
+		seen := p.From // the offset after the last record handed over
+		idle := time.NewTicker(markerIdle)
+		defer idle.Stop()
+		moved := false
 		for {
 			select {
+			case <-idle.C:
+				// Exactly-once topics end with transaction markers, which
+				// the consumer never hands out: done when only markers
+				// (or aborted records) are left before To.
+				if !moved && r.onlyMarkersLeft(p, seen) {
+					reached <- true
+					return
+				}
+				moved = false
 			case m, ok := <-pc.Messages():
 				if !ok {
 					reached <- false
 					return
 				}
+				seen, moved = m.Offset+1, true
 				if m.Offset >= p.To { // records up to To were compacted away
 					reached <- true
 					return

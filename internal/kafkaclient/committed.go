@@ -24,6 +24,7 @@ func ReadCommitted(client sarama.Client, topic string, partition int32, from, to
 	if err != nil {
 		return fmt.Errorf("leader of %s/%d: %w", topic, partition, err)
 	}
+	stuck := 0
 	for offset := from; offset < to; {
 		req := &sarama.FetchRequest{Version: 11, MaxWaitTime: 100, MinBytes: 1, MaxBytes: 16 << 20, Isolation: sarama.ReadCommitted}
 		req.AddBlock(topic, partition, offset, 16<<20, -1)
@@ -39,12 +40,44 @@ func ReadCommitted(client sarama.Client, topic string, partition int32, from, to
 			return fmt.Errorf("fetch %s/%d at %d: %w", topic, partition, offset, block.Err)
 		}
 		next, more := scanCommitted(block, offset, to, fn)
-		if !more || next <= offset {
-			return nil // fn is done, or nothing more below the stable offset
+		if !more {
+			return nil // fn is done
 		}
+		if next <= offset {
+			// Below the stable offset there is always a batch to hand
+			// out (a record, a marker or an aborted record): an empty
+			// answer is a short read, and returning as if the range were
+			// read would let a caller skip records (an older checkpoint,
+			// an offset committed past a record).
+			if stuck++; stuck < shortReadRetries {
+				continue
+			}
+			return fmt.Errorf("fetch %s/%d at %d: %w (reading up to %d)", topic, partition, offset, ErrShortRead, to)
+		}
+		stuck = 0
 		offset = next
 	}
 	return nil
+}
+
+// ErrShortRead: a fetch below the end given to ReadCommitted came back
+// empty, again and again.
+var ErrShortRead = errors.New("no records returned below the requested end")
+
+// shortReadRetries is how many empty fetches in a row ReadCommitted takes
+// before it reports ErrShortRead.
+const shortReadRetries = 3
+
+// FirstCommitted reports whether offsets [from, to) of a partition hold a
+// record a read_committed consumer is handed (rather than only
+// transaction markers and aborted records), and the offset of the first.
+func FirstCommitted(client sarama.Client, topic string, partition int32, from, to int64) (int64, bool, error) {
+	at, found := int64(-1), false
+	err := ReadCommitted(client, topic, partition, from, to, func(offset int64, _ *sarama.RecordBatch, _ *sarama.Record) bool {
+		at, found = offset, true
+		return false
+	})
+	return at, found, err
 }
 
 // scanCommitted walks the record batches of one fetch response from

@@ -88,7 +88,7 @@ func (t *tracer) readPartition(ctx context.Context, client sarama.Client, topic 
 	if err != nil {
 		return fmt.Errorf("start of %s/%d: %w", topic, p, err)
 	}
-	end, err := client.GetOffset(topic, p, sarama.OffsetNewest)
+	end, err := kafkaclient.StableOffset(client, topic, p) // read_committed reads no further
 	if err != nil {
 		return fmt.Errorf("end of %s/%d: %w", topic, p, err)
 	}
@@ -105,13 +105,27 @@ func (t *tracer) readPartition(ctx context.Context, client sarama.Client, topic 
 		return fmt.Errorf("read %s/%d: %w", topic, p, err)
 	}
 	defer pc.Close()
+	seen, moved := oldest, false // the offset after the last record read
+	idle := time.NewTicker(markerIdle)
+	defer idle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-pc.Errors():
 			return fmt.Errorf("read %s/%d: %w", topic, p, err)
+		case <-idle.C:
+			// Exactly-once topics end with a transaction marker, which
+			// the consumer never hands out: done when nothing else is
+			// left before the end.
+			if !moved {
+				if _, found, err := kafkaclient.FirstCommitted(client, topic, p, seen, end); err == nil && !found {
+					return nil
+				}
+			}
+			moved = false
 		case m := <-pc.Messages():
+			seen, moved = m.Offset+1, true
 			r.Kafka.Scanned++
 			if t.sameKey(m.Key) {
 				r.Kafka.Records = append(r.Kafka.Records, record(m))
@@ -126,6 +140,10 @@ func (t *tracer) readPartition(ctx context.Context, client sarama.Client, topic 
 		}
 	}
 }
+
+// markerIdle is how long reading a partition waits for the next record
+// before it checks whether only transaction markers are left.
+const markerIdle = 200 * time.Millisecond
 
 // sameKey reports whether a record's key is the row's: byte-equal to the
 // key capture would write, or the same JSON object.
