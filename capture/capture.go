@@ -331,6 +331,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 		// The producer's initialisation fenced any earlier producer of
 		// this slot and aborted what it left open.
 		prod.txn = newTxn(prod.ap, c.cfg, c.log, c.metrics, c.tracker)
+		prod.txn.deliveryErr = prod.deliveryErr
 	}
 	go prod.ackLoop()
 	producerClosed := false

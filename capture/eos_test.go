@@ -368,6 +368,7 @@ func TestFencedProducerCannotWrite(t *testing.T) {
 			t.Fatal(err)
 		}
 		p.txn = newTxn(p.ap, cfg, slog.New(slog.DiscardHandler), m, tr)
+		p.txn.deliveryErr = p.deliveryErr
 		go p.ackLoop()
 		t.Cleanup(func() { _ = p.close(time.Second, time.Second) })
 		if err := p.ensureTableTopic(topic); err != nil {
@@ -404,7 +405,7 @@ func TestFencedProducerCannotWrite(t *testing.T) {
 		err = commit(old)
 	}
 	if !errors.Is(err, ErrFenced) {
-		t.Fatalf("the fenced producer's write and commit: %v, want ErrFenced", err)
+		t.Fatalf("the fenced producer's write and commit: %v, want ErrFenced (delivery: %v; state %s)", err, old.err(), old.ap.TxnStatus())
 	}
 	if err := write(newer, 4); err != nil {
 		t.Fatal(err)

@@ -46,6 +46,10 @@ type producer struct {
 	// least once); set before the acknowledgement loop starts.
 	txn *txn
 
+	// waitTick paces keepAlive while send waits for the producer's input
+	// (stream goroutine only; stopped by close).
+	waitTick *time.Ticker
+
 	mu     sync.Mutex
 	topics map[string]*topicState // topics known to exist
 	failed chan error             // first delivery failure; buffered, size 1
@@ -248,6 +252,14 @@ func (p *producer) topicLimit(topic string) (int, error) {
 
 // topic returns the state of topic, creating the topic on first use.
 func (p *producer) topic(topic string) (*topicState, error) {
+	// The usual case first: create's detail escapes to the heap, which
+	// would cost an allocation per message.
+	p.mu.Lock()
+	st := p.topics[topic]
+	p.mu.Unlock()
+	if st != nil {
+		return st, nil
+	}
 	detail := p.topicCfg
 	if strings.HasSuffix(topic, deadLetterSuffix) {
 		detail = p.dlqCfg
@@ -367,8 +379,13 @@ func (p *producer) send(ctx context.Context, rec Record, keepAlive func(context.
 		return nil // the usual case: no timer needed
 	default:
 	}
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
+	// The input is full. This is frequent under load, so the ticker is
+	// the producer's, created once: the stream goroutine is send's only
+	// caller. A stale tick only makes keepAlive look at the clock.
+	if p.waitTick == nil {
+		p.waitTick = time.NewTicker(interval)
+	}
+	tick := p.waitTick
 	for {
 		select {
 		case p.ap.Input() <- msg:
@@ -433,6 +450,9 @@ func (p *producer) deliveryErr() error {
 // broker may still apply it, and then closing the client makes sarama's
 // retries fail at once.
 func (p *producer) close(drain, answer time.Duration) error {
+	if p.waitTick != nil {
+		p.waitTick.Stop()
+	}
 	if p.txn != nil {
 		p.txn.waitCommit(drain) // closing under a running CommitTxn would panic in sarama
 	}

@@ -86,7 +86,10 @@ func fenced(err error) error {
 	if err == nil || errors.Is(err, ErrFenced) {
 		return err
 	}
-	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) {
+	// kfake answers a fenced producer's produce with INVALID_TXN_STATE
+	// where Kafka says PRODUCER_FENCED or INVALID_PRODUCER_EPOCH; either
+	// way this producer's transaction cannot go on.
+	if errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch) || errors.Is(err, sarama.ErrInvalidTxnState) {
 		return fmt.Errorf("%w: %w", ErrFenced, err)
 	}
 	return err
@@ -130,6 +133,9 @@ type txn struct {
 	pending, committed pipeline.Checkpoint
 	// commitDone is set while a CommitTxn runs on its goroutine.
 	commitDone chan error
+	// deliveryErr returns the producer's first delivery failure (nil:
+	// none, or not wired).
+	deliveryErr func() error
 }
 
 func newTxn(ap sarama.AsyncProducer, cfg config.Capture, log *slog.Logger, m *metrics, tr *pipeline.Tracker) *txn {
@@ -261,7 +267,15 @@ func (t *txn) finish(err error) error {
 	t.open = false
 	if err != nil {
 		t.metrics.kafkaTxns.WithLabelValues("failed").Inc()
-		return fenced(fmt.Errorf("commit kafka transaction: %w", err))
+		err = fmt.Errorf("commit kafka transaction: %w", err)
+		// A fenced producer's commit may fail with "transaction is not
+		// ready" rather than the fencing error: the refused produce says
+		// why (or the fatal state).
+		var delivery error
+		if t.deliveryErr != nil {
+			delivery = fenced(t.deliveryErr())
+		}
+		return errors.Join(t.fatal(), fenced(err), delivery)
 	}
 	t.committed = t.pending
 	t.metrics.kafkaTxns.WithLabelValues("committed").Inc()
