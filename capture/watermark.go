@@ -17,6 +17,10 @@ import (
 // stays current instead of growing while nothing happens.
 const watermarkRefresh = time.Second
 
+// noWaitLimit bounds how long the stream waits for the producer to take a
+// commit's watermarks (exactly-once writes them from the stream goroutine).
+const noWaitLimit = 100 * time.Millisecond
+
 // idleWatermarkInterval spaces watermarks that only follow the server's
 // WAL position (keepalives) with no captured commit behind them. Without
 // it, a sink whose store lives on the source's Postgres server would make
@@ -199,6 +203,7 @@ func (w *watermarker) due(lsn pglogrepl.LSN, asOf, now time.Time) bool {
 // send produces one watermark per partition of every table topic; false
 // when ctx ended first.
 func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Time) bool {
+	var giveUp *time.Timer // noWait: bounds the whole send
 	for _, topic := range w.topics {
 		if w.hold != nil && w.hold(topic, lsn) {
 			continue
@@ -216,9 +221,20 @@ func (w *watermarker) send(ctx context.Context, lsn pglogrepl.LSN, asOf time.Tim
 				Headers: headers, Metadata: &watermarkMeta{},
 			}
 			if w.noWait {
+				// sarama's input channel is unbuffered: a send that does
+				// not wait at all reaches the first partition only, and a
+				// partition without watermarks holds every read-your-
+				// writes wait. Wait a little; a broker that does not take
+				// them gets them at the next commit.
+				if giveUp == nil {
+					giveUp = time.NewTimer(noWaitLimit)
+					defer giveUp.Stop()
+				}
 				select {
 				case w.prod.ap.Input() <- msg:
-				default:
+				case <-giveUp.C:
+					return false
+				case <-ctx.Done():
 					return false
 				}
 				continue

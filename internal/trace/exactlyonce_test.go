@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/cdcsync/cdcsync/config"
+	"github.com/cdcsync/cdcsync/consistency"
 	"github.com/cdcsync/cdcsync/internal/pipelinetest"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/sink"
@@ -32,6 +35,26 @@ func TestExactlyOnceTopicsAreReadToTheEnd(t *testing.T) {
 	p.WaitCaughtUp() // status: every sink's lag 0 against the last stable offsets
 	t.Logf("caught up after the update in %v", time.Since(waited))
 
+	// Read your writes: a token taken after a write on an idle source is
+	// reached once every partition of the topic has a watermark past it
+	// (watermarks go into the Kafka transactions, one per partition).
+	pool, err := pgxpool.New(context.Background(), p.Capture.SourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	p.Exec(p.Source, `UPDATE orders SET quantity = 3 WHERE id = 7`)
+	tok, err := consistency.TakeToken(context.Background(), pool, consistency.WithSlot(p.Capture.Slot))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitStart := time.Now()
+	if err := consistency.WaitRedis(context.Background(), p.RDB, config.SinkRedis, tok, 15*time.Second); err != nil {
+		t.Errorf("read-your-writes wait for %s on an idle exactly-once pipeline: %v", tok, err)
+	} else {
+		t.Logf("read-your-writes wait: %v", time.Since(waitStart))
+	}
+
 	start := time.Now()
 	r := runTrace(t, p, `{"id":42}`)
 	if r.Verdict.State != InSync || len(r.Kafka.Records) != 2 {
@@ -47,7 +70,7 @@ func TestExactlyOnceTopicsAreReadToTheEnd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("replay topic of exactly-once topics: %v", err)
 	}
-	if stats.Messages != 51 {
-		t.Errorf("replay read %d changes, want 51 (50 snapshot rows, 1 update)", stats.Messages)
+	if stats.Messages != 52 {
+		t.Errorf("replay read %d changes, want 52 (50 snapshot rows, 2 updates)", stats.Messages)
 	}
 }

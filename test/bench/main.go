@@ -8,7 +8,7 @@
 // kfake broker, and reports rows/s of each (capture counts rows the broker
 // acknowledged), their ratio, and capture's peak RSS.
 //
-//	go run ./test/bench ryw [-rate 2000] [-duration 20s]
+//	go run ./test/bench ryw [-rate 2000] [-duration 20s] [-delivery exactly-once]
 //
 // ryw: read-your-writes wait latency at a write rate (ryw.go).
 //

@@ -2,7 +2,7 @@ package main
 
 // ryw: read-your-writes wait latency.
 //
-//	go run ./test/bench ryw [-rate 2000] [-duration 20s] [-sample 20]
+//	go run ./test/bench ryw [-rate 2000] [-duration 20s] [-sample 20] [-delivery exactly-once]
 //
 // Capture and both sinks run in this process against throwaway services
 // (one Postgres cluster holding the order database and the inventory
@@ -39,6 +39,7 @@ func benchRYW(args []string) error {
 	rate := fs.Int("rate", 2000, "writer transactions per second, all writers together")
 	duration := fs.Duration("duration", 20*time.Second, "how long to measure (after a 3s warm-up)")
 	sample := fs.Int("sample", 20, "measure every n-th transaction")
+	delivery := fs.String("delivery", "at-least-once", "capture's CDCSYNC_DELIVERY: at-least-once or exactly-once")
 	_ = fs.Parse(args)
 	ctx := context.Background()
 
@@ -81,6 +82,7 @@ func benchRYW(args []string) error {
 		}
 	}
 	cc.SourceURL, cc.Kafka.Brokers, cc.HTTP.Addr = pg.URL("src"), kafka.Brokers(), ""
+	cc.Delivery = *delivery
 	sc.InventoryURL, sc.RedisURL, sc.Kafka.Brokers, sc.HTTP.Addr = pg.URL("inv"), rds.URL(), kafka.Brokers(), ""
 	logger := slog.New(slog.DiscardHandler)
 	runCtx, stop := context.WithCancel(ctx)
