@@ -60,10 +60,16 @@ func TestGenerator(t *testing.T) {
 		counts[statusShipped]+counts[statusCancelled] != len(g.finished) {
 		t.Errorf("database %v; generator: %d created, %d paid, %d finished", counts, len(g.created), len(g.paid), len(g.finished))
 	}
-	for _, s := range []string{statusCreated, statusPaid, statusShipped, statusCancelled} {
+	// Every move happened. Paid orders may all have shipped by the end
+	// (CI once ended with none paid after 791 writes): a shipped order
+	// was paid first.
+	for _, s := range []string{statusCreated, statusShipped, statusCancelled} {
 		if counts[s] == 0 {
 			t.Errorf("no %s orders after %d writes: %v", s, writes, counts)
 		}
+	}
+	if counts[statusPaid]+counts[statusShipped] == 0 {
+		t.Errorf("no order was paid after %d writes: %v", writes, counts)
 	}
 	var items int
 	if err := pool.QueryRow(ctx, `SELECT count(DISTINCT item_id) FROM public.orders WHERE item_id NOT BETWEEN 1 AND 50`).Scan(&items); err != nil || items != 0 {
