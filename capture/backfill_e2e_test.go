@@ -122,21 +122,6 @@ func bfWriters(t *testing.T, url string, maxID int64) (stop func() int64) {
 	return stop
 }
 
-// bfWaitConfirmed waits until capture confirmed everything written so far,
-// so that every committed change is on Kafka.
-func bfWaitConfirmed(t *testing.T, conn *pgx.Conn, slot string) {
-	t.Helper()
-	var walEnd pglogrepl.LSN
-	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&walEnd); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "capture to confirm all writes", func() bool {
-		var lsn pglogrepl.LSN
-		_ = conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&lsn)
-		return lsn >= walEnd
-	})
-}
-
 // bfWaitDone waits until backfill id finished and returns it.
 func bfWaitDone(t *testing.T, conn *pgx.Conn, cfg config.Capture, id int64, timeout time.Duration) Backfill {
 	t.Helper()
@@ -410,7 +395,7 @@ func TestBackfillUnderWriters(t *testing.T) {
 	if bf.RowsDone < rows/2 {
 		t.Fatalf("backfill read %d rows, want about %d", bf.RowsDone, rows)
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 	n := bfCheckTopic(t, conn, e.Kafka.Brokers(), topic)
 	if int64(n) != bf.RowsDone-bf.RowsSkipped {
 		t.Errorf("%d backfill rows on the topic, the backfill reports %d emitted", n, bf.RowsDone-bf.RowsSkipped)
@@ -643,7 +628,7 @@ func TestBackfillResumesAfterSIGKILL(t *testing.T) {
 	if !strings.Contains(proc.Output(), "backfill resumed") {
 		t.Errorf("the restarted capture did not log that it resumed the backfill:\n%s", proc.Tail(3000))
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 	n := bfCheckTopic(t, conn, e.Kafka.Brokers(), topic)
 	// Resumed, not restarted: beyond the rows the backfill counts, only
 	// the chunks that were in flight at the kill were sent twice.
@@ -899,7 +884,7 @@ func TestBackfillRowSortsBeforeCommitAfterHighWatermark(t *testing.T) {
 		if bf := bfWaitDone(t, conn, cfg, bfs[0].ID, 20*time.Second); bf.Status != BackfillDone {
 			t.Fatalf("backfill %s: %s", bf.Status, bf.Error)
 		}
-		bfWaitConfirmed(t, conn, cfg.Slot)
+		waitAllConfirmed(t, conn, cfg.Slot)
 		var chunkRow, live *topicEvent
 		for _, m := range readTopic(t, e.Kafka.Brokers(), topic) {
 			if k, _ := keyID(m.Key); k != id || m.Event == nil {
@@ -967,7 +952,7 @@ func TestBackfillOfOutboxTablePublishesNothing(t *testing.T) {
 	if bf.Status != BackfillDone || bf.RowsDone != 20 {
 		t.Fatalf("backfill of the outbox table: %s after %d rows: %s", bf.Status, bf.RowsDone, bf.Error)
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 	if n := topicCount(t, e.Kafka.Brokers(), eventTopic); n != 20 {
 		t.Fatalf("event topic has %d records after the backfill, want the 20 published once", n)
 	}

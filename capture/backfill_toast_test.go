@@ -105,7 +105,7 @@ func TestBackfillKeepsRowWhoseWindowChangeIsPartial(t *testing.T) {
 	if bf := bfWaitDone(t, conn, cfg, bfs[0].ID, 60*time.Second); bf.Status != BackfillDone || bf.RowsDone != 50 {
 		t.Fatalf("backfill %s after %d rows: %s", bf.Status, bf.RowsDone, bf.Error)
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 
 	got := foldTopic(t, e.Kafka.Brokers(), topic)
 	rows, err := conn.Query(ctx, "SELECT id, status, body FROM docs")

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/cdcsync/cdcsync/internal/testenv"
@@ -124,15 +123,7 @@ func TestCaptureSurvivesSIGKILL(t *testing.T) {
 	stopWriters()
 	wg.Wait()
 
-	var walEnd pglogrepl.LSN
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&walEnd); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "capture to confirm all writes", func() bool {
-		var lsn pglogrepl.LSN
-		_ = conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", cfg.Slot).Scan(&lsn)
-		return lsn >= walEnd
-	})
+	waitAllConfirmed(t, conn, cfg.Slot)
 	if err := proc.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

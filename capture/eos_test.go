@@ -26,9 +26,9 @@ import (
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
-// readCommittedTopic reads what a read_committed consumer sees of topic
-// now (up to each partition's stable offset), except watermarks.
-func readCommittedTopic(t *testing.T, brokers []string, topic string) []message {
+// eachCommitted hands fn every record of topic a read_committed consumer
+// sees now (up to each partition's stable offset).
+func eachCommitted(t *testing.T, brokers []string, topic string, fn func(p int32, offset int64, r *sarama.Record)) {
 	t.Helper()
 	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
 	if err != nil {
@@ -39,23 +39,32 @@ func readCommittedTopic(t *testing.T, brokers []string, topic string) []message 
 	if err != nil {
 		t.Fatalf("partitions of %s: %v", topic, err)
 	}
-	var out []message
 	for _, p := range parts {
 		end, err := kafkaclient.StableOffset(client, topic, p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		err = kafkaclient.ReadCommitted(client, topic, p, 0, end, func(off int64, _ *sarama.RecordBatch, r *sarama.Record) bool {
-			m := &sarama.ConsumerMessage{Topic: topic, Partition: p, Offset: off, Key: r.Key, Value: r.Value, Headers: r.Headers}
-			if !pipeline.IsWatermark(m.Headers) {
-				out = append(out, decodeMessage(t, m))
-			}
+			fn(p, off, r)
 			return true
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 	}
+}
+
+// readCommittedTopic reads what a read_committed consumer sees of topic
+// now, except watermarks.
+func readCommittedTopic(t *testing.T, brokers []string, topic string) []message {
+	t.Helper()
+	var out []message
+	eachCommitted(t, brokers, topic, func(p int32, off int64, r *sarama.Record) {
+		m := &sarama.ConsumerMessage{Topic: topic, Partition: p, Offset: off, Key: r.Key, Value: r.Value, Headers: r.Headers}
+		if !pipeline.IsWatermark(m.Headers) {
+			out = append(out, decodeMessage(t, m))
+		}
+	})
 	return out
 }
 
@@ -63,29 +72,8 @@ func readCommittedTopic(t *testing.T, brokers []string, topic string) []message 
 // consumer sees now.
 func committedKeys(t *testing.T, brokers []string, topic string) []string {
 	t.Helper()
-	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
-	if err != nil {
-		t.Fatalf("kafka client: %v", err)
-	}
-	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
 	var keys []string
-	for _, p := range parts {
-		end, err := kafkaclient.StableOffset(client, topic, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = kafkaclient.ReadCommitted(client, topic, p, 0, end, func(_ int64, _ *sarama.RecordBatch, r *sarama.Record) bool {
-			keys = append(keys, string(r.Key))
-			return true
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	eachCommitted(t, brokers, topic, func(_ int32, _ int64, r *sarama.Record) { keys = append(keys, string(r.Key)) })
 	return keys
 }
 
@@ -166,15 +154,7 @@ func killTwiceCountCopies(t *testing.T, delivery string) (dups, missing int) {
 	stopWriters()
 	wg.Wait()
 
-	var walEnd pglogrepl.LSN
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&walEnd); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 60*time.Second, "capture to confirm all writes", func() bool {
-		var lsn pglogrepl.LSN
-		_ = conn.QueryRow(ctx, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", cfg.Slot).Scan(&lsn)
-		return lsn >= walEnd
-	})
+	waitAllConfirmed(t, conn, cfg.Slot)
 	if err := proc.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -260,4 +261,19 @@ func ownBroker(t *testing.T, e *testenv.Env) *testenv.Env {
 	}
 	t.Cleanup(kafka.Close)
 	return &testenv.Env{PG: e.PG, Redis: e.Redis, Kafka: kafka}
+}
+
+// waitAllConfirmed waits until capture confirmed everything written so far,
+// so that every committed change is on Kafka.
+func waitAllConfirmed(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	var walEnd pglogrepl.LSN
+	if err := conn.QueryRow(context.Background(), "SELECT pg_current_wal_lsn()::text").Scan(&walEnd); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 60*time.Second, "capture to confirm all writes", func() bool {
+		var lsn pglogrepl.LSN
+		_ = conn.QueryRow(context.Background(), "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1", slot).Scan(&lsn)
+		return lsn >= walEnd
+	})
 }

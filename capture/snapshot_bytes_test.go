@@ -128,6 +128,6 @@ func TestBackfillWindowKeysAreBoundedByBytes(t *testing.T) {
 	if !strings.Contains(logs.String(), "exceed CDCSYNC_SNAPSHOT_MAX_CHUNK_BYTES") {
 		t.Errorf("the window's keys did not hit the bound (no retry logged)")
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 	bfCheckTopic(t, conn, e.Kafka.Brokers(), topic)
 }

@@ -127,7 +127,7 @@ func TestTwoCapturesStartTogetherOnNewSlot(t *testing.T) {
 	if bf.Status != BackfillDone {
 		t.Fatalf("snapshot %s: %s", bf.Status, bf.Error)
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 	n := bfCheckTopic(t, conn, e.Kafka.Brokers(), topic, initialMarks...)
 
 	created := 0
@@ -187,7 +187,7 @@ func TestInitialSnapshotResumesAfterSIGKILL(t *testing.T) {
 	if !strings.Contains(proc.Output(), "backfill resumed") || strings.Contains(proc.Output(), "recreating the slot") {
 		t.Errorf("the restarted capture did not resume the snapshot:\n%s", proc.Tail(3000))
 	}
-	bfWaitConfirmed(t, conn, cfg.Slot)
+	waitAllConfirmed(t, conn, cfg.Slot)
 	n := bfCheckTopic(t, conn, e.Kafka.Brokers(), topic, initialMarks...)
 	// Rows read again = snapshot rows on the topic beyond those the
 	// snapshot counts as emitted once.
