@@ -40,15 +40,15 @@ func TestSoak(t *testing.T) {
 	ctx := t.Context()
 	sessionTimeout := sarama.NewConfig().Consumer.Group.Session.Timeout // the sinks keep sarama's default
 	// More faults than can fit: the run takes them in order while they do.
-	schedule := NewSchedule(set.Seed, int(set.Duration/time.Second)+8, sessionTimeout)
+	schedule := ForDelivery(NewSchedule(set.Seed, int(set.Duration/time.Second)+8, sessionTimeout), set.Delivery)
 	t.Logf("fault sequence of seed %d (each after the pipeline recovered from the previous; as many as fit; pauses outlast the %v consumer session timeout), first two rounds:\n%s",
 		set.Seed, sessionTimeout, FormatSchedule(schedule[:14]))
 
-	r := startRig(ctx, t, set.Items)
+	r := startRig(ctx, t, set.Items, set.Delivery)
 	defer r.keepLogs(set.LogDir)
 	t.Logf("pipeline up in %v: broker %s, capture, sink-a, sink-b", time.Since(began).Round(100*time.Millisecond), r.brokerAddr)
 
-	sum := &Summary{Seed: set.Seed, Duration: set.Duration, Writers: set.Writers, Items: set.Items, Ops: map[string]int{}}
+	sum := &Summary{Seed: set.Seed, Duration: set.Duration, Delivery: set.Delivery, Writers: set.Writers, Items: set.Items, Ops: map[string]int{}}
 	tr, stopTracking := startTracker(ctx, r)
 	defer stopTracking()
 
@@ -178,6 +178,9 @@ func TestSoak(t *testing.T) {
 	if n := sum.Ledger.Lost + sum.Ledger.Phantom + sum.Ledger.OutOfOrder; n > 0 {
 		sum.Fail("Kafka does not match the committed changes: lost %d, phantom %d, out of order %d; e.g. %q",
 			sum.Ledger.Lost, sum.Ledger.Phantom, sum.Ledger.OutOfOrder, sum.Ledger.Examples)
+	}
+	if set.Delivery == deliveryExactlyOnce && sum.Ledger.Resent > 0 {
+		sum.Fail("%d re-sent copies read_committed with exactly-once delivery", sum.Ledger.Resent)
 	}
 	if sum.DLQ, err = topicRecords(r.brokerAddr, dlqTopic); err != nil {
 		sum.Fail("read %s: %v", dlqTopic, err)
