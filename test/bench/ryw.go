@@ -40,6 +40,7 @@ func benchRYW(args []string) error {
 	duration := fs.Duration("duration", 20*time.Second, "how long to measure (after a 3s warm-up)")
 	sample := fs.Int("sample", 20, "measure every n-th transaction")
 	delivery := fs.String("delivery", "at-least-once", "capture's CDCSYNC_DELIVERY: at-least-once or exactly-once")
+	linger := fs.Duration("linger", 0, "capture's CDCSYNC_KAFKA_LINGER (0: the default)")
 	_ = fs.Parse(args)
 	ctx := context.Background()
 
@@ -83,6 +84,9 @@ func benchRYW(args []string) error {
 	}
 	cc.SourceURL, cc.Kafka.Brokers, cc.HTTP.Addr = pg.URL("src"), kafka.Brokers(), ""
 	cc.Delivery = *delivery
+	if *linger > 0 {
+		cc.Linger = *linger
+	}
 	sc.InventoryURL, sc.RedisURL, sc.Kafka.Brokers, sc.HTTP.Addr = pg.URL("inv"), rds.URL(), kafka.Brokers(), ""
 	logger := slog.New(slog.DiscardHandler)
 	runCtx, stop := context.WithCancel(ctx)
