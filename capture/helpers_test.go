@@ -246,6 +246,18 @@ func waitSlotActive(t *testing.T, conn *pgx.Conn, slot string) {
 	})
 }
 
+// waitSlotInactive waits until no session streams from slot: a walsender
+// outlives the replication connection that ended it by a moment, and the
+// slot cannot be dropped or streamed from again meanwhile.
+func waitSlotInactive(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the slot "+slot+" to be released", func() bool {
+		var active bool
+		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		return !active
+	})
+}
+
 // slowBroker delays every produce request by delay until the test ends or
 // the returned restore is called, so that capture runs under
 // backpressure. The delay holds the whole kfake cluster, like a broker
