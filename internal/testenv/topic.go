@@ -16,6 +16,15 @@ import (
 // handed, so reading "up to the high watermark - 1" would wait forever.
 func ConsumeTopic(tb testing.TB, brokers []string, topic string, fn func(*sarama.ConsumerMessage)) {
 	tb.Helper()
+	if err := consume(tb, brokers, topic, fn); err != nil {
+		tb.Fatalf("partitions of %s: %v", topic, err)
+	}
+}
+
+// consume is ConsumeTopic, returning the error of a topic that does not
+// exist (or whose partitions are unknown).
+func consume(tb testing.TB, brokers []string, topic string, fn func(*sarama.ConsumerMessage)) error {
+	tb.Helper()
 	client, err := sarama.NewClient(brokers, SaramaConfig())
 	if err != nil {
 		tb.Fatalf("kafka client: %v", err)
@@ -23,13 +32,14 @@ func ConsumeTopic(tb testing.TB, brokers []string, topic string, fn func(*sarama
 	defer client.Close()
 	parts, err := client.Partitions(topic)
 	if err != nil {
-		tb.Fatalf("partitions of %s: %v", topic, err)
+		return err
 	}
 	for _, p := range parts {
 		if err := EachCommitted(client, topic, p, fn); err != nil {
 			tb.Fatal(err)
 		}
 	}
+	return nil
 }
 
 // EachCommitted hands fn every record of one partition that a
@@ -68,20 +78,7 @@ func ConsumerMessage(topic string, p int32, offset int64, b *sarama.RecordBatch,
 // counted; 0 when the topic does not exist).
 func CommittedCount(tb testing.TB, brokers []string, topic string) int64 {
 	tb.Helper()
-	client, err := sarama.NewClient(brokers, SaramaConfig())
-	if err != nil {
-		tb.Fatalf("kafka client: %v", err)
-	}
-	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		return 0
-	}
 	var n int64
-	for _, p := range parts {
-		if err := EachCommitted(client, topic, p, func(*sarama.ConsumerMessage) { n++ }); err != nil {
-			tb.Fatal(err)
-		}
-	}
+	_ = consume(tb, brokers, topic, func(*sarama.ConsumerMessage) { n++ })
 	return n
 }
