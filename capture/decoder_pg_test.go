@@ -188,6 +188,7 @@ func TestDecodePgoutput(t *testing.T) {
 	// session's zone).
 	params := SessionParams()
 	params["TimeZone"] = "Asia/Kolkata"
+	waitSlotInactive(t, conn, slot)
 	rconn2 := replicationConn(ctx, t, e.PG.URL(db), params)
 	defer rconn2.Close(context.Background())
 	types2 := NewTypes()

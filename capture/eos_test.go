@@ -21,59 +21,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/cdcsync/cdcsync/config"
-	"github.com/cdcsync/cdcsync/internal/kafkaclient"
 	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
-
-// eachCommitted hands fn every record of topic a read_committed consumer
-// sees now (up to each partition's stable offset).
-func eachCommitted(t *testing.T, brokers []string, topic string, fn func(p int32, offset int64, r *sarama.Record)) {
-	t.Helper()
-	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
-	if err != nil {
-		t.Fatalf("kafka client: %v", err)
-	}
-	defer client.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("partitions of %s: %v", topic, err)
-	}
-	for _, p := range parts {
-		end, err := kafkaclient.StableOffset(client, topic, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = kafkaclient.ReadCommitted(client, topic, p, 0, end, func(off int64, _ *sarama.RecordBatch, r *sarama.Record) bool {
-			fn(p, off, r)
-			return true
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-// readCommittedTopic reads what a read_committed consumer sees of topic
-// now, except watermarks.
-func readCommittedTopic(t *testing.T, brokers []string, topic string) []message {
-	t.Helper()
-	var out []message
-	eachCommitted(t, brokers, topic, func(p int32, off int64, r *sarama.Record) {
-		m := &sarama.ConsumerMessage{Topic: topic, Partition: p, Offset: off, Key: r.Key, Value: r.Value, Headers: r.Headers}
-		if !pipeline.IsWatermark(m.Headers) {
-			out = append(out, decodeMessage(t, m))
-		}
-	})
-	return out
-}
 
 // committedKeys returns the keys of the records of topic a read_committed
 // consumer sees now.
 func committedKeys(t *testing.T, brokers []string, topic string) []string {
 	t.Helper()
 	var keys []string
-	eachCommitted(t, brokers, topic, func(_ int32, _ int64, r *sarama.Record) { keys = append(keys, string(r.Key)) })
+	testenv.ConsumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) { keys = append(keys, string(m.Key)) })
 	return keys
 }
 
@@ -163,7 +120,7 @@ func killTwiceCountCopies(t *testing.T, delivery string) (dups, missing int) {
 	}
 
 	copies := map[int64]int{}
-	for _, m := range readCommittedTopic(t, e.Kafka.Brokers(), topic) {
+	for _, m := range readTopic(t, e.Kafka.Brokers(), topic) {
 		var id int64
 		fmt.Sscan(fmt.Sprint(m.Key["id"]), &id)
 		copies[id]++
@@ -242,7 +199,7 @@ func TestExactlyOnceConfirmsOnlyCommitted(t *testing.T) {
 	mustExec(t, conn, "INSERT INTO orders VALUES (1, 1, 1, 'created')")
 	first := currentLSN(t, conn)
 	waitFor(t, 30*time.Second, "the first row committed and confirmed", func() bool {
-		return len(readCommittedTopic(t, own.Kafka.Brokers(), topic)) == 1 && slotConfirmed(t, conn, cfg.Slot) >= first
+		return len(readTopic(t, own.Kafka.Brokers(), topic)) == 1 && slotConfirmed(t, conn, cfg.Slot) >= first
 	})
 
 	restore := failCommits(t, own.Kafka.Cluster())
@@ -250,18 +207,18 @@ func TestExactlyOnceConfirmsOnlyCommitted(t *testing.T) {
 	mustExec(t, conn, "INSERT INTO orders SELECT g, 1, 1, 'created' FROM generate_series(2, 101) g")
 	after := currentLSN(t, conn)
 	waitFor(t, 30*time.Second, "the rows acknowledged (in the open transaction)", func() bool {
-		return topicCount(t, own.Kafka.Brokers(), topic) >= 101
+		return topicOffsets(t, own.Kafka.Brokers(), topic) >= 101
 	})
 	time.Sleep(5 * cfg.StatusInterval) // status updates and heartbeats meanwhile
 	if got := slotConfirmed(t, conn, cfg.Slot); got >= after {
 		t.Fatalf("slot confirmed %s, past the uncommitted transaction ending at %s (confirmed before it: %s)", got, after, before)
 	}
-	if n := len(readCommittedTopic(t, own.Kafka.Brokers(), topic)); n != 1 {
+	if n := len(readTopic(t, own.Kafka.Brokers(), topic)); n != 1 {
 		t.Fatalf("read_committed sees %d records while the transaction is open, want 1", n)
 	}
 	restore()
 	waitFor(t, 60*time.Second, "the commit and the confirmation after it", func() bool {
-		return len(readCommittedTopic(t, own.Kafka.Brokers(), topic)) == 101 && slotConfirmed(t, conn, cfg.Slot) >= after
+		return len(readTopic(t, own.Kafka.Brokers(), topic)) == 101 && slotConfirmed(t, conn, cfg.Slot) >= after
 	})
 	// The checkpoint (what `cdcsync status` shows) covers the transaction.
 	client, err := sarama.NewClient(own.Kafka.Brokers(), testenv.SaramaConfig())
@@ -298,17 +255,17 @@ func TestExactlyOnceOpenTransactionAbortedOnRestart(t *testing.T) {
 	const rows = 200
 	mustExec(t, conn, fmt.Sprintf("INSERT INTO orders SELECT g, 1, 1, 'created' FROM generate_series(1, %d) g", rows))
 	waitFor(t, 30*time.Second, "the rows written into the open transaction", func() bool {
-		return topicCount(t, brokers, topic) >= rows
+		return topicOffsets(t, brokers, topic) >= rows
 	})
 	_ = proc.Kill()
 	restore()
-	if n := len(readCommittedTopic(t, brokers, topic)); n != 0 {
+	if n := len(readTopic(t, brokers, topic)); n != 0 {
 		t.Fatalf("read_committed sees %d records of the killed capture's open transaction", n)
 	}
 	proc = testenv.StartProcess(t, "capture", bin, eosEnv(cfg), "capture")
 	after := currentLSN(t, conn)
 	waitFor(t, 60*time.Second, "the restarted capture to confirm the rows", func() bool { return slotConfirmed(t, conn, cfg.Slot) >= after })
-	msgs := readCommittedTopic(t, brokers, topic)
+	msgs := readTopic(t, brokers, topic)
 	ids := map[string]int{}
 	for _, m := range msgs {
 		ids[fmt.Sprint(m.Key["id"])]++
@@ -316,7 +273,7 @@ func TestExactlyOnceOpenTransactionAbortedOnRestart(t *testing.T) {
 	if len(msgs) != rows || len(ids) != rows {
 		t.Fatalf("read_committed: %d records of %d ids, want each of the %d rows once (the aborted copies never)", len(msgs), len(ids), rows)
 	}
-	if total := topicCount(t, brokers, topic); total < 2*rows {
+	if total := topicOffsets(t, brokers, topic); total < 2*rows {
 		t.Fatalf("%d records on the partitions; want the aborted copy and the committed one (at least %d)", total, 2*rows)
 	}
 	_ = proc.Signal(syscall.SIGTERM)
@@ -377,7 +334,7 @@ func TestFencedProducerCannotWrite(t *testing.T) {
 	if err := write(old, 2); err != nil { // left open: the next producer aborts it
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the open transaction's record on the partition", func() bool { return topicCount(t, e.Kafka.Brokers(), topic) >= 2 })
+	waitFor(t, 10*time.Second, "the open transaction's record on the partition", func() bool { return topicOffsets(t, e.Kafka.Brokers(), topic) >= 2 })
 
 	newer := start() // InitProducerID with the same transactional.id
 	err = write(old, 3)
@@ -445,7 +402,7 @@ func TestExactlyOnceInitialSnapshot(t *testing.T) {
 	waitFor(t, 30*time.Second, "the writer's changes confirmed", func() bool { return slotConfirmed(t, conn, cfg.Slot) >= after })
 
 	snapshot := map[string]int{}
-	for _, m := range readCommittedTopic(t, e.Kafka.Brokers(), topic) {
+	for _, m := range readTopic(t, e.Kafka.Brokers(), topic) {
 		if m.Event != nil && m.Event.Op == pipeline.OpRead {
 			snapshot[fmt.Sprint(m.Key["id"])]++
 		}

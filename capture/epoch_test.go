@@ -64,6 +64,7 @@ func TestRecreatedSlotStartsNewSourceEpoch(t *testing.T) {
 
 	// The slot is lost and accepted by hand; order 4 is written while no
 	// slot records.
+	waitSlotInactive(t, conn, cfg.Slot)
 	mustExec(t, conn, `SELECT pg_drop_replication_slot('`+cfg.Slot+`')`,
 		`DELETE FROM cdcsync.capture_source WHERE slot = '`+cfg.Slot+`'`,
 		`INSERT INTO orders VALUES (4, 1, 1, 'created', NULL)`)

@@ -38,7 +38,9 @@ func producerIDs(req kmsg.Request) []int64 {
 // re-sends that change and goes on; the broker may still apply the old
 // request, and it must not land after newer changes of the same key
 // (issue 10 item 14). The broker holds the first session's request for
-// rev2 for 8 s while serving everyone else.
+// rev2 for 8 s while serving everyone else. This is at-least-once's
+// guard (producer.close); exactly once, the next session's producer fences
+// the old one (TestFencedProducerCannotWrite).
 func TestOldSessionProducerCannotWriteLate(t *testing.T) {
 	e := testenv.RequireEnv(t, env)
 	own := ownBroker(t, e) // the test holds requests
@@ -48,6 +50,7 @@ func TestOldSessionProducerCannotWriteLate(t *testing.T) {
 	mustExec(t, conn, ordersDDL)
 	cfg := testConfig(own, db)
 	cfg.Snapshot = "never"
+	cfg.Delivery = "at-least-once"
 	topic := pipeline.Topic(cfg.TopicPrefix, "public", "orders")
 
 	const hold = 8 * time.Second

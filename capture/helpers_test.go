@@ -50,7 +50,10 @@ func testConfig(e *testenv.Env, db string, tables ...string) config.Capture {
 		OnPoison:          "stop",
 		MaxInFlightBytes:  64 << 20,
 		ShutdownTimeout:   8 * time.Second,
-		Kafka:             config.Kafka{Brokers: e.Kafka.Brokers(), Version: "3.6.0", ClientID: "cdcsync-test"},
+		// The default (config.go); tests of the at-least-once path set
+		// "at-least-once" themselves.
+		Delivery: "exactly-once",
+		Kafka:    config.Kafka{Brokers: e.Kafka.Brokers(), Version: "3.6.0", ClientID: "cdcsync-test"},
 	}
 }
 
@@ -71,6 +74,7 @@ func captureEnv(cfg config.Capture) []string {
 		"CDCSYNC_LOG_LEVEL=info",
 		"CDCSYNC_KAFKA_COMPRESSION=" + cfg.Compression,
 		"CDCSYNC_KAFKA_MAX_MESSAGE_BYTES=" + fmt.Sprint(cfg.MaxMessageBytes),
+		"CDCSYNC_DELIVERY=" + cfg.Delivery,
 	}
 }
 
@@ -118,7 +122,8 @@ type message struct {
 	Headers   map[string]string
 }
 
-// readTopic reads every record of topic present now, partition by partition.
+// readTopic reads every record of topic a read_committed consumer sees
+// now, except watermarks, partition by partition.
 func readTopic(t *testing.T, brokers []string, topic string) []message {
 	t.Helper()
 	var out []message
@@ -126,8 +131,9 @@ func readTopic(t *testing.T, brokers []string, topic string) []message {
 	return out
 }
 
-// consumeTopic hands every record of topic present now, except
-// watermarks, to fn, partition by partition, in offset order.
+// consumeTopic hands every record of topic a read_committed consumer sees
+// now (testenv.ConsumeTopic), except watermarks, to fn, partition by
+// partition, in offset order.
 func consumeTopic(t *testing.T, brokers []string, topic string, fn func(*sarama.ConsumerMessage)) {
 	t.Helper()
 	testenv.ConsumeTopic(t, brokers, topic, func(m *sarama.ConsumerMessage) {
@@ -174,8 +180,18 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 	}
 }
 
-// topicCount returns the number of records in topic (sum of end offsets).
+// topicCount returns the number of records of topic a read_committed
+// consumer sees now (watermarks included, transaction markers and aborted
+// records not).
 func topicCount(t *testing.T, brokers []string, topic string) int64 {
+	t.Helper()
+	return testenv.CommittedCount(t, brokers, topic)
+}
+
+// topicOffsets returns the sum of the high watermarks of topic's
+// partitions: every record written, committed or not, plus one offset per
+// transaction marker.
+func topicOffsets(t *testing.T, brokers []string, topic string) int64 {
 	t.Helper()
 	client, err := sarama.NewClient(brokers, testenv.SaramaConfig())
 	if err != nil {
@@ -227,6 +243,18 @@ func waitSlotActive(t *testing.T, conn *pgx.Conn, slot string) {
 		var active bool
 		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
 		return active
+	})
+}
+
+// waitSlotInactive waits until no session streams from slot: a walsender
+// outlives the replication connection that ended it by a moment, and the
+// slot cannot be dropped or streamed from again meanwhile.
+func waitSlotInactive(t *testing.T, conn *pgx.Conn, slot string) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "the slot "+slot+" to be released", func() bool {
+		var active bool
+		_ = conn.QueryRow(t.Context(), `SELECT active FROM pg_replication_slots WHERE slot_name = $1`, slot).Scan(&active)
+		return !active
 	})
 }
 

@@ -237,13 +237,16 @@ func TestOutboxEventsEndToEnd(t *testing.T) {
 // SIGKILL twice while writers publish events in both modes: every committed
 // event reaches Kafka at least once, re-sent copies carry the same event id
 // and payload (so consumers can de-duplicate), per aggregate new events
-// follow commit order, and rolled-back events never appear.
+// follow commit order, and rolled-back events never appear. It is about
+// at-least-once delivery, whose re-sends it checks; exactly once, outbox
+// events under kills are test/exactlyonce's TestExactlyOnceUnderCrashes.
 func TestOutboxSurvivesSIGKILL(t *testing.T) {
 	e := testenv.RequireEnv(t, env)
 	ctx := context.Background()
 	bin := buildBinary(t)
 	db, conn, cfg, msgPub, tablePub := outboxSetup(t, e)
 	cfg.Snapshot = "never"
+	cfg.Delivery = "at-least-once"
 	procEnv := append(captureEnv(cfg), "CDCSYNC_OUTBOX_PREFIX="+cfg.OutboxPrefix, "CDCSYNC_OUTBOX_TABLE="+cfg.OutboxTable)
 	start := func() *testenv.Process { return testenv.StartProcess(t, "capture", bin, procEnv, "capture") }
 	proc := start()

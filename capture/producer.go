@@ -182,10 +182,14 @@ func newProducer(cfg config.Capture, tracker *pipeline.Tracker, m *metrics) (*pr
 		client.Close()
 		return nil, fmt.Errorf("kafka admin: %w", err)
 	}
-	ap, err := sarama.NewAsyncProducerFromClient(client)
+	sp, err := sarama.NewAsyncProducerFromClient(client)
 	if err != nil {
 		admin.Close()
 		return nil, fmt.Errorf("kafka producer: %w", err)
+	}
+	var ap sarama.AsyncProducer = sp
+	if sc.Producer.Transaction.ID != "" {
+		ap = newTxnGuard(sp) // never closed under a running commit
 	}
 	// The broker measures a record batch (header included) against the
 	// topic's max.message.bytes, the producer a record: with the margin a

@@ -248,16 +248,30 @@ func ensureStateTable(ctx context.Context, conn *pgx.Conn, schema, table, column
 	}
 	for _, sql := range stmts {
 		if _, err := conn.Exec(ctx, sql); err != nil {
-			var pgErr *pgconn.PgError
-			// Two captures racing on CREATE ... IF NOT EXISTS can still
-			// collide on the catalog's unique index.
-			if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
+			if createdMeanwhile(err) {
 				continue
 			}
 			return fmt.Errorf("create state table %s: %w", ident, err)
 		}
 	}
 	return nil
+}
+
+// createdMeanwhile reports whether a CREATE ... IF NOT EXISTS failed
+// because another session (a second capture, `cdcsync replay snapshot`)
+// created the same object at the same moment: IF NOT EXISTS looks before
+// the other commits, and the insert into the catalog then collides on its
+// unique index, or on the table's row type or the relation itself.
+func createdMeanwhile(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case pgerrcode.UniqueViolation, pgerrcode.DuplicateTable, pgerrcode.DuplicateObject, pgerrcode.DuplicateSchema:
+		return true
+	}
+	return false
 }
 
 // snapshotState is a slot's capture_state row.

@@ -58,7 +58,7 @@ type Capture struct {
 	Linger            time.Duration `envconfig:"KAFKA_LINGER" default:"5ms" desc:"how long a produce batch waits to fill"`
 	MaxMessageBytes   int           `envconfig:"KAFKA_MAX_MESSAGE_BYTES" default:"1000000" desc:"largest message produced; topics capture creates get it as max.message.bytes"`
 	OnPoison          string        `envconfig:"ON_POISON" default:"stop" desc:"a change capture cannot produce (larger than KAFKA_MAX_MESSAGE_BYTES, or a value it cannot decode): stop (stay at that row, not ready, and say why) or dlq (send its key, position and reason to <topic>.dlq and move on)"`
-	Delivery          string        `envconfig:"DELIVERY" default:"at-least-once" desc:"at-least-once (a crash re-sends what was not confirmed: consumers see duplicates) or exactly-once (Kafka transactions with transactional.id cdcsync-capture-<TOPIC_PREFIX>.<SLOT>: read_committed consumers see every change once and whole Postgres transactions; README: Exactly-once topics)"`
+	Delivery          string        `envconfig:"DELIVERY" default:"exactly-once" desc:"exactly-once (Kafka transactions with transactional.id cdcsync-capture-<TOPIC_PREFIX>.<SLOT>: read_committed consumers see every change once and whole Postgres transactions; README: Exactly-once topics) or at-least-once (no transactions: a crash re-sends what was not confirmed, so consumers see duplicates; for brokers without transactions or consumers that read read_uncommitted)"`
 	// TransactionTimeout is exactly-once's transaction.timeout.ms: a
 	// Kafka transaction holds a whole Postgres transaction, which may be
 	// large; the broker's transaction.max.timeout.ms caps it.

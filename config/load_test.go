@@ -84,6 +84,15 @@ func TestLoadDefaults(t *testing.T) {
 		!slices.Equal(c.Tables, []string{"public.orders"}) {
 		t.Errorf("defaults not applied: %+v", c)
 	}
+	// Exactly-once is the default (issue 12); at-least-once stays a choice.
+	if c.Delivery != "exactly-once" || c.TransactionTimeout != 15*time.Minute {
+		t.Errorf("delivery %q, transaction timeout %v: want exactly-once, 15m by default", c.Delivery, c.TransactionTimeout)
+	}
+	var alo Capture
+	isolateEnv(t, &alo, map[string]string{"CDCSYNC_SOURCE_URL": "postgres://cdc@db.example:5432/orders", "CDCSYNC_DELIVERY": "at-least-once"})
+	if err := Load(&alo); err != nil || alo.Delivery != "at-least-once" {
+		t.Errorf("CDCSYNC_DELIVERY=at-least-once: %q, %v", alo.Delivery, err)
+	}
 
 	var s Sink
 	isolateEnv(t, &s, map[string]string{"CDCSYNC_INVENTORY_URL": "postgres://inv@inv.example/inventory"})

@@ -145,23 +145,27 @@ const (
 )
 
 // recordApplied stores mark in tx and returns the sink's applied-through
-// position as it will be once tx commits.
+// position as it will be once tx commits, in one round trip: capture
+// writes watermarks every few milliseconds, so nearly every batch of a
+// live sink carries one.
 func recordApplied(ctx context.Context, tx pgx.Tx, sink string, topics []string, mark *partitionMark) (Applied, error) {
 	b := &pgx.Batch{}
 	b.Queue(sqlRecordPartition, sink, mark.Topic, mark.Partition, mark.Partitions, mark.LSN.String(), mark.AsOf, int64(mark.Epoch))
 	b.Queue(sqlLockApplied, sink)
 	b.Queue(sqlAdvanceApplied, sink, topics)
+	b.Queue(sqlReadApplied, sink)
 	res := tx.SendBatch(ctx, b)
 	var errs []error
 	for range 3 {
 		_, err := res.Exec()
 		errs = append(errs, err)
 	}
-	errs = append(errs, res.Close())
+	a, err := scanApplied(res.QueryRow())
+	errs = append(errs, err, res.Close())
 	if err := errors.Join(errs...); err != nil {
 		return Applied{}, fmt.Errorf("inventory record applied position: %w", err)
 	}
-	return readApplied(ctx, tx, sink)
+	return a, nil
 }
 
 // read returns the sink's applied-through position in Redis.
@@ -186,21 +190,30 @@ func (r *redisApplied) read(ctx context.Context) (Applied, error) {
 func readApplied(ctx context.Context, q interface {
 	QueryRow(context.Context, string, ...any) pgx.Row
 }, sink string) (Applied, error) {
+	a, err := scanApplied(q.QueryRow(ctx, sqlReadApplied, sink))
+	if err != nil {
+		return Applied{}, fmt.Errorf("inventory read applied position: %w", err)
+	}
+	return a, nil
+}
+
+// scanApplied reads sqlReadApplied's row; no row is no position yet.
+func scanApplied(row pgx.Row) (Applied, error) {
 	var (
 		epoch int64
 		lsn   string
 		asOf  *time.Time
 	)
-	err := q.QueryRow(ctx, sqlReadApplied, sink).Scan(&epoch, &lsn, &asOf)
+	err := row.Scan(&epoch, &lsn, &asOf)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Applied{}, nil
 	}
 	if err != nil {
-		return Applied{}, fmt.Errorf("inventory read applied position: %w", err)
+		return Applied{}, err
 	}
 	p, err := pglogrepl.ParseLSN(lsn)
 	if err != nil {
-		return Applied{}, fmt.Errorf("inventory applied position %q: %w", lsn, err)
+		return Applied{}, fmt.Errorf("applied position %q: %w", lsn, err)
 	}
 	a := Applied{EpochLSN: pipeline.EpochLSN{Epoch: uint32(epoch), LSN: p}}
 	if asOf != nil {

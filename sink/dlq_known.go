@@ -1,20 +1,15 @@
 package sink
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
-	"time"
 
 	"github.com/IBM/sarama"
 
 	"github.com/cdcsync/cdcsync/internal/kafkaclient"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
-
-// knownTimeout bounds reading a dead-letter topic's origins.
-const knownTimeout = 60 * time.Second
 
 // origin identifies the message a dead letter came from, and which sink
 // dead-lettered it.
@@ -67,8 +62,12 @@ func (d *deadLetters) knownIn(topic string) (map[string]bool, error) {
 	return known, nil
 }
 
-// readOrigins reads a dead-letter topic up to its end offsets and returns
-// the origins its records name in their headers.
+// readOrigins reads a dead-letter topic read_committed up to its last
+// stable offsets and returns the origins its records name in their
+// headers. Capture writes its poison records to the same topics, with
+// exactly-once delivery inside Kafka transactions, so a partition may end
+// with a transaction marker (an offset no consumer is handed) or hold
+// aborted records: kafkaclient.ReadCommitted steps over both.
 func readOrigins(client sarama.Client, topic string) (map[string]bool, error) {
 	known := map[string]bool{}
 	parts, err := client.Partitions(topic)
@@ -78,13 +77,6 @@ func readOrigins(client sarama.Client, topic string) (map[string]bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		return nil, err
-	}
-	defer consumer.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), knownTimeout)
-	defer cancel()
 	for _, p := range parts {
 		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
 		if err != nil {
@@ -94,39 +86,20 @@ func readOrigins(client sarama.Client, topic string) (map[string]bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		if end <= oldest {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, oldest)
-		if err != nil {
-			return nil, err
-		}
-		err = func() error {
-			defer pc.Close()
-			for {
-				select {
-				case m := <-pc.Messages():
-					h := map[string]string{}
-					for _, rh := range m.Headers {
-						h[string(rh.Key)] = string(rh.Value)
-					}
-					part, perr := strconv.ParseInt(h[pipeline.HeaderDLQPartition], 10, 32)
-					off, oerr := strconv.ParseInt(h[pipeline.HeaderDLQOffset], 10, 64)
-					if perr == nil && oerr == nil {
-						known[origin(h[pipeline.HeaderDLQSink], h[pipeline.HeaderDLQTopic], int32(part), off)] = true
-					}
-					if m.Offset >= end-1 {
-						return nil
-					}
-				case err := <-pc.Errors():
-					return err
-				case <-ctx.Done():
-					return fmt.Errorf("partition %d: %w", p, ctx.Err())
-				}
+		err = kafkaclient.ReadCommitted(client, topic, p, oldest, end, func(_ int64, _ *sarama.RecordBatch, r *sarama.Record) bool {
+			h := map[string]string{}
+			for _, rh := range r.Headers {
+				h[string(rh.Key)] = string(rh.Value)
 			}
-		}()
+			part, perr := strconv.ParseInt(h[pipeline.HeaderDLQPartition], 10, 32)
+			off, oerr := strconv.ParseInt(h[pipeline.HeaderDLQOffset], 10, 64)
+			if perr == nil && oerr == nil {
+				known[origin(h[pipeline.HeaderDLQSink], h[pipeline.HeaderDLQTopic], int32(part), off)] = true
+			}
+			return true
+		})
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("partition %d: %w", p, err)
 		}
 	}
 	return known, nil

@@ -217,6 +217,11 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 		return nil, err
 	}
 	defer ver.Close()
+	events, err := newEventCounter(cfgs.verify.Kafka, eventsTopic)
+	if err != nil {
+		return nil, err
+	}
+	defer events.close()
 
 	genCtx, stopGen := context.WithCancel(ctx)
 	if d.cfg.Duration > 0 {
@@ -248,7 +253,7 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 		}
 	})
 
-	smp := &sampler{gen: gen, reg: reg, col: col}
+	smp := &sampler{gen: gen, reg: reg, col: col, events: events}
 	loopErr := d.liveView(genCtx, smp, live, prb, comps, genDone)
 	stopGen()
 	wg.Wait()
@@ -271,8 +276,8 @@ func (d *run) runPipeline(ctx context.Context, cfgs configs, reg *prometheus.Reg
 		return res, err
 	}
 	d.say("caught up in %s", time.Since(start).Round(10*time.Millisecond))
-	if events, err := col.Topic(drainCtx, eventsTopic); err == nil {
-		res.Events = events.End()
+	if n, err := events.count(); err == nil {
+		res.Events = n
 	}
 	d.say("OrderCreated events on %s: %s", eventsTopic, count(res.Events))
 	writeLatency(d.opts.Out, reg)

@@ -40,9 +40,10 @@ type sinkSample struct {
 // Prometheus series from the registry they were given, and the slot and
 // consumer lag from the status collector.
 type sampler struct {
-	gen *generator
-	reg prometheus.Gatherer
-	col *status.Collector
+	gen    *generator
+	reg    prometheus.Gatherer
+	col    *status.Collector
+	events *eventCounter
 }
 
 func (s *sampler) take(ctx context.Context) (sample, error) {
@@ -56,11 +57,9 @@ func (s *sampler) take(ctx context.Context) (sample, error) {
 		return out, err
 	}
 	out.slotLag = r.Slot.LagBytes
-	events, err := s.col.Topic(ctx, eventsTopic)
-	if err != nil {
+	if out.events, err = s.events.count(); err != nil {
 		return out, err
 	}
-	out.events = events.End()
 	out.captured = int64(sum(families, "cdcsync_capture_events_captured_total", nil))
 	for _, sk := range r.Sinks {
 		label := map[string]string{"sink": sk.Name}

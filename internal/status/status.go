@@ -93,7 +93,9 @@ type Partition struct {
 	End       int64 `json:"end_offset"`
 }
 
-// Records is the number of records a topic holds (End - Start, summed).
+// Records is the number of offsets a topic holds (End - Start, summed):
+// its records, plus on an exactly-once topic one transaction marker per
+// Kafka transaction and the records of aborted ones.
 func (t Topic) Records() int64 {
 	var n int64
 	for _, p := range t.Partitions {
@@ -102,8 +104,10 @@ func (t Topic) Records() int64 {
 	return n
 }
 
-// End sums the partitions' end offsets: the number of records ever
-// written to the topic.
+// End sums the partitions' end offsets (last stable offsets): the number
+// of records ever written to the topic at least once; on an exactly-once
+// topic transaction markers and aborted records take offsets too, so it
+// is no count of records.
 func (t Topic) End() int64 {
 	var n int64
 	for _, p := range t.Partitions {

@@ -97,10 +97,14 @@ func RandomName(prefix string) string {
 	return prefix + "_" + hex.EncodeToString(b[:])
 }
 
-// SaramaConfig is a client configuration suitable for reading test topics.
+// SaramaConfig is a client configuration suitable for reading test topics:
+// consumers read read_committed, as cdcsync's own readers do
+// (kafkaclient.Config), so records of open or aborted Kafka transactions
+// are never handed out.
 func SaramaConfig() *sarama.Config {
 	cfg := sarama.NewConfig()
 	cfg.Version = sarama.V3_6_0_0
 	cfg.ClientID = "cdcsync-test"
+	cfg.Consumer.IsolationLevel = sarama.ReadCommitted
 	return cfg
 }

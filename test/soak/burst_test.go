@@ -32,7 +32,7 @@ func TestSinkRestartBurst(t *testing.T) {
 	}
 	t.Logf("seed %d (CDCSYNC_SOAK_SEED=%d replays the restart rhythm)", set.Seed, set.Seed)
 	ctx := t.Context()
-	r := startRig(ctx, t, set.Items)
+	r := startRig(ctx, t, set.Items, set.Delivery)
 	defer r.keepLogs(set.LogDir)
 
 	tr, stopTracking := startTracker(ctx, r)

@@ -23,13 +23,15 @@ import (
 // changes of its key (fixed in capture's producer configuration). Every
 // committed change must be on Kafka and, per key, first copies must arrive
 // in commit order (DESIGN.md guarantee 3; re-sends of earlier changes after
-// a failure are allowed).
+// a failure are allowed). It is about the idempotent producer of
+// at-least-once delivery, which it runs; exactly once, the development
+// broker is not killed (ForDelivery).
 func TestCaptureKeepsKeyOrderAcrossBrokerOutages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Postgres, the development broker and capture (skipped with -short)")
 	}
 	ctx := t.Context()
-	r := &rig{t: t, absorbed: map[string]float64{}}
+	r := &rig{t: t, absorbed: map[string]float64{}, delivery: deliveryAtLeastOnce}
 	pg, err := testenv.StartPostgres()
 	if err != nil {
 		t.Fatal(err)

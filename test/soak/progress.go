@@ -9,6 +9,8 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/cdcsync/cdcsync/internal/kafkaclient"
 )
 
 // sample is the pipeline's progress at one moment: capture's confirmed
@@ -86,7 +88,9 @@ func (p *prober) read(ctx context.Context) (sample, error) {
 
 func (p *prober) readKafka(s *sample) error {
 	for part := range int32(partitions) {
-		end, err := p.client.GetOffset(ordersTopic, part, sarama.OffsetNewest)
+		// The last stable offset: what capture confirmed is in committed
+		// Kafka transactions below it, and the sinks commit up to it.
+		end, err := kafkaclient.StableOffset(p.client, ordersTopic, part)
 		if err != nil {
 			return fmt.Errorf("end offset of %s/%d: %w", ordersTopic, part, err)
 		}

@@ -3,6 +3,7 @@ package soak
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 )
@@ -150,6 +151,28 @@ func NewSchedule(seed uint64, n int, sessionTimeout time.Duration) []Fault {
 		}
 	}
 	return faults[:n]
+}
+
+// ForDelivery adapts a schedule to capture's delivery mode: exactly once,
+// a broker kill becomes a clean restart, for the development broker's sake.
+// kfake recovers from a SIGKILL by aborting the Kafka transactions it finds
+// open without writing their abort markers, so a read_committed consumer
+// (the sinks) that fetches from inside such a transaction skips the
+// producer's later, committed records in that fetch, and capture's producer
+// is refused until its retries run out (INVALID_TXN_STATE, retried as a
+// connection error). Kafka writes the markers; at least once the soak
+// still kills the broker.
+func ForDelivery(faults []Fault, delivery string) []Fault {
+	if delivery != deliveryExactlyOnce {
+		return faults
+	}
+	out := slices.Clone(faults)
+	for i, f := range out {
+		if f.Target == TargetBroker && f.Action == ActionKill {
+			out[i].Action = ActionRestart
+		}
+	}
+	return out
 }
 
 // FormatSchedule lists a schedule one fault per line.

@@ -2,6 +2,7 @@ package soak
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -111,5 +112,32 @@ func TestTail(t *testing.T) {
 		if got := Tail(d); got != want {
 			t.Errorf("Tail(%v) = %v, want %v", d, got, want)
 		}
+	}
+}
+
+// Exactly once the development broker is restarted, never killed (see
+// ForDelivery); the rest of the seed's sequence stays as it is.
+func TestScheduleForDelivery(t *testing.T) {
+	all := NewSchedule(7, 200, 10*time.Second)
+	if got := ForDelivery(all, deliveryAtLeastOnce); !slices.Equal(got, all) {
+		t.Error("at least once the schedule changed")
+	}
+	eos := ForDelivery(all, deliveryExactlyOnce)
+	kills := 0
+	for i, f := range all {
+		g := eos[i]
+		if f.Target == TargetBroker && f.Action == ActionKill {
+			kills++
+			f.Action = ActionRestart
+		}
+		if g != f {
+			t.Fatalf("fault %d: %v exactly once, want %v", i, g, f)
+		}
+	}
+	if kills == 0 {
+		t.Fatal("the schedule has no broker kill: the test proves nothing")
+	}
+	if all[0] != NewSchedule(7, 1, 10*time.Second)[0] {
+		t.Error("ForDelivery changed the schedule it was given")
 	}
 }

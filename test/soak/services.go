@@ -73,13 +73,15 @@ type rig struct {
 	unexpected []string
 	// started lists every daemon process in start order, for keepLogs.
 	started []*testenv.Process
+	// delivery is capture's CDCSYNC_DELIVERY (its default when empty).
+	delivery string
 }
 
 // startRig starts every service and daemon and waits until capture holds
 // its slot and both sinks joined their groups.
-func startRig(ctx context.Context, t testing.TB, items int) *rig {
+func startRig(ctx context.Context, t testing.TB, items int, delivery string) *rig {
 	t.Helper()
-	r := &rig{t: t, absorbed: map[string]float64{}}
+	r := &rig{t: t, absorbed: map[string]float64{}, delivery: delivery}
 	// Registered first, so that the services go whatever fails below.
 	t.Cleanup(func() {
 		for _, pg := range []*testenv.Postgres{r.orderPG, r.invPG} {
@@ -231,6 +233,7 @@ func (r *rig) startCapture() {
 		// Confirms follow heartbeats too; a short interval lets the
 		// slot's position pass the WAL that is not ours (checkpoints).
 		"CDCSYNC_HEARTBEAT_INTERVAL=1s",
+		"CDCSYNC_DELIVERY=" + r.delivery,
 	}, "capture"))
 }
 

@@ -14,6 +14,7 @@ const (
 	envSeed     = "CDCSYNC_SOAK_SEED"     // fault schedule seed; random when unset
 	envRate     = "CDCSYNC_SOAK_RATE"     // writer transactions per second, all writers together
 	envLogDir   = "CDCSYNC_SOAK_LOG_DIR"  // keep every process's log there
+	envDelivery = "CDCSYNC_SOAK_DELIVERY" // capture's CDCSYNC_DELIVERY; exactly-once (its default) unless set
 )
 
 // Defaults keep the soak that runs in `make test` near two minutes in all
@@ -32,11 +33,21 @@ type Settings struct {
 	Writers  int
 	Items    int // distinct item ids the orders use
 	LogDir   string
+	// Delivery is capture's CDCSYNC_DELIVERY. Exactly once, the broker
+	// is restarted, never killed (ForDelivery).
+	Delivery string
 }
 
 // LoadSettings reads the soak's environment variables.
 func LoadSettings(getenv func(string) string) (Settings, error) {
-	s := Settings{Duration: defaultDuration, Rate: defaultRate, Writers: 4, Items: 200, LogDir: getenv(envLogDir)}
+	s := Settings{Duration: defaultDuration, Rate: defaultRate, Writers: 4, Items: 200, LogDir: getenv(envLogDir), Delivery: deliveryExactlyOnce}
+	switch v := getenv(envDelivery); v {
+	case "":
+	case deliveryExactlyOnce, deliveryAtLeastOnce:
+		s.Delivery = v
+	default:
+		return s, fmt.Errorf("%s: want %s or %s, got %q", envDelivery, deliveryExactlyOnce, deliveryAtLeastOnce, v)
+	}
 	if v := getenv(envDuration); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil {
@@ -65,6 +76,12 @@ func LoadSettings(getenv func(string) string) (Settings, error) {
 	}
 	return s, nil
 }
+
+// Capture's delivery modes, as CDCSYNC_DELIVERY spells them.
+const (
+	deliveryExactlyOnce = "exactly-once"
+	deliveryAtLeastOnce = "at-least-once"
+)
 
 // randomSeed draws a seed that fits in 53 bits, so that it survives being
 // copied through tools that read numbers as float64.

@@ -1,6 +1,7 @@
 package soak
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ type Injected struct {
 type Summary struct {
 	Seed     uint64
 	Duration time.Duration // CDCSYNC_SOAK_DURATION
+	Delivery string        // capture's CDCSYNC_DELIVERY (CDCSYNC_SOAK_DELIVERY)
 	Writes   time.Duration // how long the writers ran
 	Total    time.Duration // setup, writes, drain and checks
 	Drain    time.Duration // from stopping the writers until caught up
@@ -85,7 +87,7 @@ func (s *Summary) Format() string {
 		s.Failed, s.Unknown, s.Resolved)
 	line("changes captured", "%d of %d committed changes on Kafka: lost %d, phantom %d, out of order %d",
 		s.Ledger.OnKafka, s.Ledger.Changes, s.Ledger.Lost, s.Ledger.Phantom, s.Ledger.OutOfOrder)
-	line("", "%d records: %d re-sent duplicates, %d tombstones", s.Ledger.Records, s.Ledger.Resent, s.Ledger.Tombstones)
+	line("", "%d records read_committed: %d re-sent duplicates, %d tombstones; capture %s", s.Ledger.Records, s.Ledger.Resent, s.Ledger.Tombstones, cmp.Or(s.Delivery, deliveryExactlyOnce))
 	line("faults injected", "%d: %s", len(s.Faults), s.faultCounts())
 	var all []time.Duration
 	unrecovered := 0

@@ -3,12 +3,14 @@ package soak
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/IBM/sarama"
 
+	"github.com/cdcsync/cdcsync/internal/testenv"
 	"github.com/cdcsync/cdcsync/pipeline"
 )
 
@@ -24,67 +26,41 @@ type topicRecord struct {
 	row       order // after image (c, u, r)
 }
 
-// readTopic reads every record of the orders topic, partition by
-// partition in offset order, up to the end offsets at the time of the call.
+// readTopic reads every record of the orders topic a read_committed
+// consumer sees, partition by partition in offset order, up to the last
+// stable offsets at the time of the call (capture writes in Kafka
+// transactions: their markers and aborted records are stepped over).
 func readTopic(ctx context.Context, brokers []string) ([]topicRecord, error) {
-	cfg := probeConfig()
-	cfg.Consumer.Fetch.Default = 4 << 20
-	client, err := sarama.NewClient(brokers, cfg)
+	client, err := sarama.NewClient(brokers, probeConfig())
 	if err != nil {
 		return nil, fmt.Errorf("connect to the broker: %w", err)
 	}
 	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		return nil, fmt.Errorf("consumer: %w", err)
-	}
-	defer consumer.Close()
 	var out []topicRecord
 	for part := range int32(partitions) {
 		start, err := client.GetOffset(ordersTopic, part, sarama.OffsetOldest)
 		if err != nil {
 			return nil, fmt.Errorf("start offset of %s/%d: %w", ordersTopic, part, err)
 		}
-		end, err := client.GetOffset(ordersTopic, part, sarama.OffsetNewest)
-		if err != nil {
-			return nil, fmt.Errorf("end offset of %s/%d: %w", ordersTopic, part, err)
-		}
 		if start != 0 {
 			return nil, fmt.Errorf("%s/%d starts at offset %d: records were deleted", ordersTopic, part, start)
 		}
-		if end == 0 {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(ordersTopic, part, start)
-		if err != nil {
-			return nil, fmt.Errorf("consume %s/%d: %w", ordersTopic, part, err)
-		}
-		for next := start; next < end; {
-			select {
-			case m := <-pc.Messages():
-				next = m.Offset + 1
-				if pipeline.IsWatermark(m.Headers) || pipeline.IsControl(m.Headers) {
-					continue // how far the partition is complete, or a control record: not a change
-				}
-				rec, err := decodeRecord(m)
-				if err != nil {
-					pc.Close()
-					return nil, err
-				}
-				out = append(out, rec)
-				next = m.Offset + 1
-			case perr := <-pc.Errors():
-				pc.Close()
-				return nil, fmt.Errorf("consume %s/%d: %w", ordersTopic, part, perr)
-			case <-time.After(30 * time.Second):
-				pc.Close()
-				return nil, fmt.Errorf("consume %s/%d: stuck at offset %d of %d", ordersTopic, part, next, end)
-			case <-ctx.Done():
-				pc.Close()
-				return nil, ctx.Err()
+		var decodeErr error
+		err = testenv.EachCommitted(client, ordersTopic, part, func(m *sarama.ConsumerMessage) {
+			if decodeErr != nil || pipeline.IsWatermark(m.Headers) || pipeline.IsControl(m.Headers) {
+				return // how far the partition is complete, or a control record: not a change
 			}
+			var rec topicRecord
+			if rec, decodeErr = decodeRecord(m); decodeErr == nil {
+				out = append(out, rec)
+			}
+		})
+		if err = errors.Join(err, decodeErr); err != nil {
+			return nil, fmt.Errorf("read %s/%d: %w", ordersTopic, part, err)
 		}
-		pc.Close()
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }
