@@ -113,12 +113,33 @@ func fenced(err error) error {
 // (for CDCSYNC's ten minutes of produce retries) with the error kept
 // inside the producer. A fatal state other than fencing (an authorization
 // error) needs a new producer just the same.
+//
+// It also returns errTxnAbortable once sarama moved the transaction to its
+// abortable state (a produce inside it failed): that transaction can no
+// longer commit, but sarama goes on retrying its remaining batches like a
+// connection failure, and a commit waiting for them would wait those ten
+// minutes with the stream stalled. Ending the session instead lets the next
+// one's producer abort the transaction and send its changes again.
 func (t *txn) fatal() error {
-	if st := t.ap.TxnStatus(); st&sarama.ProducerTxnFlagFatalError != 0 {
+	st := t.ap.TxnStatus()
+	switch {
+	case st&sarama.ProducerTxnFlagFatalError != 0:
 		return fmt.Errorf("%w: the transactional producer's state is fatal (%s)", ErrFenced, st)
+	case st&sarama.ProducerTxnFlagAbortableError != 0:
+		// The failed produce says why (a poison record the broker
+		// refused is stopped on, not retried).
+		var why error
+		if t.deliveryErr != nil {
+			why = t.deliveryErr()
+		}
+		return errors.Join(why, fmt.Errorf("%w (%s)", errTxnAbortable, st))
 	}
 	return nil
 }
+
+// errTxnAbortable: the open Kafka transaction failed and can only be
+// aborted; the session ends and the next one sends its changes again.
+var errTxnAbortable = errors.New("the kafka transaction failed and can only be aborted")
 
 // fatalPoll is how often a waiting commit looks at the transaction state.
 const fatalPoll = 50 * time.Millisecond
