@@ -467,10 +467,17 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// Shutdown: flush what is in flight, confirm it, leave.
 	c.log.Info("shutting down: flushing producer and confirming the final LSN")
 	stopWatermarks()
-	txnErr := c.endTxn(st, prod)
-	// Within CDCSYNC_SHUTDOWN_TIMEOUT: half to flush, half to wait for a
-	// request the broker still holds (see close).
-	closeErr := errors.Join(txnErr, prod.close(c.cfg.ShutdownTimeout/2, c.cfg.ShutdownTimeout/2))
+	// Within CDCSYNC_SHUTDOWN_TIMEOUT: exactly once, half to end the Kafka
+	// transaction; of what is left (less close's grace), half to flush and
+	// half to wait for a request the broker still holds (see close).
+	deadline := time.Now().Add(c.cfg.ShutdownTimeout)
+	txnUntil := time.Now()
+	if prod.txn != nil {
+		txnUntil = txnUntil.Add(c.cfg.ShutdownTimeout / 2)
+	}
+	txnErr := c.endTxn(st, prod, txnUntil)
+	left := max(time.Until(deadline)-closeGrace, 0)
+	closeErr := errors.Join(txnErr, prod.close(left/2, left/2))
 	producerClosed = true
 	fctx, cancelStatus := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancelStatus()

@@ -453,10 +453,16 @@ func (p *producer) deliveryErr() error {
 // So: a request already sent is waited for (up to answer) because the
 // broker may still apply it, and then closing the client makes sarama's
 // retries fail at once.
+//
+// drain and answer share one deadline (CDCSYNC_SHUTDOWN_TIMEOUT's share):
+// a flush that ends early leaves its time to the wait for answers. Once
+// the client is closed sarama stops at once; closeGrace bounds that wait
+// when the deadline has passed.
 func (p *producer) close(drain, answer time.Duration) error {
 	if p.waitTick != nil {
 		p.waitTick.Stop()
 	}
+	drainUntil, deadline := time.Now().Add(drain), time.Now().Add(drain+answer)
 	if p.txn != nil {
 		p.txn.waitCommit(drain) // closing under a running CommitTxn would panic in sarama
 	}
@@ -464,10 +470,9 @@ func (p *producer) close(drain, answer time.Duration) error {
 	select {
 	case <-p.done:
 		return errors.Join(p.err(), p.admin.Close())
-	case <-time.After(drain):
+	case <-time.After(time.Until(drainUntil)):
 	}
 	errs := []error{errors.New("producer flush timed out; abandoning what was not acknowledged")}
-	deadline := time.Now().Add(answer)
 	for p.requestsOnTheWire() > 0 && time.Now().Before(deadline) {
 		select {
 		case <-p.done:
@@ -478,11 +483,15 @@ func (p *producer) close(drain, answer time.Duration) error {
 	errs = append(errs, p.admin.Close()) // closes the client too
 	select {
 	case <-p.done:
-	case <-time.After(answer):
+	case <-time.After(max(time.Until(deadline), closeGrace)):
 		errs = append(errs, errors.New("producer did not stop after its client was closed"))
 	}
 	return errors.Join(append(errs, p.err())...)
 }
+
+// closeGrace: how long close waits for sarama to stop after closing its
+// client when the shutdown deadline has passed already.
+const closeGrace = 500 * time.Millisecond
 
 // requestsOnTheWire counts the produce (and other) requests sent to a
 // broker and not answered yet, from sarama's per-broker gauges (a broker's

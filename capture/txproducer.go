@@ -322,52 +322,71 @@ func (t *txn) finish(err error) error {
 	return nil
 }
 
-// abort aborts the open transaction (a stop inside a Postgres transaction:
-// half of it must not become visible). A failure leaves it to the next
-// producer's initialisation, or the transaction timeout, to abort.
-func (t *txn) abort() error {
-	if !t.open {
-		return nil
-	}
-	t.open = false
-	if err := t.ap.AbortTxn(); err != nil {
-		return fenced(fmt.Errorf("abort kafka transaction: %w", err))
-	}
-	t.metrics.kafkaTxns.WithLabelValues("aborted").Inc()
-	return nil
-}
-
 // waitCommit waits up to d for a commit still running on its goroutine
-// (the stream ended meanwhile), so the producer is not closed under it.
-func (t *txn) waitCommit(d time.Duration) {
+// (the stream ended meanwhile), so the producer is not closed under it;
+// false when it still runs (the producer's close ends it).
+func (t *txn) waitCommit(d time.Duration) bool {
 	if t.commitDone == nil {
-		return
+		return true
 	}
 	select {
 	case err := <-t.commitDone:
 		if err := t.finish(err); err != nil {
 			t.log.Warn("the last Kafka transaction did not commit; the next session sends its changes again", "err", err)
 		}
+		return true
 	case <-time.After(d):
 		t.commitDone = nil
+		return false
 	}
 }
 
-// endTxn ends the open Kafka transaction on a clean stop: committed when
-// the stream stopped between Postgres transactions, aborted inside one.
-func (c *capturer) endTxn(st *stream, prod *producer) error {
+// endTxn ends the open Kafka transaction on a clean stop, by until:
+// committed when the stream stopped between Postgres transactions, aborted
+// inside one. A commit or abort the broker does not answer in time is left
+// running; the producer's close ends it (and the broker, or the next
+// producer's initialisation, aborts the transaction).
+func (c *capturer) endTxn(st *stream, prod *producer, until time.Time) error {
 	t := prod.txn
 	if t == nil {
 		return nil
 	}
-	t.waitCommit(c.cfg.ShutdownTimeout / 2)
+	if !t.waitCommit(time.Until(until)) {
+		// Another commit would only queue behind it (sarama's
+		// transaction lock).
+		return errors.New("the last kafka transaction's commit did not finish before the shutdown timeout; the next session sends its changes again")
+	}
 	if !t.open {
 		return nil
 	}
 	if st.inTx {
-		return t.abort()
+		return t.abortBy(until)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.ShutdownTimeout/2)
+	ctx, cancel := context.WithDeadline(context.Background(), until)
 	defer cancel()
 	return st.commitTxn(ctx)
+}
+
+// abortBy aborts the open transaction (a stop inside a Postgres
+// transaction: half of it must not become visible), giving up at until:
+// sarama's abort waits for the transaction's messages first, which a
+// stalled broker never acknowledges. A failure leaves it to the next
+// producer's initialisation, or the transaction timeout, to abort.
+func (t *txn) abortBy(until time.Time) error {
+	if !t.open {
+		return nil
+	}
+	t.open = false
+	done := make(chan error, 1)
+	go func() { done <- t.ap.AbortTxn() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fenced(fmt.Errorf("abort kafka transaction: %w", err))
+		}
+		t.metrics.kafkaTxns.WithLabelValues("aborted").Inc()
+		return nil
+	case <-time.After(time.Until(until)):
+		return errors.New("abort kafka transaction: the broker did not answer before the shutdown timeout; it aborts the transaction itself")
+	}
 }
