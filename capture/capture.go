@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -407,7 +408,9 @@ func (c *capturer) session(parent context.Context) (err error) {
 
 	st.txn, st.resumeAt = prod.txn, resume.LSN
 	st.backfill = newBackfiller(c, src, types, tables, initial)
-	st.backfill.resume = resume.Backfills
+	// Its own copy: the backfiller forgets entries as it resumes them,
+	// while the stream encodes the checkpoint, which holds the same map.
+	st.backfill.resume = maps.Clone(resume.Backfills)
 	st.backfill.snapshotted = snapTables
 	st.backfill.recovery = rec
 	// While a re-snapshot after a lost slot is on, /readyz says so.
