@@ -474,11 +474,7 @@ func (c *capturer) session(parent context.Context) (err error) {
 	// transaction; of what is left (less close's grace), half to flush and
 	// half to wait for a request the broker still holds (see close).
 	deadline := time.Now().Add(c.cfg.ShutdownTimeout)
-	txnUntil := time.Now()
-	if prod.txn != nil {
-		txnUntil = txnUntil.Add(c.cfg.ShutdownTimeout / 2)
-	}
-	txnErr := c.endTxn(st, prod, txnUntil)
+	txnErr := c.endTxn(st, prod, time.Now().Add(c.cfg.ShutdownTimeout/2)) // at once at least once
 	left := max(time.Until(deadline)-closeGrace, 0)
 	closeErr := errors.Join(txnErr, prod.close(left/2, left/2))
 	producerClosed = true
